@@ -1,0 +1,96 @@
+"""The appliance's data directory: install id, ledger key, per-install secrets, and the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .config import Config
+from .errors import ConfigError
+from .ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
+from .ledger.keys import LedgerSigner, write_private_file
+from .store import Database
+
+DB_FILE = "alertengine.db"
+INSTALL_FILE = "install.json"
+LEDGER_KEY_FILE = "ledger.key"
+CHECKPOINT_FILE = "latest-checkpoint.txt"
+# Per-install secrets, 32 random bytes each, mode 0600: approval-token signing, secrets-at-rest.
+SECRET_FILES = ("token.key", "vault.key")
+
+
+@dataclass(frozen=True)
+class DataDir:
+    path: Path
+    install_id: str
+    signer: LedgerSigner
+    created: bool
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_FILE
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    def secret(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def open_database(self, config: Config) -> Database:
+        return Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
+                        checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max).open()
+
+
+def log_name(install_id: str) -> str:
+    return f"alertengine/{install_id}"
+
+
+def init_data_dir(path: Path) -> DataDir:
+    """Create (first start) or open the data directory. Never overwrites an existing secret."""
+    created = not (path / INSTALL_FILE).exists()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if created:
+        install = {"install_id": secrets.token_hex(8), "created": utc_timestamp(), "version": __version__}
+        write_private_file(path / INSTALL_FILE, json.dumps(install, indent=1).encode())
+    install_id = read_install_id(path)
+    signer = LedgerSigner.load_or_create(path / LEDGER_KEY_FILE, log_name(install_id))
+    for name in SECRET_FILES:
+        if not (path / name).exists():
+            write_private_file(path / name, secrets.token_bytes(32))
+    return DataDir(path, install_id, signer, created)
+
+
+def open_data_dir(path: Path) -> DataDir:
+    """Open an existing data directory (commands other than ``serve`` never create one)."""
+    if not (path / INSTALL_FILE).exists() or not (path / LEDGER_KEY_FILE).exists():
+        raise ConfigError("data_dir", f"{path} is not an AlertEngine data directory (run `alertengine serve` "
+                                      "once to create it, or pass --data-dir)")
+    install_id = read_install_id(path)
+    return DataDir(path, install_id, LedgerSigner.load_or_create(path / LEDGER_KEY_FILE, log_name(install_id)), False)
+
+
+def read_install_id(path: Path) -> str:
+    try:
+        install_id = json.loads((path / INSTALL_FILE).read_text())["install_id"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError("data_dir", f"{path / INSTALL_FILE} is unreadable: {exc}") from None
+    if not (isinstance(install_id, str) and len(install_id) == 16 and all(c in "0123456789abcdef" for c in install_id)):
+        raise ConfigError("data_dir", f"{path / INSTALL_FILE} holds a malformed install id")
+    return install_id
+
+
+def startup_events(data: DataDir) -> list[LedgerEvent]:
+    events = []
+    if data.created:
+        events.append(LedgerEvent(kind="appliance.initialized", tenant=SYSTEM_TENANT, actor="system",
+                                  reason="data directory created; ledger key generated",
+                                  data={"install_id": data.install_id, "vkey": data.signer.vkey}))
+    events.append(LedgerEvent(kind="appliance.started", tenant=SYSTEM_TENANT, actor="system",
+                              reason=f"AlertEngine {__version__} started",
+                              data={"version": __version__, "pid": os.getpid()}))
+    return events

@@ -1,0 +1,143 @@
+"""Settings: defaults, then ``alertengine.toml``, then ``ALERTENGINE_<NAME>`` variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ALERTENGINE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", Path, Path("alertengine-data"),
+            "Directory for the database, the ledger key and per-install secrets (created if missing)."),
+    Setting("host", str, "127.0.0.1", "Address the web server listens on."),
+    Setting("port", int, 8080, "TCP port the web server listens on."),
+    Setting("public_url", str, "", "Base URL people and chat services reach this appliance at (default: http://host:port)."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
+    Setting("checkpoint_interval", float, 1.0,
+            "Seconds between signed ledger checkpoints while entries are being appended."),
+    Setting("writer_batch_max", int, 1000, "Most write requests the single writer commits in one transaction."),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("alertengine-data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    log_level: str = "info"
+    checkpoint_interval: float = 1.0
+    writer_batch_max: int = 1000
+    source: str = "defaults"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def with_overrides(self, **values: Any) -> "Config":
+        clean = {k: _coerce(k, v, "command line") for k, v in values.items() if v is not None}
+        return _validated(replace(self, **clean))
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    setting = _BY_NAME.get(name)
+    if setting is None:
+        raise ConfigError(name, f"unknown setting (from {origin}); known settings: {', '.join(_BY_NAME)}")
+    want = setting.type
+    try:
+        if want is Path:
+            if not isinstance(value, (str, Path)) or not str(value):
+                raise TypeError
+            return Path(value)
+        if want is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.lower() in ("1", "true", "yes", "on")
+            raise TypeError
+        if want is int:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise TypeError
+            return int(value)
+        if want is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise TypeError
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected {want.__name__}, got {value!r} (from {origin})") from None
+
+
+def _validated(cfg: Config) -> Config:
+    if not 0 < cfg.port < 65536:
+        raise ConfigError("port", f"must be 1-65535, got {cfg.port}")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    if not 0.05 <= cfg.checkpoint_interval <= 3600:
+        raise ConfigError("checkpoint_interval", f"must be between 0.05 and 3600 seconds, got {cfg.checkpoint_interval}")
+    if not 1 <= cfg.writer_batch_max <= 100_000:
+        raise ConfigError("writer_batch_max", f"must be between 1 and 100000, got {cfg.writer_batch_max}")
+    if cfg.public_url and not cfg.public_url.startswith(("http://", "https://")):
+        raise ConfigError("public_url", f"must start with http:// or https://, got {cfg.public_url!r}")
+    return cfg
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a config file; errors name the file and, where known, the key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(None, f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(None, f"{path} is not valid TOML: {exc}") from None
+    return data
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults ← file (``path``, ``$ALERTENGINE_CONFIG`` or ./alertengine.toml) ← environment."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(environ[ENV_PREFIX + "CONFIG"])
+    if path is None and Path("alertengine.toml").is_file():
+        path = Path("alertengine.toml")
+    if path is not None:
+        for key, value in read_file(path).items():
+            if isinstance(value, dict):
+                raise ConfigError(key, f"unknown section [{key}] in {path}")
+            values[key] = _coerce(key, value, str(path))
+        source = str(path)
+    for s in SETTINGS:
+        env = environ.get(ENV_PREFIX + s.name.upper())
+        if env is not None:
+            values[s.name] = _coerce(s.name, env, ENV_PREFIX + s.name.upper())
+    return _validated(replace(Config(), source=source, **values))
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, help) of every setting, for ``check-config --list`` and the README."""
+    return [(s.name, str(s.default), s.help) for s in SETTINGS]
+
+
+assert {f.name for f in fields(Config)} - {"source"} == set(_BY_NAME), "Config and SETTINGS disagree"

@@ -1,0 +1,150 @@
+"""Ledger events: what callers hand the writer, their validation, and canonical entry bytes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import LedgerInputError
+
+MAX_BODY_BYTES = 65_536
+SYSTEM_TENANT = "_system"
+ZERO_HASH_HEX = "0" * 64
+
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+# Field names that would carry a secret; a fingerprint field is the allowed way to refer to one.
+_SECRET_KEY_RE = re.compile(
+    r"(secret|password|passwd|passphrase|token|api[_-]?key|private[_-]?key|authorization|routing[_-]?key|"
+    r"credential|cookie|signing[_-]?key)", re.I)
+_FINGERPRINT_KEY_RE = re.compile(r"(fingerprint|_sha256|_hash)$", re.I)
+_FINGERPRINT_VALUE_RE = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+# Values that look like well-known credentials, wherever they appear.
+_SECRET_VALUE_RE = re.compile(
+    r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|"
+    r"AKIA[0-9A-Z]{16}|\b\d{6,12}:[A-Za-z0-9_-]{30,}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----|"
+    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
+
+
+def fingerprint(secret: str | bytes) -> str:
+    """How an entry refers to a secret: ``sha256:<first 16 hex of SHA-256>``."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def utc_timestamp(now: _dt.datetime | None = None) -> str:
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """Canonical JSON bytes of spec/ledger.md section 1."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One event to append. The writer adds ``seq``, ``prev``, ``tseq``, ``tprev`` and ``ts``."""
+
+    kind: str
+    tenant: str
+    actor: str
+    reason: str
+    incident: str | None = None
+    stage: str | None = None
+    decision: str | None = None
+    confidence: int | None = None
+    policy_version: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def __post_init__(self) -> None:
+        validate_event(self)
+
+    def fields(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tenant": self.tenant, "actor": self.actor, "reason": self.reason,
+                "incident": self.incident, "stage": self.stage, "decision": self.decision,
+                "confidence": self.confidence, "policy_version": self.policy_version,
+                "data": self.data, "event_id": self.event_id}
+
+
+def validate_event(ev: LedgerEvent) -> None:
+    """Refuse anything the spec forbids, before it reaches the writer."""
+    if not isinstance(ev.kind, str) or not _KIND_RE.match(ev.kind):
+        raise LedgerInputError("kind", f"kind must be dotted lower-case words, got {ev.kind!r}")
+    if not isinstance(ev.tenant, str) or not _TENANT_RE.match(ev.tenant):
+        raise LedgerInputError("tenant", "tenant must be 1-64 characters of letters, digits, _ . : -")
+    if not isinstance(ev.actor, str) or not ev.actor or len(ev.actor) > 200:
+        raise LedgerInputError("actor", "actor must be a non-empty string of at most 200 characters")
+    if not isinstance(ev.reason, str):
+        raise LedgerInputError("reason", "reason must be a string")
+    for name in ("incident", "stage", "decision", "policy_version"):
+        value = getattr(ev, name)
+        if value is not None and not isinstance(value, str):
+            raise LedgerInputError(name, f"{name} must be a string or null")
+    if ev.confidence is not None and (type(ev.confidence) is not int or not 0 <= ev.confidence <= 100):
+        raise LedgerInputError("confidence", "confidence must be an integer 0-100 or null")
+    if not isinstance(ev.data, Mapping):
+        raise LedgerInputError("data", f"data must be an object, got {type(ev.data).__name__}")
+    if not isinstance(ev.event_id, str) or not 8 <= len(ev.event_id) <= 128:
+        raise LedgerInputError("event_id", "event_id must be a string of 8-128 characters")
+    _check_value(ev.data, "data")
+    for name in ("reason", "actor", "incident", "decision"):
+        value = getattr(ev, name)
+        if isinstance(value, str) and _SECRET_VALUE_RE.search(value):
+            raise LedgerInputError(name, f"{name} looks like it contains a credential; ledger a fingerprint instead")
+    # A bound on the body before the writer sees it: the data part alone must leave room for the rest.
+    try:
+        size = len(canonical(ev.fields()))
+    except (ValueError, TypeError) as exc:
+        raise LedgerInputError("data", f"not serialisable as canonical JSON: {exc}") from None
+    if size + 400 > MAX_BODY_BYTES:
+        raise LedgerInputError("data", f"entry would exceed {MAX_BODY_BYTES} bytes ({size} before envelope)")
+
+
+def _check_value(value: Any, path: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise LedgerInputError(path, f"keys must be ASCII strings, got {key!r} in {path}")
+            sub = f"{path}.{key}"
+            if _SECRET_KEY_RE.search(key) and not _FINGERPRINT_KEY_RE.search(key):
+                if not (item is None or isinstance(item, bool)
+                        or (isinstance(item, str) and _FINGERPRINT_VALUE_RE.match(item))):
+                    raise LedgerInputError(sub, f"{sub} looks like a secret; ledger fingerprint(secret) instead")
+            _check_value(item, sub)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_value(item, f"{path}[{i}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise LedgerInputError(path, f"{path} is {value!r}; NaN and Infinity are not allowed")
+    elif isinstance(value, str):
+        if _SECRET_VALUE_RE.search(value):
+            raise LedgerInputError(path, f"{path} looks like it contains a credential; ledger a fingerprint instead")
+    elif value is None or isinstance(value, (bool, int)):
+        return
+    else:
+        raise LedgerInputError(path, f"{path} has unsupported type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An entry as stored: its exact bytes and where it sits in the chains."""
+
+    seq: int
+    tenant: str
+    tseq: int
+    body: bytes
+    leaf_hash: bytes
+    duplicate: bool = False
+
+    def obj(self) -> dict[str, Any]:
+        return json.loads(self.body)

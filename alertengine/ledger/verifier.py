@@ -1,0 +1,670 @@
+"""Standalone verifier for AlertEngine ledgers and audit bundles (spec/ledger.md, version 1).
+
+This file is copied verbatim into every audit bundle as ``verify.py``: it needs only the Python
+standard library and ``cryptography``, and imports nothing from AlertEngine. The appliance's own
+``alertengine bundle verify`` and ``alertengine ledger verify`` use the same functions, so the
+bundled script and the appliance always give the same verdicts.
+
+Usage::
+
+    python3 verify.py BUNDLE.tar.gz --vkey 'alertengine/<id>+<keyid>+<base64>' [--checkpoint OLD.txt]
+
+Exit status: 0 verified, 1 verification failed, 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator, Sequence
+
+FORMAT = "alertengine-audit-bundle/1"
+ZERO_HASH_HEX = "0" * 64
+MAX_BODY_BYTES = 65_536
+REQUIRED_FIELDS = (
+    "v", "seq", "prev", "tenant", "tseq", "tprev", "ts", "event_id", "kind", "incident",
+    "stage", "actor", "decision", "reason", "confidence", "policy_version", "data",
+)
+EM_DASH = "\u2014"
+_sha256 = hashlib.sha256
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing (RFC 9162 section 2)
+
+def leaf_hash(body: bytes) -> bytes:
+    """SHA-256(0x00 || body)."""
+    return _sha256(b"\x00" + body).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """SHA-256(0x01 || left || right)."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Merkle Tree Hash of a list of leaf hashes (RFC 9162 2.1.1), bottom-up.
+
+    Pairing adjacent nodes level by level and carrying an unpaired last node up unchanged gives
+    exactly the left-balanced tree of the RFC.
+    """
+    if not leaves:
+        return _sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+class RootBuilder:
+    """Incremental Merkle Tree Hash: the roots of perfect subtrees along the right edge."""
+
+    __slots__ = ("size", "frontier")
+
+    def __init__(self, size: int = 0, frontier: list[bytes] | None = None) -> None:
+        self.size = size
+        self.frontier: list[bytes] = list(frontier or [])
+
+    def add(self, leaf: bytes) -> None:
+        h = leaf
+        n = self.size
+        frontier = self.frontier
+        while n & 1:
+            h = _sha256(b"\x01" + frontier.pop() + h).digest()
+            n >>= 1
+        frontier.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.frontier:
+            return _sha256(b"").digest()
+        h = self.frontier[-1]
+        for left in reversed(self.frontier[:-1]):
+            h = _sha256(b"\x01" + left + h).digest()
+        return h
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
+    """RFC 9162 2.1.3.2: the root implied by an inclusion proof, or None if the proof is malformed."""
+    if index < 0 or index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
+                       path: Sequence[bytes]) -> bool:
+    """RFC 9162 2.1.4.2."""
+    if old_size < 0 or old_size > new_size:
+        return False
+    if old_size == new_size:
+        return not path and old_root == new_root
+    if old_size == 0:
+        return not path
+    path = list(path)
+    if old_size & (old_size - 1) == 0:
+        path = [old_root] + path
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+# --------------------------------------------------------------------------------------------
+# Keys and signed notes (C2SP signed-note, Go's golang.org/x/mod/sumdb/note)
+
+class NoteError(Exception):
+    """A signed note that does not verify; ``kind`` is SIG_INVALID or KEY_UNTRUSTED."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    return _sha256(name.encode() + b"\n\x01" + public_key).digest()[:4]
+
+
+@dataclass(frozen=True)
+class VerifierKey:
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> "VerifierKey":
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
+            raise ValueError("malformed verifier key: expected <name>+<8 hex>+<base64>")
+        name, hex_id, b64 = parts
+        try:
+            kid = bytes.fromhex(hex_id)
+            raw = base64.b64decode(b64, validate=True)
+        except ValueError as exc:
+            raise ValueError(f"malformed verifier key: {exc}") from None
+        if len(raw) != 33 or raw[0] != 1:
+            raise ValueError("malformed verifier key: not an Ed25519 (type 0x01) key")
+        if key_id(name, raw[1:]) != kid:
+            raise ValueError("malformed verifier key: key id does not match name and key")
+        return cls(name, kid, raw[1:])
+
+    def text(self) -> str:
+        encoded = base64.b64encode(b"\x01" + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+            return True
+        except InvalidSignature:
+            return False
+
+
+def split_note(note: str) -> tuple[str, list[tuple[str, bytes, bytes]]]:
+    """Split a signed note into its text and its (name, key id, signature) lines."""
+    sep = note.rfind("\n\n")
+    if sep < 0 or not note.endswith("\n"):
+        raise NoteError("SIG_INVALID", "malformed signed note: no signature block")
+    text = note[: sep + 1]
+    sigs = []
+    for line in note[sep + 2:].splitlines():
+        if not line.startswith(EM_DASH + " "):
+            raise NoteError("SIG_INVALID", "malformed signature line")
+        try:
+            name, b64 = line[2:].split(" ")
+            raw = base64.b64decode(b64, validate=True)
+        except ValueError:
+            raise NoteError("SIG_INVALID", "malformed signature line") from None
+        if len(raw) != 68:
+            raise NoteError("SIG_INVALID", "signature of the wrong length")
+        sigs.append((name, raw[:4], raw[4:]))
+    if not sigs:
+        raise NoteError("SIG_INVALID", "signed note has no signature")
+    return text, sigs
+
+
+def open_note(note: str, vkey: VerifierKey) -> str:
+    """Return the note's text if ``vkey`` signed it; raise NoteError otherwise."""
+    text, sigs = split_note(note)
+    known = False
+    for name, kid, sig in sigs:
+        if name == vkey.name and kid == vkey.key_id:
+            known = True
+            if vkey.verify(text.encode(), sig):
+                return text
+    if known:
+        raise NoteError("SIG_INVALID", "signature does not verify with the verifier key")
+    names = ", ".join(f"{n}+{k.hex()}" for n, k, _ in sigs)
+    raise NoteError("KEY_UNTRUSTED", f"signed by {names}, not by the pinned key {vkey.name}+{vkey.key_id.hex()}")
+
+
+def note_signer(note: str) -> str:
+    """Name of the first signer of a note (used only when no key is pinned)."""
+    return split_note(note)[1][0][0]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+
+
+def parse_checkpoint(text: str) -> Checkpoint:
+    lines = text.split("\n")
+    if len(lines) < 4 or lines[-1] != "":
+        raise NoteError("SIG_INVALID", "malformed checkpoint text")
+    try:
+        size = int(lines[1])
+        root = base64.b64decode(lines[2], validate=True)
+    except ValueError:
+        raise NoteError("SIG_INVALID", "malformed checkpoint size or root") from None
+    if size < 0 or len(root) != 32 or str(size) != lines[1]:
+        raise NoteError("SIG_INVALID", "malformed checkpoint size or root")
+    return Checkpoint(lines[0], size, root)
+
+
+def b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+def unb64(s: str) -> bytes:
+    return base64.b64decode(s, validate=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry checks shared by bundle and live verification
+
+class VerificationFailure(Exception):
+    def __init__(self, kind: str, seq: int | None, detail: str) -> None:
+        super().__init__(f"{kind} at seq {seq}: {detail}" if seq is not None else f"{kind}: {detail}")
+        self.kind = kind
+        self.seq = seq
+        self.detail = detail
+
+
+def _strict_pairs(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_entry(body: bytes, where: int | None) -> dict:
+    """Parse one stored entry and check its form (ENCODING on any deviation)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise VerificationFailure("ENCODING", where, f"entry of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        obj = json.loads(body, object_pairs_hook=_strict_pairs, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationFailure("ENCODING", where, f"not canonical JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise VerificationFailure("ENCODING", where, "entry is not a JSON object")
+    missing = [f for f in REQUIRED_FIELDS if f not in obj]
+    if missing:
+        raise VerificationFailure("ENCODING", where, f"missing field(s): {', '.join(missing)}")
+    if obj["v"] != 1:
+        raise VerificationFailure("ENCODING", where, f"unsupported format version {obj['v']!r}")
+    for f in ("seq", "tseq"):
+        if type(obj[f]) is not int or obj[f] < 0:
+            raise VerificationFailure("ENCODING", where, f"{f} is not a non-negative integer")
+    if not isinstance(obj["data"], dict):
+        raise VerificationFailure("ENCODING", where, "data is not an object")
+    canon = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if canon.encode("utf-8") != body:
+        raise VerificationFailure("ENCODING", obj["seq"], "stored bytes are not the canonical serialisation")
+    return obj
+
+
+class ChainChecker:
+    """Checks seq order, prev links and (optionally) per-tenant chains, entry by entry."""
+
+    def __init__(self, tenant_scope: str | None = None, contiguous_seq: bool = True) -> None:
+        self.tenant_scope = tenant_scope
+        self.contiguous_seq = contiguous_seq
+        self.last_seq: int | None = None
+        self.last_leaf: bytes | None = None
+        self.last_tseq: int | None = None
+        self.tenant_last: dict[str, tuple[int, bytes]] = {}
+        self.first: dict | None = None
+        self.last: dict | None = None
+
+    def add(self, obj: dict, leaf: bytes, track_tenants: bool = False) -> None:
+        seq = obj["seq"]
+        if self.tenant_scope is not None and obj["tenant"] != self.tenant_scope:
+            raise VerificationFailure("SCOPE_VIOLATION", seq,
+                                      f"entry of tenant {obj['tenant']!r} in a bundle for {self.tenant_scope!r}")
+        if self.last_seq is None:
+            if seq == 0 and obj["prev"] != ZERO_HASH_HEX:
+                raise VerificationFailure("CHAIN_BREAK", seq, "first entry's prev is not 64 zeros")
+        else:
+            if seq <= self.last_seq:
+                raise VerificationFailure("CHAIN_BREAK", seq, f"seq {seq} does not ascend after {self.last_seq}")
+            if seq != self.last_seq + 1 and self.contiguous_seq:
+                raise VerificationFailure("SEQ_GAP", self.last_seq + 1, f"entries {self.last_seq + 1}..{seq - 1} are missing")
+            if seq == self.last_seq + 1 and obj["prev"] != self.last_leaf.hex():
+                raise VerificationFailure("CHAIN_BREAK", seq, "prev is not the leaf hash of the previous entry")
+        if self.tenant_scope is not None:
+            tseq = obj["tseq"]
+            if self.last_tseq is None:
+                if tseq == 0 and obj["tprev"] != ZERO_HASH_HEX:
+                    raise VerificationFailure("TENANT_CHAIN_BREAK", seq, "tenant's first entry has a non-zero tprev")
+            elif tseq != self.last_tseq + 1 or obj["tprev"] != self.last_leaf.hex():
+                raise VerificationFailure("TENANT_CHAIN_BREAK", seq, f"tseq {tseq} / tprev do not follow tseq {self.last_tseq}")
+            self.last_tseq = tseq
+        elif track_tenants:
+            t = obj["tenant"]
+            prior = self.tenant_last.get(t)
+            exp_tseq, exp_tprev = (prior[0] + 1, prior[1].hex()) if prior else (0, ZERO_HASH_HEX)
+            if obj["tseq"] != exp_tseq or obj["tprev"] != exp_tprev:
+                raise VerificationFailure("TENANT_CHAIN_BREAK", seq,
+                                          f"tenant {t!r}: expected tseq {exp_tseq} linked to its previous entry")
+            self.tenant_last[t] = (obj["tseq"], leaf)
+        self.last_seq = seq
+        self.last_leaf = leaf
+        if self.first is None:
+            self.first = obj
+        self.last = obj
+
+
+# --------------------------------------------------------------------------------------------
+# Bundle verification
+
+@dataclass
+class Result:
+    status: str = "ok"
+    kind: str | None = None
+    first_bad_seq: int | None = None
+    entries_checked: int = 0
+    checkpoint_size: int = 0
+    root: str = ""
+    pinned: bool = True
+    covers: dict = field(default_factory=lambda: {"from_seq": None, "to_seq": None, "from_tseq": None, "to_tseq": None})
+    complete: bool = False
+    detail: str = ""
+
+    def fail(self, kind: str, seq: int | None, detail: str) -> "Result":
+        self.status, self.kind, self.first_bad_seq, self.detail = "fail", kind, seq, detail
+        return self
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "kind": self.kind, "first_bad_seq": self.first_bad_seq,
+                "entries_checked": self.entries_checked, "checkpoint_size": self.checkpoint_size,
+                "root": self.root, "pinned": self.pinned, "covers": self.covers,
+                "complete": self.complete, "detail": self.detail}
+
+
+class BundleReader:
+    """Reads a bundle from a .tar.gz file or an unpacked directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._tar: tarfile.TarFile | None = None
+        self._members: dict[str, tarfile.TarInfo] = {}
+        if os.path.isdir(path):
+            return
+        self._tar = tarfile.open(path, "r:*")
+        for m in self._tar.getmembers():
+            if m.isfile():
+                self._members[os.path.normpath(m.name).lstrip("./") or m.name] = m
+
+    def names(self) -> list[str]:
+        if self._tar is None:
+            out = []
+            for root, _dirs, files in os.walk(self.path):
+                for f in files:
+                    out.append(os.path.relpath(os.path.join(root, f), self.path).replace(os.sep, "/"))
+            return sorted(out)
+        return sorted(self._members)
+
+    def open(self, name: str) -> IO[bytes] | None:
+        if self._tar is None:
+            p = os.path.join(self.path, name)
+            return open(p, "rb") if os.path.isfile(p) else None
+        m = self._members.get(name)
+        return self._tar.extractfile(m) if m is not None else None
+
+    def read(self, name: str) -> bytes | None:
+        f = self.open(name)
+        if f is None:
+            return None
+        with f:
+            return f.read()
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+
+
+def _lines(f: IO[bytes], digest: "hashlib._Hash") -> Iterator[bytes]:
+    pending = b""
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        digest.update(chunk)
+        pending += chunk
+        parts = pending.split(b"\n")
+        pending = parts.pop()
+        yield from parts
+    if pending:
+        yield pending
+
+
+def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None = None) -> Result:
+    """Verify an audit bundle (spec/ledger.md section 5). Raises ValueError/OSError if it cannot run."""
+    res = Result()
+    reader = BundleReader(path)
+    try:
+        return _verify_bundle(reader, vkey_text, held_checkpoint, res)
+    except VerificationFailure as f:
+        return res.fail(f.kind, f.seq, f.detail)
+    except NoteError as e:
+        return res.fail(e.kind, None, e.detail)
+    finally:
+        reader.close()
+
+
+def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None, res: Result) -> Result:
+    raw_manifest = reader.read("manifest.json")
+    if raw_manifest is None:
+        return res.fail("MANIFEST_MISMATCH", None, "manifest.json is missing")
+    try:
+        manifest = json.loads(raw_manifest)
+        scope = manifest["scope"]
+        files: dict[str, str] = manifest["files"]
+        if manifest.get("format") != FORMAT:
+            return res.fail("MANIFEST_MISMATCH", None, f"unknown bundle format {manifest.get('format')!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        return res.fail("MANIFEST_MISMATCH", None, f"manifest.json is unreadable: {exc}")
+
+    # 1. every file against the manifest (entries.jsonl is hashed while it streams, below)
+    present = set(reader.names()) - {"manifest.json"}
+    for name in sorted(present - set(files)):
+        return res.fail("MANIFEST_MISMATCH", None, f"{name} is not listed in manifest.json")
+    for name, want in sorted(files.items()):
+        if name == "entries.jsonl":
+            continue
+        data = reader.read(name)
+        if data is None:
+            return res.fail("MANIFEST_MISMATCH", None, f"{name} is listed in manifest.json but missing")
+        if _sha256(data).hexdigest() != want:
+            return res.fail("MANIFEST_MISMATCH", None, f"{name} does not match its manifest hash")
+    if "entries.jsonl" not in files or "checkpoint.txt" not in files:
+        return res.fail("MANIFEST_MISMATCH", None, "entries.jsonl and checkpoint.txt must both be listed")
+
+    # 2. the checkpoint's signature
+    if vkey_text:
+        vkey = VerifierKey.parse(vkey_text)
+    else:
+        res.pinned = False
+        vkey = VerifierKey.parse(manifest.get("vkey", ""))
+    note = (reader.read("checkpoint.txt") or b"").decode("utf-8", "replace")
+    cp = parse_checkpoint(open_note(note, vkey))
+    if cp.origin != vkey.name:
+        return res.fail("KEY_UNTRUSTED", None, f"checkpoint origin {cp.origin!r} is not the key's log {vkey.name!r}")
+    res.checkpoint_size, res.root = cp.size, b64(cp.root)
+    if manifest.get("checkpoint_size") != cp.size:
+        return res.fail("MANIFEST_MISMATCH", None, "manifest checkpoint_size differs from the signed checkpoint")
+
+    tenant = scope.get("tenant")
+    proofs: dict[int, list[bytes]] = {}
+    raw_proofs = reader.read("proofs.jsonl")
+    if raw_proofs is not None:
+        for line in raw_proofs.splitlines():
+            if line.strip():
+                p = json.loads(line)
+                proofs[int(p["seq"])] = [unb64(h) for h in p["path"]]
+
+    # 3. + 4. entries: form, chains, inclusion
+    checker = ChainChecker(tenant_scope=tenant, contiguous_seq=tenant is None)
+    leaves: list[bytes] = []
+    digest = _sha256()
+    f = reader.open("entries.jsonl")
+    entry_failure: VerificationFailure | None = None
+    full = True
+    try:
+        for line in _lines(f, digest):
+            where = checker.last_seq + 1 if checker.last_seq is not None else None
+            obj = parse_entry(line, where)
+            seq = obj["seq"]
+            if seq >= cp.size:
+                raise VerificationFailure("SCOPE_VIOLATION", seq, f"entry beyond the checkpoint's size {cp.size}")
+            leaf = leaf_hash(line)
+            checker.add(obj, leaf)
+            if raw_proofs is not None and seq in proofs:
+                implied = root_from_inclusion(seq, cp.size, leaf, proofs[seq])
+                if implied is None:
+                    raise VerificationFailure("PROOF_INVALID", seq, "malformed inclusion proof")
+                if implied != cp.root:
+                    raise VerificationFailure("ROOT_MISMATCH", seq,
+                                              "entry and inclusion proof do not lead to the checkpoint's root")
+            elif raw_proofs is not None:
+                raise VerificationFailure("PROOF_INVALID", seq, "no inclusion proof for this entry")
+            else:
+                if seq != len(leaves):
+                    full = False
+                leaves.append(leaf)
+            res.entries_checked += 1
+    except VerificationFailure as exc:
+        entry_failure = exc
+    finally:
+        for _ in iter(lambda: f.read(1 << 20), b""):
+            digest.update(_)
+        f.close()
+    if digest.hexdigest() != files["entries.jsonl"]:
+        seq = entry_failure.seq if entry_failure else None
+        extra = f"; first inconsistent entry: {entry_failure}" if entry_failure else ""
+        return res.fail("MANIFEST_MISMATCH", seq, "entries.jsonl does not match its manifest hash" + extra)
+    if entry_failure:
+        raise entry_failure
+    if checker.first is None:
+        return res.fail("SCOPE_VIOLATION", None, "the bundle holds no entries")
+    if raw_proofs is None:
+        if not full or len(leaves) != cp.size:
+            return res.fail("PROOF_INVALID", None,
+                            "bundle omits proofs.jsonl but does not hold every entry 0..N-1 of the checkpoint")
+        if merkle_root(leaves) != cp.root:
+            return res.fail("ROOT_MISMATCH", None, "the entries' Merkle root differs from the signed checkpoint")
+
+    first, last = checker.first, checker.last
+    res.covers = {"from_seq": first["seq"], "to_seq": last["seq"],
+                  "from_tseq": first["tseq"] if tenant is not None else None,
+                  "to_tseq": last["tseq"] if tenant is not None else None}
+
+    # 5. scope bounds and the tenant head
+    for key in ("from_seq", "to_seq", "from_tseq", "to_tseq"):
+        if scope.get(key) != res.covers[key]:
+            bad = first["seq"] if key.startswith("from") else last["seq"]
+            return res.fail("SCOPE_VIOLATION", bad,
+                            f"entries cover {key}={res.covers[key]}, manifest scope says {scope.get(key)}")
+    if tenant is None:
+        res.complete = last["seq"] == cp.size - 1
+    else:
+        head_note = reader.read("tenant-head.txt")
+        if head_note is None:
+            return res.fail("TENANT_HEAD_MISMATCH", None, "tenant bundle without tenant-head.txt")
+        head_text = open_note(head_note.decode("utf-8", "replace"), vkey)
+        hl = head_text.split("\n")
+        if len(hl) != 4 or hl[0] != f"{vkey.name}/tenant/{tenant}":
+            return res.fail("TENANT_HEAD_MISMATCH", None, "tenant head names another log or tenant")
+        count, head_leaf = int(hl[1]), unb64(hl[2])
+        if last["tseq"] > count - 1:
+            return res.fail("TENANT_HEAD_MISMATCH", last["seq"], "entries go beyond the signed tenant head")
+        if last["tseq"] == count - 1 and checker.last_leaf != head_leaf:
+            return res.fail("TENANT_HEAD_MISMATCH", last["seq"], "last entry differs from the signed tenant head")
+        res.complete = last["tseq"] == count - 1
+
+    # 6. consistency with earlier checkpoints: the bundle's own, and one the auditor holds
+    older = _bundle_checkpoints(reader, files)
+    if held:
+        older.append(("held checkpoint", held))
+    for label, old_note in older:
+        old = parse_checkpoint(open_note(old_note, vkey))
+        if old.origin != cp.origin:
+            return res.fail("KEY_UNTRUSTED", None, f"{label} belongs to log {old.origin!r}")
+        if old.size > cp.size:
+            return res.fail("ROLLBACK", None, f"{label} has size {old.size}, larger than this bundle's {cp.size}")
+        if raw_proofs is None:
+            ok = merkle_root(leaves[: old.size]) == old.root
+        else:
+            path = _consistency_paths(reader).get((old.size, cp.size))
+            if path is None:
+                if label == "held checkpoint":
+                    res.detail = f"no consistency proof from size {old.size} in this bundle; held checkpoint not checked"
+                    continue
+                return res.fail("FORK", None, f"{label}: no consistency proof from size {old.size}")
+            ok = verify_consistency(old.size, cp.size, old.root, cp.root, path)
+        if not ok:
+            return res.fail("FORK", None, f"{label} (size {old.size}) is not consistent with the checkpoint")
+    if not res.detail:
+        res.detail = f"{res.entries_checked} entries verified against checkpoint {cp.size}" + (
+            "" if res.complete else "; the bundle is INCOMPLETE: it stops before the end of what it could hold")
+    return res
+
+
+def _bundle_checkpoints(reader: BundleReader, files: dict[str, str]) -> list[tuple[str, str]]:
+    out = []
+    for name in sorted(files):
+        if name.startswith("checkpoints/") and name.endswith(".txt"):
+            out.append((name, (reader.read(name) or b"").decode("utf-8", "replace")))
+    return out
+
+
+def _consistency_paths(reader: BundleReader) -> dict[tuple[int, int], list[bytes]]:
+    raw = reader.read("consistency.jsonl") or b""
+    out = {}
+    for line in raw.splitlines():
+        if line.strip():
+            p = json.loads(line)
+            out[(int(p["old_size"]), int(p["new_size"]))] = [unb64(h) for h in p["path"]]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="verify.py", description="Verify an AlertEngine audit bundle offline.")
+    ap.add_argument("bundle", help="the .tar.gz bundle, or a directory it was unpacked into")
+    ap.add_argument("--vkey", help="the appliance's verifier key you pinned (name+keyid+base64)")
+    ap.add_argument("--checkpoint", help="an earlier signed checkpoint you hold, to check consistency")
+    args = ap.parse_args(argv)
+    try:
+        held = open(args.checkpoint, encoding="utf-8").read() if args.checkpoint else None
+        result = verify_bundle(args.bundle, args.vkey, held)
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        print(json.dumps({"status": "error", "detail": str(exc)}))
+        return 2
+    print(json.dumps(result.as_dict()))
+    return 0 if result.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

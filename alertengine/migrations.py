@@ -1,0 +1,74 @@
+"""Schema migrations: small named functions, applied in order and recorded in ``_migrations``."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+from .ledger.entry import utc_timestamp
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def _append_only(conn: sqlite3.Connection, table: str) -> None:
+    for op in ("UPDATE", "DELETE"):
+        conn.execute(
+            f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+
+
+@migration
+def m001_ledger(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE ledger (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL,
+            tseq INTEGER NOT NULL,
+            incident TEXT,
+            kind TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            body BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL
+        )""")
+    conn.execute("CREATE UNIQUE INDEX ledger_tenant_tseq ON ledger(tenant, tseq)")
+    conn.execute("CREATE INDEX ledger_incident ON ledger(incident, tenant) WHERE incident IS NOT NULL")
+    _append_only(conn, "ledger")
+    # Working state of the Merkle tree (not evidence: rebuilt from leaf hashes if it disagrees).
+    conn.execute("CREATE TABLE ledger_head (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, "
+                 "frontier BLOB NOT NULL)")
+    conn.execute("""
+        CREATE TABLE checkpoints (
+            size INTEGER PRIMARY KEY,
+            root BLOB NOT NULL,
+            note TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created TEXT NOT NULL
+        )""")
+    _append_only(conn, "checkpoints")
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utc_timestamp()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

@@ -1,0 +1,1 @@
+"""The web component: the Starlette application and its routes."""
