@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, canonical, utc_timestamp
+from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, utc_timestamp
 from .verifier import RootBuilder, leaf_hash
 from ..errors import LedgerInputError
 
@@ -88,22 +88,23 @@ class ChainHead:
         return head
 
     def append(self, conn: sqlite3.Connection, event: LedgerEvent) -> Entry:
-        existing = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger WHERE event_id = ?",
-                                (event.event_id,)).fetchone()
-        if existing:
-            return Entry(existing[0], existing[1], existing[2], bytes(existing[3]), bytes(existing[4]), True)
         tseq, tprev = self._tenant_head(conn, event.tenant)
         seq = self.tree.size
-        obj = event.fields()
-        obj.update(v=1, seq=seq, prev=self.prev.hex() if seq else ZERO_HASH_HEX, tseq=tseq,
-                   tprev=tprev.hex() if tseq else ZERO_HASH_HEX, ts=utc_timestamp())
-        body = canonical(obj)
+        ts = utc_timestamp()
+        body = event.body(seq, self.prev.hex() if seq else ZERO_HASH_HEX, tseq, tprev.hex() if tseq else ZERO_HASH_HEX, ts)
         if len(body) > MAX_BODY_BYTES:
             raise LedgerInputError("data", f"entry of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
         leaf = leaf_hash(body)
-        conn.execute("INSERT INTO ledger (seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (seq, event.event_id, event.tenant, tseq, event.incident, event.kind, obj["ts"], body, leaf))
+        try:
+            conn.execute("INSERT INTO ledger (seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (seq, event.event_id, event.tenant, tseq, event.incident, event.kind, ts, body, leaf))
+        except sqlite3.IntegrityError:
+            existing = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger WHERE event_id = ?",
+                                    (event.event_id,)).fetchone()
+            if existing is None:
+                raise
+            return Entry(existing[0], existing[1], existing[2], bytes(existing[3]), bytes(existing[4]), True)
         self._journal.append((event.tenant, self._tenants[event.tenant]))
         self._tenants[event.tenant] = (tseq + 1, leaf)
         self.tree.add(leaf)
