@@ -153,7 +153,6 @@ def ledger_verify(ctx: click.Context, data_dir: Path | None, vkey: str | None, h
     Exit status: 0 verified, 1 verification failed, 2 could not run."""
     from .ledger.audit import verify_database
     from .ledger.verifier import VerifierKey
-    from .store import connect
 
     config = _config(ctx, data_dir=data_dir)
     try:
@@ -161,15 +160,11 @@ def ledger_verify(ctx: click.Context, data_dir: Path | None, vkey: str | None, h
         key = VerifierKey.parse(vkey) if vkey else data.signer.verifier
         if not data.db_path.exists():
             raise ConfigError("data_dir", f"{data.db_path} does not exist")
-        conn = connect(data.db_path, readonly=True)
     except (ConfigError, ValueError) as exc:
         click.echo(json.dumps({"status": "error", "detail": str(exc)}))
         sys.exit(EXIT_USAGE)
-    try:
-        result = verify_database(conn, key, external_checkpoint=data.checkpoint_file,
-                                 held_checkpoint=held.read_text(encoding="utf-8") if held else None)
-    finally:
-        conn.close()
+    result = verify_database(data.db_path, key, external_checkpoint=data.checkpoint_file,
+                             held_checkpoint=held.read_text(encoding="utf-8") if held else None)
     click.echo(json.dumps(result.as_dict()))
     sys.exit(EXIT_OK if result.status == "ok" else EXIT_FAIL)
 

@@ -74,12 +74,45 @@ class WriteTx:
 
 
 class _Request:
-    __slots__ = ("fn", "future", "control")
+    """One write (or control) request. Async callers get an asyncio future on their own loop;
+    the writer resolves all of a batch's futures of one loop with a single thread-safe call."""
 
-    def __init__(self, fn: Callable[[WriteTx], Any] | None, control: str | None = None) -> None:
+    __slots__ = ("fn", "control", "loop", "future")
+
+    def __init__(self, fn: Callable[[WriteTx], Any] | None, control: str | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.fn = fn
         self.control = control
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop = loop
+        self.future: concurrent.futures.Future | asyncio.Future = (
+            loop.create_future() if loop is not None else concurrent.futures.Future())
+
+
+Outcome = tuple[_Request, Any, "BaseException | None"]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        req = outcome[0]
+        if req.loop is None:
+            _settle([outcome])
+        else:
+            by_loop.setdefault(req.loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    for req, result, exc in outcomes:
+        fut = req.future
+        if fut.done():  # an async caller gave up (cancelled); the write itself stands
+            continue
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -170,15 +203,17 @@ class Database:
                     "Refusing to start.")
 
     # --- writing -----------------------------------------------------------------------------
-    def _submit(self, req: _Request) -> concurrent.futures.Future:
+    def _submit(self, req: _Request) -> Any:
         if self._closed or self._thread is None:
             raise StoreError("the database is not open for writing")
         self._queue.put(req)
         return req.future
 
     async def write(self, fn: Callable[[WriteTx], T]) -> T:
-        """Run ``fn`` in the writer's transaction; return its result once committed."""
-        return await asyncio.wrap_future(self._submit(_Request(fn)))
+        """Run ``fn`` in the writer's transaction; return its result once committed.
+
+        If the awaiting task is cancelled the write may still commit: it is not undone."""
+        return await self._submit(_Request(fn, loop=asyncio.get_running_loop()))
 
     def write_sync(self, fn: Callable[[WriteTx], T]) -> T:
         return self._submit(_Request(fn)).result()
@@ -194,7 +229,7 @@ class Database:
         return self._submit(_Request(None, f"checkpoint:{reason}")).result()
 
     async def checkpoint(self, reason: str = "requested") -> StoredCheckpoint | None:
-        return await asyncio.wrap_future(self._submit(_Request(None, f"checkpoint:{reason}")))
+        return await self._submit(_Request(None, f"checkpoint:{reason}", loop=asyncio.get_running_loop()))
 
     # --- the writer thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -234,13 +269,13 @@ class Database:
 
     def _control(self, req: _Request) -> bool:
         if req.control == "stop":
-            req.future.set_result(None)
+            _deliver([(req, None, None)])
             return True
         reason = req.control.split(":", 1)[1]
         try:
-            req.future.set_result(self._checkpoint(reason, force=True))
+            _deliver([(req, self._checkpoint(reason, force=True), None)])
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            req.future.set_exception(exc)
+            _deliver([(req, None, exc)])
         return False
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
@@ -249,8 +284,7 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for req in batch:
-                req.future.set_exception(StoreError(f"could not begin a write transaction: {exc}"))
+            _deliver([(req, None, StoreError(f"could not begin a write transaction: {exc}")) for req in batch])
             return
         try:
             self._sync_head(conn)
@@ -276,21 +310,17 @@ class Database:
                 conn.execute("ROLLBACK")
             head.load(conn)
             err = StoreError(f"write transaction failed: {exc}")
-            for req in batch:
-                if not req.future.done():
-                    req.future.set_exception(err)
+            _deliver([(req, None, err) for req in batch])
             return
         head.forget_journal()
         self._stats["batches"] += 1
         self._stats["writes"] += len(batch)
-        for req, result, exc, tx in outcomes:
+        for _req, _result, exc, tx in outcomes:
             if exc is None:
                 for cb in tx._after_commit:
                     with contextlib.suppress(Exception):
                         cb()
-                req.future.set_result(result)
-            else:
-                req.future.set_exception(exc)
+        _deliver([(req, result, exc) for req, result, exc, _tx in outcomes])
 
     def _sync_head(self, conn: sqlite3.Connection) -> None:
         """Reload the head if another process appended since our last transaction."""

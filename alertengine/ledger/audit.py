@@ -1,33 +1,113 @@
-"""Verification of the live ledger database (``alertengine ledger verify``), spec/ledger.md §5."""
+"""Verification of the live ledger database (``alertengine ledger verify``), spec/ledger.md §5.
+
+The entries are checked in chunks of consecutive ``seq``. Each chunk's entries are checked on their
+own (stored hash, canonical form, ``prev`` and tenant links inside the chunk), in worker processes
+when the ledger is large; the parent then stitches the chunks together in order (links across
+chunk boundaries, the Merkle tree, every checkpoint's root) and reports the failure with the
+smallest ``seq`` — exactly what a one-pass check would report.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .verifier import (ChainChecker, NoteError, Result, RootBuilder, VerificationFailure, VerifierKey, b64,
+from .verifier import (ZERO_HASH_HEX, NoteError, Result, RootBuilder, VerificationFailure, VerifierKey, b64,
                        leaf_hash, open_note, parse_checkpoint, parse_entry)
 
+CHUNK = 32_768
+PARALLEL_FROM = 4 * CHUNK  # smaller ledgers are checked in this process
 
-def verify_database(conn: sqlite3.Connection, vkey: VerifierKey, *, pinned: bool = True,
-                    external_checkpoint: Path | None = None, held_checkpoint: str | None = None) -> Result:
-    """Verify every entry and every stored checkpoint of a live database.
+
+@dataclass
+class ChunkResult:
+    lo: int
+    count: int = 0                      # entries that passed every check inside the chunk
+    leaves: bytes = b""                 # their leaf hashes, 32 bytes each
+    first_prev: str | None = None       # the first entry's prev (checked by the parent)
+    tenant_first: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # tenant -> (seq, tseq, tprev)
+    tenant_last: dict[str, tuple[int, bytes]] = field(default_factory=dict)      # tenant -> (tseq, leaf)
+    failure: tuple[str, int, str] | None = None
+
+
+def check_chunk(db_path: str, lo: int, hi: int) -> ChunkResult:
+    """Check entries with ``lo <= seq < hi`` on their own. Runs in a worker process."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return _check_rows(conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger "
+                                        "WHERE seq >= ? AND seq < ? ORDER BY seq", (lo, hi)), lo, hi)
+    finally:
+        conn.close()
+
+
+def _check_rows(rows: sqlite3.Cursor, lo: int, hi: int) -> ChunkResult:
+    out = ChunkResult(lo)
+    leaves = bytearray()
+    expected = lo
+    prev_leaf: bytes | None = None
+    tenant_last = out.tenant_last
+    try:
+        for seq, tenant, tseq, body, stored in rows:
+            if seq != expected:
+                raise VerificationFailure("SEQ_GAP", expected, f"entries {expected}..{seq - 1} are missing")
+            leaf = leaf_hash(body)
+            if leaf != stored:
+                raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's bytes do not match its stored leaf hash")
+            obj = parse_entry(body, seq)
+            if obj["seq"] != seq or obj["tenant"] != tenant or obj["tseq"] != tseq:
+                raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's indexed columns disagree with its bytes")
+            if prev_leaf is None:
+                out.first_prev = obj["prev"]
+            elif obj["prev"] != prev_leaf.hex():
+                raise VerificationFailure("CHAIN_BREAK", seq, "prev is not the leaf hash of the previous entry")
+            last = tenant_last.get(tenant)
+            if last is None:
+                out.tenant_first[tenant] = (seq, tseq, obj["tprev"])
+            elif tseq != last[0] + 1 or obj["tprev"] != last[1].hex():
+                raise VerificationFailure("TENANT_CHAIN_BREAK", seq,
+                                          f"tenant {tenant!r}: expected tseq {last[0] + 1} linked to its previous entry")
+            tenant_last[tenant] = (tseq, leaf)
+            leaves += leaf
+            prev_leaf = leaf
+            expected += 1
+        if expected < hi:
+            raise VerificationFailure("SEQ_GAP", expected, f"entries {expected}..{hi - 1} are missing")
+    except VerificationFailure as f:
+        out.failure = (f.kind, f.seq if f.seq is not None else expected, f.detail)
+    out.count = expected - lo
+    out.leaves = bytes(leaves)
+    return out
+
+
+def verify_database(db_path: Path | str, vkey: VerifierKey, *, pinned: bool = True,
+                    external_checkpoint: Path | None = None, held_checkpoint: str | None = None,
+                    workers: int | None = None) -> Result:
+    """Verify every entry and every stored checkpoint of a live database (read-only).
 
     ``external_checkpoint`` is the appliance's copy of its newest checkpoint kept outside the
-    database, so that restoring an old database file is seen as a rollback.
+    database, so that restoring an old database file is seen as a rollback. ``workers`` processes
+    check large ledgers in parallel (default: the number of CPUs, at most 4).
     """
     res = Result(pinned=pinned)
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        _verify(conn, vkey, external_checkpoint, held_checkpoint, res)
+        _verify(str(db_path), conn, vkey, external_checkpoint, held_checkpoint, res, workers)
     except VerificationFailure as f:
         res.fail(f.kind, f.seq, f.detail)
     except NoteError as e:
         res.fail(e.kind, None, e.detail)
+    finally:
+        conn.close()
     return res
 
 
-def _verify(conn: sqlite3.Connection, vkey: VerifierKey, external: Path | None, held: str | None,
-            res: Result) -> None:
+def _verify(db_path: str, conn: sqlite3.Connection, vkey: VerifierKey, external: Path | None, held: str | None,
+            res: Result, workers: int | None) -> None:
+    conn.execute("BEGIN")  # one read snapshot for the checkpoints and the row count
     checkpoints: dict[int, bytes] = {}
     for size, note in conn.execute("SELECT size, note FROM checkpoints ORDER BY size"):
         cp = parse_checkpoint(_open(note, vkey, f"checkpoint {size}"))
@@ -42,43 +122,38 @@ def _verify(conn: sqlite3.Connection, vkey: VerifierKey, external: Path | None, 
         checkpoints[ext.size] = ext.root
         newest = max(newest, ext.size)
     held_cp = parse_checkpoint(_open(held, vkey, "the held checkpoint")) if held else None
-
-    checker = ChainChecker()
-    tree = RootBuilder()
-    good_size = 0  # entries [0, good_size) are covered by a checkpoint whose root matched
+    if held_cp is not None:
+        if held_cp.size in checkpoints and checkpoints[held_cp.size] != held_cp.root:
+            raise VerificationFailure("FORK", None, f"the held checkpoint of size {held_cp.size} differs from the "
+                                                    "one this ledger signed for that size")
+        checkpoints[held_cp.size] = held_cp.root
     res.checkpoint_size = newest
     if newest in checkpoints:
         res.root = b64(checkpoints[newest])
-    expected = 0
-    cur = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger ORDER BY seq")
-    while True:
-        rows = cur.fetchmany(4096)
-        if not rows:
-            break
-        for seq, tenant, tseq, body, stored in rows:
-            if seq != expected:
-                raise VerificationFailure("SEQ_GAP", expected, f"entries {expected}..{seq - 1} are missing")
-            leaf = leaf_hash(body)
-            if leaf != stored:
-                raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's bytes do not match its stored leaf hash")
-            obj = parse_entry(body, seq)
-            if obj["seq"] != seq or obj["tenant"] != tenant or obj["tseq"] != tseq:
-                raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's indexed columns disagree with its bytes")
-            checker.add(obj, leaf, track_tenants=True)
-            tree.add(leaf)
-            expected += 1
-            root = checkpoints.get(expected)
-            if root is not None:
-                if tree.root() != root:
-                    raise VerificationFailure(
-                        "ROOT_MISMATCH", good_size,
-                        f"entries 0..{expected - 1} do not hash to the checkpoint of size {expected}; history after "
-                        f"seq {good_size - 1} was rewritten" if good_size else
-                        f"entries 0..{expected - 1} do not hash to the checkpoint of size {expected}")
-                good_size = expected
-            if held_cp is not None and held_cp.size == expected and tree.root() != held_cp.root:
-                raise VerificationFailure("FORK", None, f"the held checkpoint of size {held_cp.size} is not in this ledger")
-            res.entries_checked += 1
+    top = conn.execute("SELECT max(seq) FROM ledger").fetchone()[0]
+    end = top + 1 if top is not None else 0
+
+    stitch = _Stitcher(checkpoints, held_cp.size if held_cp else None)
+    ranges = [(lo, min(lo + CHUNK, end)) for lo in range(0, end, CHUNK)]
+    if end < PARALLEL_FROM or workers == 1:
+        for lo, hi in ranges:
+            cur = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger WHERE seq >= ? AND seq < ? "
+                               "ORDER BY seq", (lo, hi))
+            stitch.add(_check_rows(cur, lo, hi))
+    else:
+        n = workers or min(os.cpu_count() or 1, 4)
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+            futures = [pool.submit(check_chunk, db_path, lo, hi) for lo, hi in ranges]
+            try:
+                for fut in futures:
+                    stitch.add(fut.result())
+            finally:
+                for fut in futures:
+                    fut.cancel()
+    conn.execute("COMMIT")
+    expected = stitch.tree.size
+    res.entries_checked = expected
     if expected < newest:
         raise VerificationFailure(
             "ROLLBACK", expected, f"the database holds {expected} entries but a checkpoint of size {newest} was signed")
@@ -88,9 +163,61 @@ def _verify(conn: sqlite3.Connection, vkey: VerifierKey, external: Path | None, 
     res.covers = {"from_seq": 0 if expected else None, "to_seq": expected - 1 if expected else None,
                   "from_tseq": None, "to_tseq": None}
     res.complete = True
-    unsigned = expected - good_size
+    unsigned = expected - stitch.good_size
     res.detail = f"{expected} entries and {len(checkpoints)} checkpoints verified" + (
         f"; {unsigned} newest entries are chained but not yet under a signed checkpoint" if unsigned else "")
+
+
+class _Stitcher:
+    """Joins chunk results in seq order: boundary links, the tree, checkpoint roots."""
+
+    def __init__(self, checkpoints: dict[int, bytes], held_size: int | None) -> None:
+        self.checkpoints = checkpoints
+        self.held_size = held_size
+        self.tree = RootBuilder()
+        self.last_leaf: bytes | None = None
+        self.tenant_last: dict[str, tuple[int, bytes]] = {}
+        self.good_size = 0  # entries [0, good_size) are under a checkpoint whose root matched
+
+    def add(self, chunk: ChunkResult) -> None:
+        # Candidate failures in this chunk; the one with the smallest seq is what a one-pass check meets first.
+        candidates: list[tuple[int, str, str]] = []
+        if chunk.failure is not None:
+            kind, seq, detail = chunk.failure
+            candidates.append((seq, kind, detail))
+        if chunk.count:
+            want = self.last_leaf.hex() if self.last_leaf is not None else ZERO_HASH_HEX
+            if chunk.first_prev != want:
+                candidates.append((chunk.lo, "CHAIN_BREAK", "prev is not the leaf hash of the previous entry"
+                                   if chunk.lo else "first entry's prev is not 64 zeros"))
+            for tenant, (seq, tseq, tprev) in chunk.tenant_first.items():
+                last = self.tenant_last.get(tenant)
+                exp_tseq, exp_tprev = (last[0] + 1, last[1].hex()) if last else (0, ZERO_HASH_HEX)
+                if tseq != exp_tseq or tprev != exp_tprev:
+                    candidates.append((seq, "TENANT_CHAIN_BREAK",
+                                       f"tenant {tenant!r}: expected tseq {exp_tseq} linked to its previous entry"))
+        first = min(candidates) if candidates else None
+        usable = chunk.count if first is None else first[0] - chunk.lo
+        leaves = chunk.leaves
+        for i in range(usable):
+            leaf = leaves[32 * i:32 * i + 32]
+            self.tree.add(leaf)
+            size = self.tree.size
+            root = self.checkpoints.get(size)
+            if root is not None:
+                if self.tree.root() != root:
+                    if size == self.held_size:
+                        raise VerificationFailure("FORK", None, f"the held checkpoint of size {size} is not in this ledger")
+                    raise VerificationFailure(
+                        "ROOT_MISMATCH", self.good_size,
+                        f"entries 0..{size - 1} do not hash to the checkpoint of size {size}"
+                        + (f"; history after seq {self.good_size - 1} was rewritten" if self.good_size else ""))
+                self.good_size = size
+        if first is not None:
+            raise VerificationFailure(first[1], first[0], first[2])
+        if usable:
+            self.last_leaf = leaves[-32:]
+        self.tenant_last.update(chunk.tenant_last)
 
 
 def _open(note: str, vkey: VerifierKey, label: str) -> str:

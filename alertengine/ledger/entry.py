@@ -9,6 +9,7 @@ import math
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -40,9 +41,21 @@ def fingerprint(secret: str | bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(now: _dt.datetime | None = None) -> str:
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    return now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds and ``Z``: ``2026-11-22T13:50:39.926941Z``."""
+    global _ts_cache
+    if now is not None:
+        return now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    micros = time.time_ns() // 1000
+    seconds, fraction = divmod(micros, 1_000_000)
+    cached_second, prefix = _ts_cache
+    if cached_second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _ts_cache = (seconds, prefix)
+    return f"{prefix}.{fraction:06d}Z"
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
