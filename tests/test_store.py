@@ -184,3 +184,11 @@ def test_another_process_appending_is_picked_up(data_dir, config) -> None:  # ty
         assert_verifies(db)
     finally:
         db.close()
+
+
+async def test_async_readers_see_committed_rows(db: Database) -> None:
+    await db.append(event(1), event(2, tenant="globex"))
+    async with db.read_async() as conn:
+        async with conn.execute("SELECT tenant, tseq FROM ledger ORDER BY seq") as cur:
+            rows = await cur.fetchall()
+    assert [tuple(r) for r in rows] == [("acme", 0), ("globex", 0)]

@@ -346,7 +346,11 @@ def parse_entry(body: bytes, where: int | None) -> dict:
 
 
 class ChainChecker:
-    """Checks seq order, prev links and (optionally) per-tenant chains, entry by entry."""
+    """Checks seq order, prev links and per-tenant chains, entry by entry.
+
+    A tenant bundle (``tenant_scope``) holds one tenant's contiguous tseq range. In a global bundle
+    every tenant's chain is followed too; a bundle that starts after seq 0 takes each tenant's first
+    entry in it as given."""
 
     def __init__(self, tenant_scope: str | None = None, contiguous_seq: bool = True) -> None:
         self.tenant_scope = tenant_scope
@@ -358,7 +362,7 @@ class ChainChecker:
         self.first: dict | None = None
         self.last: dict | None = None
 
-    def add(self, obj: dict, leaf: bytes, track_tenants: bool = False) -> None:
+    def add(self, obj: dict, leaf: bytes) -> None:
         seq = obj["seq"]
         if self.tenant_scope is not None and obj["tenant"] != self.tenant_scope:
             raise VerificationFailure("SCOPE_VIOLATION", seq,
@@ -381,11 +385,12 @@ class ChainChecker:
             elif tseq != self.last_tseq + 1 or obj["tprev"] != self.last_leaf.hex():
                 raise VerificationFailure("TENANT_CHAIN_BREAK", seq, f"tseq {tseq} / tprev do not follow tseq {self.last_tseq}")
             self.last_tseq = tseq
-        elif track_tenants:
+        else:
             t = obj["tenant"]
             prior = self.tenant_last.get(t)
             exp_tseq, exp_tprev = (prior[0] + 1, prior[1].hex()) if prior else (0, ZERO_HASH_HEX)
-            if obj["tseq"] != exp_tseq or obj["tprev"] != exp_tprev:
+            from_genesis = (self.first["seq"] if self.first is not None else seq) == 0
+            if (prior is not None or from_genesis) and (obj["tseq"] != exp_tseq or obj["tprev"] != exp_tprev):
                 raise VerificationFailure("TENANT_CHAIN_BREAK", seq,
                                           f"tenant {t!r}: expected tseq {exp_tseq} linked to its previous entry")
             self.tenant_last[t] = (obj["tseq"], leaf)

@@ -212,3 +212,14 @@ def test_unreadable_bundle_cannot_run(tmp_path: Path, vkey: str) -> None:
     junk.write_bytes(b"not a tarball")
     result = run_cli("bundle", "verify", str(junk), "--vkey", vkey)
     assert result.code == 2 and json.loads(result.stdout)["status"] == "error"
+
+
+def test_global_bundle_follows_tenant_chains(exported: dict, vkey: str, tmp_path: Path) -> None:
+    d = _copy(exported, "global", tmp_path)
+    lines = (d / "entries.jsonl").read_bytes().splitlines()
+    obj = json.loads(lines[7])
+    obj["tprev"] = "ab" * 32
+    edit_line(d, 7, canonical(obj))
+    rehash_manifest(d)
+    code, out = both_verdicts(d, vkey)
+    assert (code, out["kind"], out["first_bad_seq"]) == (1, "TENANT_CHAIN_BREAK", 7)
