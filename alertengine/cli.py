@@ -188,26 +188,19 @@ def ledger_key(ctx: click.Context, data_dir: Path | None) -> None:
 def ledger_show(ctx: click.Context, data_dir: Path | None, tenant: str | None, incident: str | None,
                 kind: str | None, limit: int, as_json: bool) -> None:
     """List ledger entries, oldest first."""
-    from .store import connect
+    from .store import Where, connect
 
     data = _data(_config(ctx, data_dir=data_dir))
-    where, params = [], []
-    for column, value in (("tenant", tenant), ("incident", incident)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if kind:
-        if kind.endswith("*"):
-            where.append("kind LIKE ? ESCAPE '\\'")
-            params.append(kind[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        else:
-            where.append("kind = ?")
-            params.append(kind)
-    sql = ("SELECT body FROM (SELECT seq, body FROM ledger" + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY seq DESC LIMIT ?) ORDER BY seq")
+    where = Where().eq("tenant", tenant).eq("incident", incident)
+    if kind and kind.endswith("*"):
+        prefix = kind[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.add("kind LIKE ? ESCAPE '\\'", prefix + "%")
+    else:
+        where.eq("kind", kind or None)
+    sql = "SELECT body FROM (SELECT seq, body FROM ledger" + where.sql() + " ORDER BY seq DESC LIMIT ?) ORDER BY seq"
     conn = connect(data.db_path, readonly=True)
     try:
-        rows = [bytes(r[0]) for r in conn.execute(sql, (*params, limit))]
+        rows = [bytes(r[0]) for r in conn.execute(sql, (*where.params, limit))]
     finally:
         conn.close()
     if as_json:

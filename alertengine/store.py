@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -37,6 +38,7 @@ from .ledger.verifier import NoteError, b64, open_note, parse_checkpoint
 from .migrations import apply_migrations
 
 T = TypeVar("T")
+log = logging.getLogger("alertengine.store")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Database:
         self._last_cp_time = 0.0
         self._closed = False
         self._latest: StoredCheckpoint | None = None
+        self._dead: BaseException | None = None
         self._stats = {"batches": 0, "writes": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -169,6 +172,10 @@ class Database:
     def close(self, *, final_checkpoint: bool = True) -> None:
         """Sign a final checkpoint (if asked and possible), stop the writer, close connections."""
         if self._closed or self._thread is None:
+            return
+        if self._dead is not None:
+            self._thread.join()
+            self._closed = True
             return
         if final_checkpoint and self.signer is not None:
             with contextlib.suppress(Exception):
@@ -206,6 +213,8 @@ class Database:
     def _submit(self, req: _Request) -> Any:
         if self._closed or self._thread is None:
             raise StoreError("the database is not open for writing")
+        if self._dead is not None:
+            raise StoreError(f"the database writer stopped: {self._dead}")
         self._queue.put(req)
         return req.future
 
@@ -264,6 +273,15 @@ class Database:
                 self._safe_checkpoint("interval", force=False)
                 if control is not None and self._control(control):
                     return
+        except BaseException as exc:  # noqa: BLE001 - the writer must never die silently
+            log.critical("the database writer stopped: %s", exc, exc_info=True)
+            self._dead = exc
+            while True:  # fail whatever is still queued instead of leaving callers waiting
+                try:
+                    req = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                _deliver([(req, None, StoreError(f"the database writer stopped: {exc}"))])
         finally:
             conn.close()
 
@@ -318,8 +336,10 @@ class Database:
         for _req, _result, exc, tx in outcomes:
             if exc is None:
                 for cb in tx._after_commit:
-                    with contextlib.suppress(Exception):
+                    try:
                         cb()
+                    except Exception:  # noqa: BLE001 - the write committed; a hook cannot undo it
+                        log.exception("an after-commit hook failed")
         _deliver([(req, result, exc) for req, result, exc, _tx in outcomes])
 
     def _sync_head(self, conn: sqlite3.Connection) -> None:
@@ -330,8 +350,11 @@ class Database:
             self._head.load(conn)
 
     def _safe_checkpoint(self, reason: str, *, force: bool) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self._checkpoint(reason, force=force)
+        except Exception as exc:  # noqa: BLE001 - retried after the next interval; entries stay chained
+            self._last_cp_time = time.monotonic()
+            log.error("could not sign a ledger checkpoint (will retry): %s", exc)
 
     def _checkpoint(self, reason: str, *, force: bool) -> StoredCheckpoint | None:
         if self.signer is None:
@@ -391,6 +414,29 @@ class Database:
     def latest(self) -> StoredCheckpoint | None:
         """The newest checkpoint this process signed or found at start (no I/O)."""
         return self._latest
+
+
+class Where:
+    """A WHERE clause from optional conditions; a condition whose value is None is left out.
+
+    ``w = Where().eq("tenant", tenant).add("ts >= ?", since)`` then
+    ``conn.execute("SELECT … FROM ledger" + w.sql(), w.params)``. Terms are code, never user input."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, term: str, value: Any) -> "Where":
+        if value is not None:
+            self.terms.append(term)
+            self.params.append(value)
+        return self
+
+    def eq(self, column: str, value: Any) -> "Where":
+        return self.add(f"{column} = ?", value)
+
+    def sql(self) -> str:
+        return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
 
 
 def latest_checkpoint(conn: sqlite3.Connection) -> StoredCheckpoint | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ExportError
-from ..store import Database, StoredCheckpoint
+from ..store import Database, Where
 from .entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from .merkle import MerkleTree
 from .verifier import FORMAT, b64
@@ -163,20 +163,9 @@ def _incident_tenant(conn: sqlite3.Connection, incident: str, tenant: str | None
 def _select(conn: sqlite3.Connection, n: int, tenant: str | None, incident: str | None,
             since: str | None, until: str | None) -> tuple[str, tuple, dict]:
     """The SQL for the exported rows, and the bundle's scope."""
-    where, params = ["seq < ?"], [n]
-    if tenant is not None:
-        where.append("tenant = ?")
-        params.append(tenant)
-    if incident is not None:
-        where.append("incident = ?")
-        params.append(incident)
-    if since:
-        where.append("ts >= ?")
-        params.append(since)
-    if until:
-        where.append("ts < ?")
-        params.append(until)
-    lo, hi = conn.execute(f"SELECT min(seq), max(seq) FROM ledger WHERE {' AND '.join(where)}", params).fetchone()
+    where = Where().add("seq < ?", n).eq("tenant", tenant).eq("incident", incident)
+    where.add("ts >= ?", since or None).add("ts < ?", until or None)
+    lo, hi = conn.execute("SELECT min(seq), max(seq) FROM ledger" + where.sql(), where.params).fetchone()
     if lo is None:
         raise ExportError("no ledger entries in the requested scope")
     scope = {"tenant": tenant, "incident": incident, "from_seq": lo, "to_seq": hi, "from_tseq": None, "to_tseq": None}

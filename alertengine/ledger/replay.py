@@ -83,15 +83,11 @@ def fold(bodies: Iterable[bytes]) -> ReplayReport:
 
 
 def replay_database(conn: sqlite3.Connection, *, tenant: str | None = None, incident: str | None = None) -> ReplayReport:
-    where, params = [], []
-    if tenant is not None:
-        where.append("tenant = ?")
-        params.append(tenant)
-    if incident is not None:
-        where.append("incident = ?")
-        params.append(incident)
-    sql = "SELECT body FROM ledger" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
-    report = fold(bytes(r[0]) for r in conn.execute(sql, params))
+    from ..store import Where
+
+    where = Where().eq("tenant", tenant).eq("incident", incident)
+    report = fold(bytes(r[0]) for r in conn.execute("SELECT body FROM ledger" + where.sql() + " ORDER BY seq",
+                                                   where.params))
     report.differences.extend(compare_with_working_tables(conn, report))
     return report
 
