@@ -81,10 +81,14 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         raise Fail(str(exc), EXIT_FAIL) from None
     try:
         db.append_sync(*startup_events(data))
+        from .tenants import ensure_admin_key
+        admin_secret = db.write_sync(ensure_admin_key())
         click.echo(f"AlertEngine {__version__} serving on {config.base_url}")
         click.echo(f"  data directory: {data.path.resolve()}" + ("  (created)" if data.created else ""))
         click.echo(f"  ledger verifier key: {data.signer.vkey}")
         click.echo(f"  ledger entries: {db.ledger_size}")
+        if admin_secret:
+            click.echo(f"  appliance admin API key (shown once, store it now): {admin_secret}")
         sys.stdout.flush()
         app = create_app(config, data, db)
         server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
@@ -348,6 +352,13 @@ def replay(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
         for diff in report.differences:
             click.echo(f"  {diff}")
     sys.exit(EXIT_FAIL if report.differences else EXIT_OK)
+
+
+from .cli_tenancy import key, service, tenant  # noqa: E402  (they use the helpers above)
+
+cli.add_command(tenant)
+cli.add_command(key)
+cli.add_command(service)
 
 
 def main() -> None:

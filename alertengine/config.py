@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .urlpolicy import UrlPolicy
 
 ENV_PREFIX = "ALERTENGINE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -32,6 +33,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint_interval", float, 1.0,
             "Seconds between signed ledger checkpoints while entries are being appended."),
     Setting("writer_batch_max", int, 1000, "Most write requests the single writer commits in one transaction."),
+    Setting("outbound_allow_cidrs", str, "",
+            "Comma-separated CIDRs outbound URLs (health, webhook, recovery) must fall in; empty allows any "
+            "address but link-local and cloud-metadata ones."),
+    Setting("outbound_deny_cidrs", str, "", "Comma-separated CIDRs outbound URLs may never point at."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -45,7 +50,13 @@ class Config:
     log_level: str = "info"
     checkpoint_interval: float = 1.0
     writer_batch_max: int = 1000
+    outbound_allow_cidrs: str = ""
+    outbound_deny_cidrs: str = ""
     source: str = "defaults"
+
+    @property
+    def url_policy(self) -> UrlPolicy:
+        return UrlPolicy.from_strings(self.outbound_allow_cidrs, self.outbound_deny_cidrs)
 
     @property
     def base_url(self) -> str:
@@ -96,6 +107,11 @@ def _validated(cfg: Config) -> Config:
         raise ConfigError("checkpoint_interval", f"must be between 0.05 and 3600 seconds, got {cfg.checkpoint_interval}")
     if not 1 <= cfg.writer_batch_max <= 100_000:
         raise ConfigError("writer_batch_max", f"must be between 1 and 100000, got {cfg.writer_batch_max}")
+    for name in ("outbound_allow_cidrs", "outbound_deny_cidrs"):
+        try:
+            UrlPolicy.from_strings(getattr(cfg, name), "")
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
     if cfg.public_url and not cfg.public_url.startswith(("http://", "https://")):
         raise ConfigError("public_url", f"must start with http:// or https://, got {cfg.public_url!r}")
     return cfg

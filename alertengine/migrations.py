@@ -72,3 +72,47 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
             raise
         applied.append(name)
     return applied
+
+
+@migration
+def m002_tenancy(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            shadow INTEGER NOT NULL DEFAULT 1,
+            created TEXT NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES tenants(id),
+            role TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_hash BLOB NOT NULL,
+            created TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked TEXT,
+            last_used TEXT
+        )""")
+    conn.execute("CREATE INDEX api_keys_tenant ON api_keys(tenant)")
+    conn.execute("""
+        CREATE TABLE services (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            webhook_secret BLOB NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            UNIQUE (tenant, name)
+        )""")
+    conn.execute("""
+        CREATE TABLE channels (
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            kind TEXT NOT NULL,
+            config TEXT NOT NULL,
+            secrets BLOB,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (tenant, kind)
+        )""")

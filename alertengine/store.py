@@ -149,6 +149,8 @@ class Database:
         self._closed = False
         self._latest: StoredCheckpoint | None = None
         self._dead: BaseException | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._stats = {"batches": 0, "writes": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -183,6 +185,8 @@ class Database:
         self._submit(_Request(None, "stop")).result()
         self._thread.join()
         self._closed = True
+        for conn in self._readers:
+            conn.close()
 
     def __enter__(self) -> "Database":
         return self.open()
@@ -400,6 +404,15 @@ class Database:
             yield conn
         finally:
             conn.close()
+
+    def read_conn(self) -> sqlite3.Connection:
+        """This thread's read-only connection, kept open: for short lookups on the request path
+        (a WAL reader never waits for the writer)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, readonly=True)
+            self._readers.append(conn)
+        return conn
 
     def read_async(self) -> aiosqlite.Connection:
         """A read-only aiosqlite connection: ``async with db.read_async() as conn: ...``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -101,6 +102,12 @@ def test_serve_with_no_configuration_then_clean_shutdown(tmp_path: Path, sig: in
         assert (data / "token.key").stat().st_mode & 0o777 == 0o600
         missing = httpx.get(server.url + "/no-such-page")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        admin_key = re.search(r"appliance admin API key \(shown once, store it now\): (\S+)", server.output())
+        assert admin_key, server.output()
+        auth = {"Authorization": f"Bearer {admin_key.group(1)}"}
+        created = httpx.post(server.url + "/api/tenants", json={"name": "acme"}, headers=auth)
+        assert created.status_code == 201 and created.json()["shadow"] is True
+        assert httpx.get(server.url + "/api/tenants").status_code == 401
     finally:
         code = stop(server, sig)
     out = server.output()
@@ -114,7 +121,8 @@ def test_serve_with_no_configuration_then_clean_shutdown(tmp_path: Path, sig: in
     assert result["checkpoint_size"] == result["entries_checked"]
     shown = run_cli("ledger", "show", "--data-dir", str(data), "--json")
     kinds = [json.loads(line)["kind"] for line in shown.stdout.splitlines()]
-    assert kinds == ["appliance.initialized", "appliance.started", "appliance.stopped"]
+    assert kinds == ["appliance.initialized", "appliance.started", "apikey.created", "tenant.created",
+                     "appliance.stopped"]
 
 
 @pytest.mark.slow
@@ -134,6 +142,7 @@ def test_restart_keeps_identity_and_second_server_is_refused(tmp_path: Path) -> 
     finally:
         assert stop(again) == 0
     assert "(created)" not in again.output()
+    assert "admin API key" in first.output() and "admin API key" not in again.output()
 
 
 def test_config_file_and_environment_precedence(tmp_path: Path) -> None:

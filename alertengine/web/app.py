@@ -1,15 +1,15 @@
-"""The Starlette application factory: routes, JSON errors, and the appliance's lifespan."""
+"""The Starlette application factory: declared routes, JSON errors, and the appliance's lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from .. import __version__
 from ..appliance import DataDir
@@ -17,14 +17,36 @@ from ..config import Config
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..ledger.verifier import b64
 from ..store import Database
+from ..vault import SecretVault
+from .api import api
+from .openapi import openapi_document
+from .routing import Call, FailureThrottle, Registry, error_response
+
+system = Registry()
+HEALTH = {"type": "object", "required": ["status", "version", "install_id", "ledger"],
+          "properties": {"status": {"type": "string"}, "version": {"type": "string"}, "install_id": {"type": "string"},
+                         "ledger": {"type": "object", "required": ["size", "checkpoint_size", "root", "vkey"],
+                                    "properties": {"size": {"type": "integer"}, "checkpoint_size": {"type": "integer"},
+                                                   "root": {"type": ["string", "null"]}, "vkey": {"type": "string"}}}}}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """The one error shape every endpoint answers with."""
-    body: dict = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse({"error": body}, status_code=status)
+@system.route("GET", "/healthz", public=True, summary="Liveness and ledger size", response=HEALTH, tags=("system",))
+async def healthz(call: Call) -> Any:
+    db: Database = call.state.db
+    data: DataDir = call.state.data
+    cp = db.latest
+    return {"status": "ok", "version": __version__, "install_id": data.install_id,
+            "ledger": {"size": db.ledger_size, "checkpoint_size": cp.size if cp else 0,
+                       "root": b64(cp.root) if cp else None, "vkey": data.signer.vkey}}
+
+
+@system.route("GET", "/openapi.json", public=True, summary="This API's OpenAPI 3.1 document",
+              response={"type": "object"}, tags=("system",))
+async def openapi(call: Call) -> Any:
+    return call.state.openapi
+
+
+ENDPOINTS = [*system.endpoints, *api.endpoints]
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -33,21 +55,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 
 
-async def healthz(request: Request) -> JSONResponse:
-    db: Database = request.app.state.db
-    data: DataDir = request.app.state.data
-    cp = db.latest
-    return JSONResponse({
-        "status": "ok",
-        "version": __version__,
-        "install_id": data.install_id,
-        "ledger": {"size": db.ledger_size, "checkpoint_size": cp.size if cp else 0,
-                   "root": b64(cp.root) if cp else None, "vkey": data.signer.vkey},
-    })
-
-
 def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
-    """Build the app around an open database. Its lifespan ledgers start and stop and closes the
+    """Build the app around an open database. Its lifespan ledgers the stop and closes the
     database (with a final signed checkpoint) on shutdown."""
 
     @contextlib.asynccontextmanager
@@ -55,14 +64,22 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
         try:
             yield
         finally:
+            if app.state.background:
+                await asyncio.gather(*app.state.background, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await db.append(LedgerEvent(kind="appliance.stopped", tenant=SYSTEM_TENANT, actor="system",
                                             reason="clean shutdown"))
             db.close()
 
-    app = Starlette(routes=[Route("/healthz", healthz, methods=["GET"])],
-                    exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
+    routes = [*system.routes(), *api.routes()]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.config = config
     app.state.data = data
     app.state.db = db
+    app.state.vault = SecretVault(data.secret("vault.key"))
+    app.state.url_policy = config.url_policy
+    app.state.auth_throttle = FailureThrottle()
+    app.state.key_touched = {}
+    app.state.background = set()
+    app.state.openapi = openapi_document(ENDPOINTS)
     return app

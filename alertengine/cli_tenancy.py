@@ -1,0 +1,208 @@
+"""``alertengine tenant | key | service``: tenancy administration from the appliance's own shell."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+
+from .access import APPLIANCE_ADMIN, TENANT_ROLES
+from .cli import EXIT_USAGE, Fail, _config, _data, data_dir_option
+from .errors import AlertEngineError
+from .schema import SchemaError
+from .services import create_service, get_service, list_services, normalise, remove_service
+from .store import Database, WriteTx
+from .tenants import ConflictError, NotFoundError, create_key, create_tenant, get_tenant, list_keys, list_tenants
+from .tenants import revoke_key
+from .urlpolicy import UrlPolicyError
+from .vault import SecretVault
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+@contextlib.contextmanager
+def _appliance(ctx: click.Context, data_dir: Path | None) -> Iterator[tuple[Database, SecretVault, Any]]:
+    config = _config(ctx, data_dir=data_dir)
+    data = _data(config)
+    db = data.open_database(config)
+    try:
+        yield db, SecretVault(data.secret("vault.key")), config
+    except NotFoundError as exc:
+        raise Fail(f"{exc.what} not found") from None
+    except (ConflictError, SchemaError, UrlPolicyError) as exc:
+        raise Fail(f"{exc.field}: {exc.message}" if exc.field else exc.message, EXIT_USAGE) from None
+    except AlertEngineError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        db.close()
+
+
+def _write(db: Database, fn: Callable[[WriteTx], Any]) -> Any:
+    return db.write_sync(fn)
+
+
+def _echo(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=1))
+
+
+# --- tenants ------------------------------------------------------------------------------------
+
+@click.group()
+def tenant() -> None:
+    """Create and inspect tenants."""
+
+
+@tenant.command("add")
+@data_dir_option
+@click.argument("name")
+@click.pass_context
+def tenant_add(ctx: click.Context, data_dir: Path | None, name: str) -> None:
+    """Create a tenant (it starts in shadow mode). Prints it as JSON."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo(_write(db, create_tenant(name, _actor())).public())
+
+
+@tenant.command("list")
+@data_dir_option
+@click.pass_context
+def tenant_list(ctx: click.Context, data_dir: Path | None) -> None:
+    """List tenants as JSON."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo([t.public() for t in list_tenants(db.read_conn())])
+
+
+@tenant.command("show")
+@data_dir_option
+@click.argument("tenant_id")
+@click.pass_context
+def tenant_show(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
+    """Show one tenant as JSON."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo(get_tenant(db.read_conn(), tenant_id).public())
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+@click.group()
+def key() -> None:
+    """Create, list and revoke API keys."""
+
+
+@key.command("create")
+@data_dir_option
+@click.option("--tenant", "tenant_id", default=None, help="The tenant the key acts in.")
+@click.option("--role", type=click.Choice(TENANT_ROLES), default=None, help="The key's role in its tenant.")
+@click.option("--admin", is_flag=True, help="An appliance-admin key instead (manages tenants).")
+@click.option("--name", required=True, help="What the key is for (shown in listings and the ledger).")
+@click.pass_context
+def key_create(ctx: click.Context, data_dir: Path | None, tenant_id: str | None, role: str | None, admin: bool,
+               name: str) -> None:
+    """Mint an API key. Its secret is printed once and stored only as a hash."""
+    if admin == (tenant_id is not None) or (tenant_id is not None and role is None):
+        raise Fail("give either --admin, or --tenant and --role", EXIT_USAGE)
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        new, secret = _write(db, create_key(tenant_id, APPLIANCE_ADMIN if admin else str(role), name, _actor()))
+        _echo({"key": new.public(), "secret": secret})
+        click.echo("Store the secret now: it is not shown again.", err=True)
+
+
+@key.command("list")
+@data_dir_option
+@click.option("--tenant", "tenant_id", default=None, help="List this tenant's keys (default: appliance-admin keys).")
+@click.pass_context
+def key_list(ctx: click.Context, data_dir: Path | None, tenant_id: str | None) -> None:
+    """List keys (never their secrets) as JSON."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        if tenant_id is not None:
+            get_tenant(db.read_conn(), tenant_id)
+        _echo([k.public() for k in list_keys(db.read_conn(), tenant_id, appliance=tenant_id is None)])
+
+
+@key.command("revoke")
+@data_dir_option
+@click.argument("key_id")
+@click.pass_context
+def key_revoke(ctx: click.Context, data_dir: Path | None, key_id: str) -> None:
+    """Revoke a key; a running appliance refuses it from the next request on."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo(_write(db, revoke_key(key_id, None, _actor())).public())
+
+
+# --- services -----------------------------------------------------------------------------------
+
+@click.group()
+def service() -> None:
+    """Add, list, show and remove monitored services."""
+
+
+@service.command("add")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the service.")
+@click.option("--name", required=True, help="Service name, unique in the tenant.")
+@click.option("--health-url", required=True, help="URL polled for health.")
+@click.option("--interval", type=float, default=None, help="Poll interval in seconds (default 5).")
+@click.option("--webhook-url", default=None, help="Recovery webhook URL (called, signed, after approval).")
+@click.option("--label", "labels", multiple=True, help="A label as key=value (repeatable).")
+@click.option("--json-file", type=click.File("r"), default=None,
+              help="A full service definition as JSON (contacts, approvers, policy); flags override it.")
+@click.pass_context
+def service_add(ctx: click.Context, data_dir: Path | None, tenant_id: str, name: str, health_url: str,
+                interval: float | None, webhook_url: str | None, labels: tuple[str, ...], json_file: Any) -> None:
+    """Add a service. Prints it with its webhook signing secret, shown once."""
+    body: dict[str, Any] = json.load(json_file) if json_file else {}
+    body.update(name=name, health_url=health_url)
+    if interval is not None:
+        body["poll_interval"] = interval
+    if webhook_url is not None:
+        body["recovery_webhook_url"] = webhook_url
+    for label in labels:
+        k, sep, v = label.partition("=")
+        if not sep or not k:
+            raise Fail(f"--label must be key=value, got {label!r}", EXIT_USAGE)
+        body.setdefault("labels", {})[k] = v
+    with _appliance(ctx, data_dir) as (db, vault, config):
+        spec = normalise(body, config.url_policy)
+        svc, secret = _write(db, create_service(tenant_id, name, spec, vault, _actor()))
+        _echo(svc.public(secret=secret))
+
+
+@service.command("list")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose services to list.")
+@click.pass_context
+def service_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
+    """List a tenant's services as JSON."""
+    with _appliance(ctx, data_dir) as (db, vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        _echo([s.public() for s in list_services(db.read_conn(), tenant_id, vault)])
+
+
+@service.command("show")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the service.")
+@click.argument("service_id")
+@click.pass_context
+def service_show(ctx: click.Context, data_dir: Path | None, tenant_id: str, service_id: str) -> None:
+    """Show one service as JSON (the signing secret only as a fingerprint)."""
+    with _appliance(ctx, data_dir) as (db, vault, _config):
+        _echo(get_service(db.read_conn(), tenant_id, service_id, vault).public())
+
+
+@service.command("remove")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the service.")
+@click.argument("service_id")
+@click.pass_context
+def service_remove(ctx: click.Context, data_dir: Path | None, tenant_id: str, service_id: str) -> None:
+    """Remove a service."""
+    with _appliance(ctx, data_dir) as (db, vault, _config):
+        _echo(_write(db, remove_service(tenant_id, service_id, vault, _actor())).public())

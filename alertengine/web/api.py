@@ -1,0 +1,203 @@
+"""The tenancy API: tenants, shadow mode, API keys, services and notification channel settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..access import TENANT_ROLES
+from ..channels.settings import CHANNEL_INPUT, CHANNEL_OUTPUT, KINDS, list_channels, put_channel
+from ..services import SERVICE_INPUT, SERVICE_OUTPUT, create_service, get_service, list_services, normalise
+from ..services import remove_service, rotate_secret, update_service
+from ..tenants import NAME_SCHEMA, create_key, create_tenant, get_tenant, list_keys, list_tenants, revoke_key, set_shadow
+from .routing import ApiError, Call, Registry
+
+api = Registry()
+
+TENANT = {"type": "object", "required": ["id", "name", "shadow", "created"],
+          "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "shadow": {"type": "boolean"},
+                         "created": {"type": "string"}}}
+SHADOW = {"type": "object", "required": ["tenant", "shadow"],
+          "properties": {"tenant": {"type": "string"}, "shadow": {"type": "boolean"}}}
+API_KEY = {"type": "object", "required": ["id", "tenant", "role", "name", "created", "created_by", "revoked", "last_used"],
+           "properties": {"id": {"type": "string"}, "tenant": {"type": ["string", "null"]},
+                          "role": {"type": "string"}, "name": {"type": "string"}, "created": {"type": "string"},
+                          "created_by": {"type": "string"}, "revoked": {"type": ["string", "null"]},
+                          "last_used": {"type": ["string", "null"]}}}
+NEW_KEY = {"type": "object", "required": ["key", "secret"],
+           "properties": {"key": API_KEY, "secret": {"type": "string", "description": "shown once: store it now"}}}
+
+
+def _list_of(name: str, item: dict) -> dict:
+    return {"type": "object", "required": [name], "properties": {name: {"type": "array", "items": item}}}
+
+
+# --- tenants ------------------------------------------------------------------------------------
+
+@api.route("POST", "/api/tenants", summary="Create a tenant (it starts in shadow mode)", permission="tenant.create",
+           request={"type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {"name": NAME_SCHEMA}},
+           response=TENANT, status=201, tags=("tenants",), errors=(409,))
+async def create_tenant_endpoint(call: Call) -> Any:
+    return (await call.state.db.write(create_tenant(call.body["name"], call.actor))).public()
+
+
+@api.route("GET", "/api/tenants", summary="List tenants", permission="tenant.list",
+           response=_list_of("tenants", TENANT), tags=("tenants",))
+async def list_tenants_endpoint(call: Call) -> Any:
+    return {"tenants": [t.public() for t in list_tenants(call.state.db.read_conn())]}
+
+
+@api.route("GET", "/api/tenants/{tenant}", summary="Show a tenant", permission="tenant.read",
+           response=TENANT, tags=("tenants",))
+async def show_tenant_endpoint(call: Call) -> Any:
+    return get_tenant(call.state.db.read_conn(), call.tenant).public()
+
+
+@api.route("GET", "/tenant/{tenant}/shadow", summary="Is the tenant in shadow mode?", permission="tenant.shadow.read",
+           response=SHADOW, tags=("shadow mode",))
+async def get_shadow_endpoint(call: Call) -> Any:
+    return {"tenant": call.tenant, "shadow": get_tenant(call.state.db.read_conn(), call.tenant).shadow}
+
+
+@api.route("POST", "/tenant/{tenant}/shadow", summary="Enter shadow mode: everything runs, nothing leaves",
+           permission="tenant.shadow.write", response=SHADOW, tags=("shadow mode",))
+async def enable_shadow_endpoint(call: Call) -> Any:
+    tenant = await call.state.db.write(set_shadow(call.tenant, True, call.actor))
+    return {"tenant": tenant.id, "shadow": tenant.shadow}
+
+
+@api.route("DELETE", "/tenant/{tenant}/shadow", summary="Leave shadow mode: go live", permission="tenant.shadow.write",
+           response=SHADOW, tags=("shadow mode",))
+async def disable_shadow_endpoint(call: Call) -> Any:
+    tenant = await call.state.db.write(set_shadow(call.tenant, False, call.actor))
+    return {"tenant": tenant.id, "shadow": tenant.shadow}
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+@api.route("POST", "/api/tenants/{tenant}/keys", summary="Create an API key (its secret is shown once)",
+           permission="key.manage",
+           request={"type": "object", "additionalProperties": False, "required": ["role", "name"],
+                    "properties": {"role": {"type": "string", "enum": list(TENANT_ROLES)}, "name": NAME_SCHEMA}},
+           response=NEW_KEY, status=201, tags=("keys",))
+async def create_key_endpoint(call: Call) -> Any:
+    key, secret = await call.state.db.write(create_key(call.tenant, call.body["role"], call.body["name"], call.actor))
+    return {"key": key.public(), "secret": secret}
+
+
+@api.route("GET", "/api/tenants/{tenant}/keys", summary="List the tenant's API keys (never their secrets)",
+           permission="key.manage", response=_list_of("keys", API_KEY), tags=("keys",))
+async def list_keys_endpoint(call: Call) -> Any:
+    return {"keys": [k.public() for k in list_keys(call.state.db.read_conn(), call.tenant)]}
+
+
+@api.route("DELETE", "/api/tenants/{tenant}/keys/{key_id}", summary="Revoke an API key at once",
+           permission="key.manage", response=API_KEY, tags=("keys",))
+async def revoke_key_endpoint(call: Call) -> Any:
+    return (await call.state.db.write(revoke_key(call.params["key_id"], call.tenant, call.actor))).public()
+
+
+# --- services -----------------------------------------------------------------------------------
+
+@api.route("POST", "/api/tenants/{tenant}/services", summary="Add a monitored service", permission="service.write",
+           request=SERVICE_INPUT, response=SERVICE_OUTPUT, status=201, tags=("services",), errors=(409,))
+async def create_service_endpoint(call: Call) -> Any:
+    spec = normalise(call.body, call.state.url_policy)
+    service, secret = await call.state.db.write(
+        create_service(call.tenant, call.body["name"], spec, call.state.vault, call.actor))
+    return service.public(secret=secret)
+
+
+@api.route("GET", "/api/tenants/{tenant}/services", summary="List services", permission="service.read",
+           response=_list_of("services", SERVICE_OUTPUT), tags=("services",))
+async def list_services_endpoint(call: Call) -> Any:
+    return {"services": [s.public() for s in list_services(call.state.db.read_conn(), call.tenant, call.state.vault)]}
+
+
+@api.route("GET", "/api/tenants/{tenant}/services/{service_id}", summary="Show a service", permission="service.read",
+           response=SERVICE_OUTPUT, tags=("services",))
+async def show_service_endpoint(call: Call) -> Any:
+    return get_service(call.state.db.read_conn(), call.tenant, call.params["service_id"], call.state.vault).public()
+
+
+@api.route("PUT", "/api/tenants/{tenant}/services/{service_id}", summary="Replace a service's definition",
+           permission="service.write", request=SERVICE_INPUT, response=SERVICE_OUTPUT, tags=("services",),
+           errors=(409,))
+async def update_service_endpoint(call: Call) -> Any:
+    spec = normalise(call.body, call.state.url_policy)
+    service = await call.state.db.write(update_service(call.tenant, call.params["service_id"], call.body["name"], spec,
+                                                       call.state.vault, call.actor))
+    return service.public()
+
+
+@api.route("POST", "/api/tenants/{tenant}/services/{service_id}/rotate-secret",
+           summary="Rotate the recovery webhook signing secret (the new one is shown once)",
+           permission="service.write", response=SERVICE_OUTPUT, tags=("services",))
+async def rotate_service_secret_endpoint(call: Call) -> Any:
+    service, secret = await call.state.db.write(
+        rotate_secret(call.tenant, call.params["service_id"], call.state.vault, call.actor))
+    return service.public(secret=secret)
+
+
+@api.route("DELETE", "/api/tenants/{tenant}/services/{service_id}", summary="Remove a service",
+           permission="service.write", response=SERVICE_OUTPUT, tags=("services",))
+async def remove_service_endpoint(call: Call) -> Any:
+    service = await call.state.db.write(
+        remove_service(call.tenant, call.params["service_id"], call.state.vault, call.actor))
+    return service.public()
+
+
+# --- notification channels ----------------------------------------------------------------------
+
+CHANNELS = {"type": "object", "required": ["channels", "kinds"],
+            "properties": {"channels": {"type": "array", "items": CHANNEL_OUTPUT},
+                           "kinds": {"type": "array", "items": {"type": "string"}}}}
+
+
+def _own_tenant(call: Call) -> str:
+    """The tenant of a path without one: the caller's own (an appliance admin must name it)."""
+    if call.tenant is not None:
+        return call.tenant
+    if call.principal is None or call.principal.tenant is None:
+        raise ApiError(400, "tenant_required", "an appliance-admin key must use /api/tenants/{tenant}/notifications/channels")
+    return call.principal.tenant
+
+
+async def _list_channels(call: Call) -> Any:
+    tenant = _own_tenant(call)
+    return {"channels": [c.public() for c in list_channels(call.state.db.read_conn(), tenant, call.state.vault)],
+            "kinds": list(KINDS)}
+
+
+async def _put_channel(call: Call) -> Any:
+    tenant = _own_tenant(call)
+    write = put_channel(tenant, call.params["kind"], call.body, call.state.url_policy, call.state.vault, call.actor)
+    return (await call.state.db.write(write)).public()
+
+
+_CHANNEL_BODY = dict(request=CHANNEL_INPUT, validate_request=False)  # validated per kind by put_channel
+
+
+@api.route("GET", "/api/tenants/{tenant}/notifications/channels", permission="channel.read", response=CHANNELS,
+           summary="List a tenant's notification channel settings (secrets only as fingerprints)", tags=("channels",))
+async def list_tenant_channels_endpoint(call: Call) -> Any:
+    return await _list_channels(call)
+
+
+@api.route("PUT", "/api/tenants/{tenant}/notifications/channels/{kind}", permission="channel.write",
+           response=CHANNEL_OUTPUT, summary="Set a tenant's channel settings; secrets are write-only",
+           tags=("channels",), **_CHANNEL_BODY)
+async def put_tenant_channel_endpoint(call: Call) -> Any:
+    return await _put_channel(call)
+
+
+@api.route("GET", "/api/notifications/channels", permission="channel.read", response=CHANNELS, errors=(400,),
+           summary="List the caller's tenant's notification channel settings", tags=("channels",))
+async def list_channels_endpoint(call: Call) -> Any:
+    return await _list_channels(call)
+
+
+@api.route("PUT", "/api/notifications/channels/{kind}", permission="channel.write", response=CHANNEL_OUTPUT,
+           errors=(400,), summary="Set the caller's tenant's channel settings", tags=("channels",), **_CHANNEL_BODY)
+async def put_channel_endpoint(call: Call) -> Any:
+    return await _put_channel(call)

@@ -1,0 +1,54 @@
+"""The OpenAPI 3.1 document, generated from the declared endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .. import __version__
+from .routing import ERROR_SCHEMA, Endpoint
+
+_ERRORS = {400: "Bad request", 401: "No valid API key", 403: "This key may not do that", 404: "Not found",
+           409: "Conflicts with an existing resource", 413: "Body too large", 415: "Body is not JSON",
+           422: "The body breaks the schema or a policy (the field is named)"}
+
+
+def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        op: dict[str, Any] = {"operationId": ep.operation_id, "summary": ep.summary, "tags": list(ep.tags)}
+        if ep.path_params:
+            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                                for p in ep.path_params]
+        if ep.request is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.request}}}
+        ok: dict[str, Any] = {"description": "Success"}
+        if ep.response is not None:
+            ok["content"] = {"application/json": {"schema": ep.response}}
+        op["responses"] = {str(ep.status): ok}
+        codes = set(ep.errors)
+        if ep.public:
+            op["security"] = []
+        else:
+            op["security"] = [{"bearerAuth": []}]
+            op["x-permission"] = ep.permission
+            codes |= {401, 403}
+            if ep.path_params:
+                codes.add(404)
+        if ep.request is not None:
+            codes |= {400, 413, 415, 422}
+        for code in sorted(codes):
+            op["responses"][str(code)] = {"description": _ERRORS[code],
+                                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AlertEngine", "version": __version__,
+                 "description": "Incident command appliance. Every change is written to a signed, verifiable ledger."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "An API key: Authorization: Bearer ae_<id>_<secret>"}},
+        },
+        "security": [{"bearerAuth": []}],
+    }

@@ -1,0 +1,238 @@
+"""Declared endpoints: each route states its access (public or a permission), its request and
+response schemas; one wrapper authenticates, authorises, validates and maps errors for all of them.
+The OpenAPI document and the attack-matrix test are generated from the same declarations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..access import AccessError, Principal, authenticate, authorize
+from ..errors import LedgerInputError
+from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
+from ..schema import SchemaError, validate
+from ..tenants import ConflictError, NotFoundError, get_tenant, touch_key
+from ..urlpolicy import UrlPolicyError
+
+log = logging.getLogger("alertengine.web")
+MAX_BODY = 256 * 1024
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                            "field": {"type": "string"}}}},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    """The one error shape every endpoint answers with."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status)
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, its caller, the tenant in its path, its validated body."""
+
+    request: Request
+    principal: Principal | None
+    tenant: str | None
+    body: Any
+    params: dict[str, str]
+
+    @property
+    def state(self) -> Any:
+        return self.request.app.state
+
+    @property
+    def actor(self) -> str:
+        return self.principal.actor if self.principal else "anonymous"
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    permission: str | None          # None only together with public=True
+    public: bool = False
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = ()
+    validate_request: bool = True  # False: the handler validates (the schema is still published)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+@dataclass
+class Registry:
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def route(self, method: str, path: str, *, summary: str, permission: str | None = None, public: bool = False,
+              request: dict | None = None, response: dict | None = None, status: int = 200,
+              tags: tuple[str, ...] = (), errors: tuple[int, ...] = (),
+              validate_request: bool = True) -> Callable[[Handler], Handler]:
+        if public == (permission is not None):
+            raise ValueError(f"{method} {path}: declare exactly one of public=True or a permission")
+
+        def register(fn: Handler) -> Handler:
+            self.endpoints.append(Endpoint(method, path, fn, summary, permission, public, request, response, status,
+                                           tags, errors, validate_request))
+            return fn
+        return register
+
+    def routes(self) -> list[Route]:
+        out = []
+        for ep in self.endpoints:
+            route = Route(ep.path, _wrap(ep), methods=[ep.method], name=ep.operation_id)
+            route.endpoint.__alertengine_endpoint__ = ep  # type: ignore[attr-defined]
+            out.append(route)
+        return out
+
+
+class FailureThrottle:
+    """Slows repeated authentication failures from one address; ledgers each burst once."""
+
+    def __init__(self, free: int = 5, window: float = 60.0, max_delay: float = 5.0) -> None:
+        self.free, self.window, self.max_delay = free, window, max_delay
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def record(self, address: str) -> tuple[float, bool]:
+        """Count a failure; return (seconds to delay the answer, whether a burst just began)."""
+        now = time.monotonic()
+        start, count = self._seen.get(address, (now, 0))
+        if now - start > self.window:
+            start, count = now, 0
+        count += 1
+        self._seen[address] = (start, count)
+        if len(self._seen) > 10_000:  # forget the oldest addresses rather than grow without bound
+            for key in sorted(self._seen, key=lambda a: self._seen[a][0])[:5_000]:
+                del self._seen[key]
+        over = count - self.free
+        return (min(self.max_delay, 0.1 * 2 ** (over - 1)) if over > 0 else 0.0), over == 1
+
+    def reset(self, address: str) -> None:
+        self._seen.pop(address, None)
+
+
+def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            call = await _prepare(ep, request)
+            result = await ep.handler(call)
+        except ApiError as e:
+            return error_response(e.status, e.code, e.message, e.field)
+        except AccessError as e:
+            return error_response(e.status, e.code, e.message)
+        except (SchemaError, UrlPolicyError, LedgerInputError) as e:
+            return error_response(422, "invalid", e.message, e.field or None)
+        except ConflictError as e:
+            return error_response(409, "conflict", e.message, e.field)
+        except NotFoundError as e:
+            return error_response(404, "not_found", f"{e.what} not found")
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result, status_code=ep.status)
+    endpoint.__name__ = ep.operation_id
+    return endpoint
+
+
+async def _prepare(ep: Endpoint, request: Request) -> Call:
+    state = request.app.state
+    params = dict(request.path_params)
+    principal = None
+    tenant = params.get("tenant")
+    if not ep.public:
+        principal = await _authenticate(request)
+        assert ep.permission is not None
+        authorize(principal, ep.permission, tenant)
+        if tenant is not None:
+            get_tenant(state.db.read_conn(), tenant)  # 404 only for the appliance admin: others got 403 above
+    body = None
+    if ep.request is not None:
+        body = await _json_body(request)
+        if ep.validate_request:
+            validate(ep.request, body)
+    return Call(request, principal, tenant, body, params)
+
+
+async def _authenticate(request: Request) -> Principal:
+    state = request.app.state
+    address = request.client.host if request.client else "unknown"
+    try:
+        principal = authenticate(state.db.read_conn(), request.headers.get("authorization"))
+    except AccessError:
+        delay, burst = state.auth_throttle.record(address)
+        if burst:
+            await state.db.append(LedgerEvent(
+                kind="auth.failures", tenant=SYSTEM_TENANT, actor="system", decision="throttle",
+                reason=f"repeated authentication failures from {address}; answers are now slowed",
+                data={"address": address, "path": request.url.path}))
+        if delay:
+            await asyncio.sleep(delay)
+        raise
+    _touch(request, principal)
+    return principal
+
+
+def _touch(request: Request, principal: Principal) -> None:
+    """Record last use, at most once a minute per key, without delaying the request."""
+    state = request.app.state
+    now = time.monotonic()
+    if now - state.key_touched.get(principal.key_id, -1e9) < 60:
+        return
+    state.key_touched[principal.key_id] = now
+    task = asyncio.get_running_loop().create_task(state.db.write(touch_key(principal.key_id, utc_timestamp())))
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+
+
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    ctype = request.headers.get("content-type", "")
+    if raw and "json" not in ctype:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        return json.loads(raw or b"null", parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
