@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ def revoke_key(key_id: str, tenant_id: str | None, actor: str) -> Callable[[Writ
             tx.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (revoked, key_id))
             tx.append(LedgerEvent(kind="apikey.revoked", tenant=key.tenant or SYSTEM_TENANT, actor=actor,
                                   reason=f"API key {key_id} revoked", data={"key_id": key_id, "role": key.role}))
-            key = ApiKey(*(*_key_from_row(row)[:6], revoked, key.last_used))
+            key = dataclasses.replace(key, revoked=revoked)
         return key
     return write
 
