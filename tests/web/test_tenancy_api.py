@@ -210,3 +210,15 @@ async def test_openapi_is_complete(world: World) -> None:
                 assert op["requestBody"]["content"]["application/json"]["schema"] == ep.request
             if not ep.public:
                 assert {"401", "403"} <= set(op["responses"])
+
+
+async def test_last_used_is_recorded(world: World) -> None:
+    import asyncio
+    secret = world.keys[("a", "viewer")]
+    key_id = secret.split("_")[1]
+    assert (await world.client.get(f"/api/tenants/{world.tenants['a']}", headers=world.auth(secret))).status_code == 200
+    await asyncio.gather(*world.app.state.background)  # type: ignore[attr-defined]
+    used = world.db.read_conn().execute("SELECT last_used FROM api_keys WHERE id = ?", (key_id,)).fetchone()[0]
+    assert used is not None and used.endswith("Z")
+    listed = await world.client.get(f"/api/tenants/{world.tenants['a']}/keys", headers=world.auth(world.keys[("a", "admin")]))
+    assert next(k for k in listed.json()["keys"] if k["id"] == key_id)["last_used"] == used
