@@ -12,13 +12,10 @@ import click
 
 from .access import APPLIANCE_ADMIN, TENANT_ROLES
 from .cli import EXIT_USAGE, Fail, _config, _data, data_dir_option
-from .errors import AlertEngineError
-from .schema import SchemaError
+from .errors import AlertEngineError, FieldError, NotFoundError
 from .services import create_service, get_service, list_services, normalise, remove_service
 from .store import Database, WriteTx
-from .tenants import ConflictError, NotFoundError, create_key, create_tenant, get_tenant, list_keys, list_tenants
-from .tenants import revoke_key
-from .urlpolicy import UrlPolicyError
+from .tenants import create_key, create_tenant, get_tenant, list_keys, list_tenants, revoke_key
 from .vault import SecretVault
 
 
@@ -38,7 +35,7 @@ def _appliance(ctx: click.Context, data_dir: Path | None) -> Iterator[tuple[Data
         yield db, SecretVault(data.secret("vault.key")), config
     except NotFoundError as exc:
         raise Fail(f"{exc.what} not found") from None
-    except (ConflictError, SchemaError, UrlPolicyError) as exc:
+    except FieldError as exc:
         raise Fail(f"{exc.field}: {exc.message}" if exc.field else exc.message, EXIT_USAGE) from None
     except AlertEngineError as exc:
         raise Fail(str(exc)) from None

@@ -2,7 +2,13 @@
 
     AlertEngineError
     ├── ConfigError              a setting or config file is invalid (names the key)
-    ├── LedgerInputError         an event the ledger refuses (names the field); nothing is appended
+    ├── FieldError               input refused, naming the field (API: 422, CLI: exit 2)
+    │   ├── LedgerInputError     an event the ledger refuses; nothing is appended
+    │   ├── SchemaError          a body that breaks its JSON schema (schema.py)
+    │   ├── UrlPolicyError       an outbound URL the policy refuses (urlpolicy.py)
+    │   └── ConflictError        clashes with an existing resource, e.g. a duplicate name (API: 409)
+    ├── NotFoundError            a resource that does not exist or belongs to another tenant (API: 404)
+    ├── VaultError               a secret that cannot be decrypted (vault.py)
     ├── StoreError               the database could not do what was asked
     │   └── RollbackDetectedError  the database holds fewer entries than a signed checkpoint
     └── ExportError              an export that cannot be produced (unknown tenant, empty range)
@@ -22,11 +28,29 @@ class ConfigError(AlertEngineError):
         self.message = message
 
 
-class LedgerInputError(AlertEngineError):
+class FieldError(AlertEngineError):
+    """Input refused; ``field`` names what was wrong ("" for the whole input)."""
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+
+
+class LedgerInputError(FieldError):
+    pass
+
+
+class ConflictError(FieldError):
+    pass
+
+
+class NotFoundError(AlertEngineError):
+    """A resource that does not exist, or that the caller's tenant does not own (same answer)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
 
 
 class StoreError(AlertEngineError):

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from .errors import AlertEngineError
+from .errors import FieldError
 
 Schema = dict[str, Any]
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -16,11 +16,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-class SchemaError(AlertEngineError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
+class SchemaError(FieldError):
+    pass
 
 
 def _type_ok(value: Any, name: str) -> bool:

@@ -12,7 +12,8 @@ from typing import Any, Callable
 from .ledger.entry import LedgerEvent, fingerprint, utc_timestamp
 from .schema import validate
 from .store import WriteTx
-from .tenants import NAME_SCHEMA, ConflictError, NotFoundError, get_tenant
+from .errors import ConflictError, NotFoundError
+from .tenants import NAME_SCHEMA, get_tenant
 from .urlpolicy import UrlPolicy, check_url
 from .vault import SecretVault
 

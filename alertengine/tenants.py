@@ -9,27 +9,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .access import APPLIANCE_ADMIN, TENANT_ROLES, mint_key
-from .errors import AlertEngineError
+from .errors import ConflictError, NotFoundError
 from .ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from .schema import validate
 from .store import WriteTx
 
 NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$"}
-
-
-class NotFoundError(AlertEngineError):
-    """A resource that does not exist, or that the caller's tenant does not own (same answer)."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} not found")
-        self.what = what
-
-
-class ConflictError(AlertEngineError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import AlertEngineError
+from .errors import FieldError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,13 +32,8 @@ _PORT_RE = re.compile(r"^[0-9]{1,5}$")
 _NETLOC_RE = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+)(?::(.*))?$")
 
 
-class UrlPolicyError(AlertEngineError):
+class UrlPolicyError(FieldError):
     """A URL the policy refuses; ``message`` never repeats the URL's credentials, path or query."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _parse_cidrs(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:

@@ -17,11 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..access import AccessError, Principal, authenticate, authorize
-from ..errors import LedgerInputError
+from ..errors import ConflictError, FieldError, NotFoundError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
-from ..schema import SchemaError, validate
-from ..tenants import ConflictError, NotFoundError, get_tenant, touch_key
-from ..urlpolicy import UrlPolicyError
+from ..schema import validate
+from ..tenants import get_tenant, touch_key
 
 log = logging.getLogger("alertengine.web")
 MAX_BODY = 256 * 1024
@@ -153,10 +152,10 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return error_response(e.status, e.code, e.message, e.field)
         except AccessError as e:
             return error_response(e.status, e.code, e.message)
-        except (SchemaError, UrlPolicyError, LedgerInputError) as e:
-            return error_response(422, "invalid", e.message, e.field or None)
         except ConflictError as e:
             return error_response(409, "conflict", e.message, e.field)
+        except FieldError as e:  # schema, URL policy, ledger input
+            return error_response(422, "invalid", e.message, e.field or None)
         except NotFoundError as e:
             return error_response(404, "not_found", f"{e.what} not found")
         if isinstance(result, Response):
