@@ -28,6 +28,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "service.write": frozenset({APPLIANCE_ADMIN, "admin"}),
     "channel.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "channel.write": frozenset({APPLIANCE_ADMIN, "admin"}),
+    "ledger.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
+    "ledger.export": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
 }
 
 _KEY_RE = re.compile(r"^ae_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

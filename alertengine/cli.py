@@ -236,11 +236,12 @@ def export(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     """Write an offline audit bundle (spec/ledger.md §4) with its own verify.py."""
     from .errors import ExportError
     from .ledger.bundle import export_bundle
+    from .ledger.entry import is_rfc3339, normal_ts
 
     config = _config(ctx, data_dir=data_dir)
     data = _data(config)
     for label, value in (("--since", since), ("--until", until)):
-        if value is not None and not _is_rfc3339(value):
+        if value is not None and not is_rfc3339(value):
             raise Fail(f"{label} must be an RFC 3339 UTC time like 2026-11-22T13:50:00Z, got {value!r}", EXIT_USAGE) from None
     try:
         db = data.open_database(config)
@@ -251,8 +252,8 @@ def export(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     show = sys.stderr.isatty() if progress is None else progress
     bar = click.progressbar(length=1, label="exporting", file=sys.stderr) if show else None
     try:
-        summary = export_bundle(db, out, tenant=tenant, incident=incident, since=_normal_ts(since),
-                                until=_normal_ts(until), actor="operator:cli", progress=_bar_callback(bar))
+        summary = export_bundle(db, out, tenant=tenant, incident=incident, since=normal_ts(since),
+                                until=normal_ts(until), actor="operator:cli", progress=_bar_callback(bar))
     except ExportError as exc:
         raise Fail(str(exc), EXIT_FAIL) from None
     finally:
@@ -272,25 +273,6 @@ def _bar_callback(bar: Any) -> Callable[[int, int], None] | None:
         bar.length = max(total, 1)
         bar.update(done - bar.pos)
     return update
-
-
-def _is_rfc3339(value: str) -> bool:
-    import datetime as dt
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return parsed.tzinfo is not None
-
-
-def _normal_ts(value: str | None) -> str | None:
-    """Bring an RFC 3339 time to the ledger's own form, so text comparison is time comparison."""
-    if value is None:
-        return None
-    import datetime as dt
-
-    from .ledger.entry import utc_timestamp
-    return utc_timestamp(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
 @cli.group()

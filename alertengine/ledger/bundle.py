@@ -80,7 +80,8 @@ def export_bundle(db: Database, out: Path, *, tenant: str | None = None, inciden
         elif tenant is not None and not conn.execute("SELECT 1 FROM ledger WHERE tenant = ? LIMIT 1", (tenant,)).fetchone():
             raise ExportError(f"tenant {tenant!r} has no ledger entries")
     scope_text = {"tenant": tenant, "incident": incident, "since": since, "until": until}
-    db.append_sync(LedgerEvent(kind="ledger.exported", tenant=SYSTEM_TENANT, actor=actor,
+    # The export is itself ledgered, in the chain of what it exports (so it is the bundle's last entry).
+    db.append_sync(LedgerEvent(kind="ledger.exported", tenant=tenant or SYSTEM_TENANT, actor=actor, incident=incident,
                                reason="audit bundle exported", data={"scope": scope_text}))
     cp = db.checkpoint_sync("export")
     assert cp is not None

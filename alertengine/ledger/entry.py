@@ -58,6 +58,22 @@ def utc_timestamp(now: _dt.datetime | None = None) -> str:
     return f"{prefix}.{fraction:06d}Z"
 
 
+def is_rfc3339(value: str) -> bool:
+    """An RFC 3339 time with a zone (``2026-11-22T13:50:00Z``, ``…+01:00``)."""
+    try:
+        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None
+
+
+def normal_ts(value: str | None) -> str | None:
+    """An RFC 3339 time in the ledger's own form, so that comparing text compares times."""
+    if value is None:
+        return None
+    return utc_timestamp(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
 def canonical(obj: Mapping[str, Any]) -> bytes:
     """Canonical JSON bytes of spec/ledger.md section 1."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,

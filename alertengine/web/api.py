@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse
+
 from ..access import TENANT_ROLES
+from ..errors import ExportError
+from ..ledger.bundle import export_bundle
+from ..ledger.entry import is_rfc3339, normal_ts
+from ..store import Where
 from ..channels.settings import CHANNEL_INPUT, CHANNEL_OUTPUT, KINDS, list_channels, put_channel
 from ..services import SERVICE_INPUT, SERVICE_OUTPUT, create_service, get_service, list_services, normalise
 from ..services import remove_service, rotate_secret, update_service
@@ -201,3 +213,55 @@ async def list_channels_endpoint(call: Call) -> Any:
            errors=(400,), summary="Set the caller's tenant's channel settings", tags=("channels",), **_CHANNEL_BODY)
 async def put_channel_endpoint(call: Call) -> Any:
     return await _put_channel(call)
+
+
+# --- the tenant's ledger --------------------------------------------------------------------------
+
+LEDGER_PAGE = {"type": "object", "required": ["entries", "next_after"],
+               "properties": {"entries": {"type": "array", "items": {"type": "object"},
+                                          "description": "entries as stored (spec/ledger.md), oldest first"},
+                              "next_after": {"type": ["integer", "null"],
+                                             "description": "pass as ?after= for the next page; null at the end"}}}
+EXPORT_REQUEST = {"type": "object", "additionalProperties": False,
+                  "properties": {"incident": {"type": "string", "minLength": 1, "maxLength": 128},
+                                 "since": {"type": "string", "format": "date-time", "maxLength": 40},
+                                 "until": {"type": "string", "format": "date-time", "maxLength": 40}}}
+
+
+@api.route("GET", "/api/tenants/{tenant}/ledger", permission="ledger.read", response=LEDGER_PAGE,
+           summary="Read the tenant's ledger entries, oldest first, a page at a time", tags=("ledger",),
+           query={"after": {"type": "integer", "minimum": -1, "description": "last tseq already read (default -1)"},
+                  "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "default 100"},
+                  "kind": {"type": "string", "maxLength": 64},
+                  "incident": {"type": "string", "maxLength": 128}})
+async def ledger_entries_endpoint(call: Call) -> Any:
+    where = Where().eq("tenant", call.tenant).add("tseq > ?", call.params.get("after", -1))
+    where.eq("kind", call.params.get("kind")).eq("incident", call.params.get("incident"))
+    limit = call.params.get("limit", 100)
+    rows = call.state.db.read_conn().execute(
+        "SELECT tseq, body FROM ledger" + where.sql() + " ORDER BY tseq LIMIT ?", (*where.params, limit)).fetchall()
+    return {"entries": [json.loads(body) for _, body in rows],
+            "next_after": rows[-1][0] if len(rows) == limit else None}
+
+
+@api.route("POST", "/api/tenants/{tenant}/ledger/export", permission="ledger.export",
+           summary="Export the tenant's audit bundle (spec/ledger.md §4), optionally one incident or a time range",
+           request=EXPORT_REQUEST, response={"type": "string", "contentMediaType": "application/gzip"},
+           media_type="application/gzip", tags=("ledger",), errors=(422,))
+async def export_ledger_endpoint(call: Call) -> Any:
+    body = call.body or {}
+    for name in ("since", "until"):
+        if name in body and not is_rfc3339(body[name]):
+            raise ApiError(422, "invalid", "must be an RFC 3339 time with a zone, like 2026-11-22T13:50:00Z", name)
+    workdir = Path(tempfile.mkdtemp(prefix="alertengine-api-export-"))
+    out = workdir / "bundle.tar.gz"
+    try:
+        summary = await asyncio.to_thread(
+            export_bundle, call.state.db, out, tenant=call.tenant, incident=body.get("incident"),
+            since=normal_ts(body.get("since")), until=normal_ts(body.get("until")), actor=call.actor)
+    except ExportError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise ApiError(422, "invalid", str(exc), "incident" if body.get("incident") else None) from None
+    name = f"alertengine-{call.tenant}-{summary.checkpoint_size}.tar.gz"
+    return FileResponse(out, media_type="application/gzip", filename=name,
+                        background=BackgroundTask(shutil.rmtree, workdir, True))

@@ -16,16 +16,20 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         op: dict[str, Any] = {"operationId": ep.operation_id, "summary": ep.summary, "tags": list(ep.tags)}
-        if ep.path_params:
-            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                                for p in ep.path_params]
+        codes = set(ep.errors)
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in ep.path_params]
+        params += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (ep.query or {}).items()]
+        if params:
+            op["parameters"] = params
+        if ep.query:
+            codes.add(422)
         if ep.request is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.request}}}
+            codes |= {400, 413, 415, 422}
         ok: dict[str, Any] = {"description": "Success"}
         if ep.response is not None:
-            ok["content"] = {"application/json": {"schema": ep.response}}
+            ok["content"] = {ep.media_type: {"schema": ep.response}}
         op["responses"] = {str(ep.status): ok}
-        codes = set(ep.errors)
         if ep.public:
             op["security"] = []
         else:
@@ -34,8 +38,6 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             codes |= {401, 403}
             if ep.path_params:
                 codes.add(404)
-        if ep.request is not None:
-            codes |= {400, 413, 415, 422}
         for code in sorted(codes):
             op["responses"][str(code)] = {"description": _ERRORS[code],
                                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

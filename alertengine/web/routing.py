@@ -54,7 +54,7 @@ class Call:
     principal: Principal | None
     tenant: str | None
     body: Any
-    params: dict[str, str]
+    params: dict[str, Any]  # path parameters, and the declared query parameters that were given
 
     @property
     def state(self) -> Any:
@@ -82,6 +82,8 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
     validate_request: bool = True  # False: the handler validates (the schema is still published)
+    query: dict[str, dict[str, Any]] | None = None  # query parameters: name -> schema (integer or string)
+    media_type: str = "application/json"           # of a successful response
 
     @property
     def path_params(self) -> list[str]:
@@ -98,14 +100,15 @@ class Registry:
 
     def route(self, method: str, path: str, *, summary: str, permission: str | None = None, public: bool = False,
               request: dict | None = None, response: dict | None = None, status: int = 200,
-              tags: tuple[str, ...] = (), errors: tuple[int, ...] = (),
-              validate_request: bool = True) -> Callable[[Handler], Handler]:
+              tags: tuple[str, ...] = (), errors: tuple[int, ...] = (), validate_request: bool = True,
+              query: dict[str, dict[str, Any]] | None = None,
+              media_type: str = "application/json") -> Callable[[Handler], Handler]:
         if public == (permission is not None):
             raise ValueError(f"{method} {path}: declare exactly one of public=True or a permission")
 
         def register(fn: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, fn, summary, permission, public, request, response, status,
-                                           tags, errors, validate_request))
+                                           tags, errors, validate_request, query, media_type))
             return fn
         return register
 
@@ -176,6 +179,17 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
         authorize(principal, ep.permission, tenant)
         if tenant is not None:
             get_tenant(state.db.read_conn(), tenant)  # 404 only for the appliance admin: others got 403 above
+    for name, schema in (ep.query or {}).items():
+        raw = request.query_params.get(name)
+        if raw is None:
+            continue
+        value: Any = raw
+        if schema.get("type") == "integer":
+            if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+                raise ApiError(422, "invalid", "must be an integer", name)
+            value = int(raw)
+        validate(schema, value, name)
+        params[name] = value
     body = None
     if ep.request is not None:
         body = await _json_body(request)

@@ -53,7 +53,7 @@ def vkey(exported: dict) -> str:
     return exported["data"].signer.vkey
 
 
-@pytest.mark.parametrize("name,entries,tseq", [("global", 31, None), ("acme", 10, (0, 9)), ("incident", 10, (0, 9))])
+@pytest.mark.parametrize("name,entries,tseq", [("global", 31, None), ("acme", 11, (0, 10)), ("incident", 12, (0, 11))])
 def test_exported_bundles_verify(exported: dict, vkey: str, name: str, entries: int, tseq: tuple | None) -> None:
     code, out = both_verdicts(exported[name], vkey)
     assert code == 0, out
