@@ -116,3 +116,52 @@ def m002_tenancy(conn: sqlite3.Connection) -> None:
             updated TEXT NOT NULL,
             PRIMARY KEY (tenant, kind)
         )""")
+
+
+@migration
+def m003_engine(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE policies (tenant TEXT PRIMARY KEY REFERENCES tenants(id), source TEXT NOT NULL, "
+                 "version TEXT NOT NULL, updated TEXT NOT NULL)")
+    conn.execute("CREATE TABLE incident_counters (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+    conn.execute("""
+        CREATE TABLE incidents (
+            tenant TEXT NOT NULL,
+            id TEXT NOT NULL,
+            service_id TEXT,
+            service_name TEXT,
+            fingerprint TEXT NOT NULL,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            priority TEXT NOT NULL,
+            action TEXT,
+            is_open INTEGER NOT NULL,
+            acknowledged_by TEXT,
+            opened_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            closed_at TEXT,
+            PRIMARY KEY (tenant, id)
+        )""")
+    # Exactly one open incident per service and fingerprint, whatever races the writer sees.
+    conn.execute("CREATE UNIQUE INDEX incidents_one_open ON incidents(tenant, fingerprint) WHERE is_open = 1")
+    conn.execute("CREATE INDEX incidents_by_stage ON incidents(tenant, is_open, opened_at)")
+    conn.execute("""
+        CREATE TABLE timers (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT,
+            kind TEXT NOT NULL,
+            due TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            done TEXT
+        )""")
+    conn.execute("CREATE INDEX timers_due ON timers(due) WHERE done IS NULL")
+    conn.execute("""
+        CREATE TABLE integration_keys (
+            key_hash BLOB PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            created TEXT NOT NULL,
+            revoked TEXT
+        )""")

@@ -47,6 +47,8 @@ class ReplayReport:
     incidents: dict[tuple[str, str], IncidentState] = field(default_factory=dict)
     unfolded_kinds: dict[str, int] = field(default_factory=dict)
     differences: list[str] = field(default_factory=list)
+    scope_tenant: str | None = None
+    scope_incident: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"entries_folded": self.entries, "incidents": [s.as_dict() for s in self.incidents.values()],
@@ -83,11 +85,13 @@ def fold(bodies: Iterable[bytes]) -> ReplayReport:
 
 
 def replay_database(conn: sqlite3.Connection, *, tenant: str | None = None, incident: str | None = None) -> ReplayReport:
+    from .. import engine  # noqa: F401  (registers the incident reducers and the table comparator)
     from ..store import Where
 
     where = Where().eq("tenant", tenant).eq("incident", incident)
     report = fold(bytes(r[0]) for r in conn.execute("SELECT body FROM ledger" + where.sql() + " ORDER BY seq",
                                                    where.params))
+    report.scope_tenant, report.scope_incident = tenant, incident
     report.differences.extend(compare_with_working_tables(conn, report))
     return report
 

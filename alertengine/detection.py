@@ -1,0 +1,177 @@
+"""Detection: health readings and ingested alerts, judged by the tenant's policy, become incidents.
+
+Policy alone opens, escalates and recovers incidents (actor ``policy``); ingested "resolved"
+alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human or on AI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import engine
+from .engine import Incident, Opening
+from .gateway import Gateway, Message
+from .ledger.entry import LedgerEvent
+from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
+from .signals import AlertSignal, HealthReading
+from .store import Database
+
+log = logging.getLogger("alertengine.detection")
+_ALERT_NS = uuid.UUID("5d7d1f0e-6a63-4c55-9a52-2f5c3c6b1a10")  # event ids of alert deliveries, for idempotency
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """What detection needs to know of a service."""
+
+    tenant: str
+    id: str
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Streak:
+    breaches: int = 0
+    healthy: int = 0
+
+
+def health_fingerprint(service_id: str) -> str:
+    return f"health:{service_id}"
+
+
+def alert_fingerprint(signal: AlertSignal) -> str:
+    """Alerts of one service and one rule group into one incident, whatever instance fired."""
+    rule = signal.labels.get("alertname") or signal.title
+    return f"{signal.source}:{signal.service or '-'}:{rule}"
+
+
+class Detector:
+    def __init__(self, db: Database, gateway: Gateway) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.streaks: dict[tuple[str, str], Streak] = {}
+
+    def policy(self, tenant: str) -> Policy:
+        return load_policy(self.db.read_conn(), tenant)
+
+    # --- health polls ---------------------------------------------------------------------------
+    async def on_reading(self, service: ServiceRef, reading: HealthReading) -> Incident | None:
+        policy = self.policy(service.tenant)
+        rules = policy.rules(service.name, service.overrides)
+        breaches = evaluate_reading(reading, rules)
+        streak = self.streaks.setdefault((service.tenant, service.id), Streak())
+        fingerprint = health_fingerprint(service.id)
+        current = engine.open_incident_for(self.db.read_conn(), service.tenant, fingerprint)
+        data = {"service": service.id, "service_name": service.name, "reading": reading.as_data(),
+                "breaches": [b.as_data() for b in breaches]}
+        if breaches:
+            streak.breaches += 1
+            streak.healthy = 0
+            await self.db.append(LedgerEvent(
+                kind="signal.breach", tenant=service.tenant, incident=current.id if current else None,
+                actor="policy", policy_version=policy.version, decision="breach",
+                reason=", ".join(f"{b.kind} {b.value} (threshold {b.threshold})" for b in breaches),
+                data={**data, "consecutive": streak.breaches}))
+            priority = worst_priority(policy, breaches)
+            if current is None and streak.breaches >= rules.breaches_to_open:
+                return await self._open(Opening(
+                    service.tenant, fingerprint, "poller", f"{service.name}: {', '.join(b.kind for b in breaches)}",
+                    priority, service.id, service.name, rules.action, policy.version,
+                    f"{streak.breaches} consecutive breaching polls: {', '.join(b.kind for b in breaches)}", data))
+            if current is not None:
+                raised = await self.db.write(engine.escalate(
+                    service.tenant, current.id, priority, reason=f"worse signal: {breaches[0].kind}",
+                    policy_version=policy.version, data=data))
+                if raised is not None:
+                    await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+            return current
+        streak.breaches = 0
+        if current is None:
+            streak.healthy = 0
+            return None
+        streak.healthy += 1
+        await self.db.append(LedgerEvent(
+            kind="signal.healthy", tenant=service.tenant, incident=current.id, actor="policy",
+            policy_version=policy.version, decision="healthy",
+            reason=f"healthy poll {streak.healthy} of {rules.healthy_to_recover} needed for recovery",
+            data={**data, "consecutive": streak.healthy}))
+        if streak.healthy >= rules.healthy_to_recover:
+            recovered = await engine.run(self.db, engine.transition(
+                service.tenant, current.id, engine.RECOVERED, "policy", policy_version=policy.version,
+                reason=f"{streak.healthy} consecutive healthy polls", decision="recovered", data=data))
+            streak.healthy = 0
+            await self._tell(recovered, "recovered", f"{service.name} is healthy again", policy)
+            return recovered
+        return current
+
+    # --- ingested alerts ------------------------------------------------------------------------
+    async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None) -> Incident | None:
+        """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent)."""
+        event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
+                                             f"{signal.starts_at}"))
+        conn = self.db.read_conn()
+        fingerprint = alert_fingerprint(signal)
+        current = engine.open_incident_for(conn, tenant, fingerprint)
+        if conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
+            return current
+        policy = self.policy(tenant)
+        rules = policy.rules(service.name if service else signal.service, service.overrides if service else None)
+        data = {"source": signal.source, "alert_fingerprint": signal.fingerprint, "status": signal.status,
+                "severity": signal.severity, "title": signal.title, "service_name": signal.service,
+                "labels": dict(signal.labels), "annotations": dict(signal.annotations), "url": signal.url,
+                "starts_at": signal.starts_at, "ends_at": signal.ends_at}
+        result = current
+        if signal.status == "resolved":
+            if current is not None and not self._still_firing(tenant, current.id, signal):
+                result = await engine.run(self.db, engine.transition(
+                    tenant, current.id, engine.RESOLVED, f"ingest:{signal.source}", policy_version=policy.version,
+                    decision="resolved", reason=f"{signal.source} reports {signal.title!r} resolved", data=data))
+                await self._tell(result, "resolved", f"{signal.title} resolved at the source", policy)
+        elif signal.status == "firing" and alert_opens(signal, rules):
+            priority = policy.severity_priority(signal.severity)
+            if current is None:
+                result = await self._open(Opening(
+                    tenant, fingerprint, signal.source, signal.title, priority, service.id if service else None,
+                    service.name if service else signal.service, rules.action if service else None, policy.version,
+                    f"{signal.severity} alert from {signal.source}: {signal.title}", data))
+            else:
+                raised = await self.db.write(engine.escalate(
+                    tenant, current.id, priority, policy_version=policy.version,
+                    reason=f"{signal.severity} alert {signal.title!r}", data=data))
+                if raised is not None:
+                    await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+        await self.db.append(LedgerEvent(
+            kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=f"ingest:{signal.source}",
+            policy_version=policy.version, decision=signal.status, event_id=event_id,
+            reason=f"{signal.source}: {signal.title} is {signal.status}", data=data))
+        return result
+
+    def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
+        """Alert fingerprints of the incident still firing once ``resolved`` is counted (from the ledger)."""
+        state: dict[str, str] = {}
+        for (body,) in self.db.read_conn().execute(
+                "SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'alert.received' ORDER BY seq",
+                (tenant, incident)):
+            data = json.loads(body)["data"]
+            state[data["alert_fingerprint"]] = data["status"]
+        state[resolved.fingerprint] = "resolved"
+        return [fp for fp, status in state.items() if status == "firing"]
+
+    # --- shared -------------------------------------------------------------------------------
+    async def _open(self, opening: Opening) -> Incident:
+        inc, new = await self.db.write(engine.open_incident(opening))
+        if new:
+            policy = self.policy(opening.tenant)
+            await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)
+            if inc.stage == engine.PROPOSED:
+                await self._tell(inc, "proposed", f"recommended action: {inc.action}", policy)
+        return inc
+
+    async def _tell(self, inc: Incident, event: str, text: str, policy: Policy) -> None:
+        await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority, text,
+                                          data={"stage": inc.stage, "service": inc.service_name}),
+                                  policy_version=policy.version)
