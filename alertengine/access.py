@@ -28,6 +28,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "service.write": frozenset({APPLIANCE_ADMIN, "admin"}),
     "channel.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "channel.write": frozenset({APPLIANCE_ADMIN, "admin"}),
+    "incident.read": frozenset({APPLIANCE_ADMIN, "admin", "operator", "auditor", "viewer"}),
+    "incident.act": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
+    "policy.read": frozenset({APPLIANCE_ADMIN, "admin", "operator", "auditor", "viewer"}),
+    "policy.write": frozenset({APPLIANCE_ADMIN, "admin"}),
     "ledger.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "ledger.export": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
 }

@@ -19,6 +19,7 @@ from ..ledger.verifier import b64
 from ..store import Database
 from ..vault import SecretVault
 from .api import api
+from .incidents import incidents_api
 from .openapi import openapi_document
 from .routing import Call, FailureThrottle, Registry, error_response
 
@@ -46,7 +47,8 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-ENDPOINTS = [*system.endpoints, *api.endpoints]
+REGISTRIES = (system, api, incidents_api)
+ENDPOINTS = [ep for registry in REGISTRIES for ep in registry.endpoints]
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -71,7 +73,7 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
                                             reason="clean shutdown"))
             db.close()
 
-    routes = [*system.routes(), *api.routes()]
+    routes = [route for registry in REGISTRIES for route in registry.routes()]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.config = config
     app.state.data = data

@@ -28,7 +28,8 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             codes |= {400, 413, 415, 422}
         ok: dict[str, Any] = {"description": "Success"}
         if ep.response is not None:
-            ok["content"] = {ep.media_type: {"schema": ep.response}}
+            ok["content"] = {ep.media_type: {"schema": ep.response},
+                             **{m: {"schema": {"type": "string"}} for m in ep.also_media}}
         op["responses"] = {str(ep.status): ok}
         if ep.public:
             op["security"] = []

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..access import AccessError, Principal, authenticate, authorize
+from ..engine import IllegalTransitionError
 from ..errors import ConflictError, FieldError, NotFoundError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from ..schema import validate
@@ -84,6 +85,7 @@ class Endpoint:
     validate_request: bool = True  # False: the handler validates (the schema is still published)
     query: dict[str, dict[str, Any]] | None = None  # query parameters: name -> schema (integer or string)
     media_type: str = "application/json"           # of a successful response
+    also_media: tuple[str, ...] = ()                # other media types a successful response may have
 
     @property
     def path_params(self) -> list[str]:
@@ -101,14 +103,14 @@ class Registry:
     def route(self, method: str, path: str, *, summary: str, permission: str | None = None, public: bool = False,
               request: dict | None = None, response: dict | None = None, status: int = 200,
               tags: tuple[str, ...] = (), errors: tuple[int, ...] = (), validate_request: bool = True,
-              query: dict[str, dict[str, Any]] | None = None,
-              media_type: str = "application/json") -> Callable[[Handler], Handler]:
+              query: dict[str, dict[str, Any]] | None = None, media_type: str = "application/json",
+              also_media: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
         if public == (permission is not None):
             raise ValueError(f"{method} {path}: declare exactly one of public=True or a permission")
 
         def register(fn: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, fn, summary, permission, public, request, response, status,
-                                           tags, errors, validate_request, query, media_type))
+                                           tags, errors, validate_request, query, media_type, also_media))
             return fn
         return register
 
@@ -157,6 +159,8 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return error_response(e.status, e.code, e.message)
         except ConflictError as e:
             return error_response(409, "conflict", e.message, e.field)
+        except IllegalTransitionError as e:
+            return error_response(409, "illegal_transition", str(e))
         except FieldError as e:  # schema, URL policy, ledger input
             return error_response(422, "invalid", e.message, e.field or None)
         except NotFoundError as e:

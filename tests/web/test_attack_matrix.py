@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from alertengine.access import PERMISSIONS, TENANT_ROLES
+from alertengine.engine import Opening, open_incident
 from alertengine.web.routing import Endpoint
 from tests.web.conftest import World
 
@@ -27,6 +28,11 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     client, auth = world.client, world.auth(world.keys[(tenant_label, "admin")])
     tenant = world.tenants[tenant_label]
     values = {"tenant": tenant, "key_id": world.key_ids[tenant_label], "kind": "webhook"}
+    if "{incident}" in path:
+        opening = Opening(tenant, f"health:{uuid.uuid4().hex}", "poller", "checkout down", "P1", None, "checkout",
+                          "restart", "sha256:000000000000", "test", {})
+        inc, _ = await world.db.write(open_incident(opening))
+        values["incident"] = inc.id
     if "{service_id}" in path:
         reply = await client.post(f"/api/tenants/{tenant}/services", headers=auth,
                                   json={"name": f"svc-{uuid.uuid4().hex[:12]}", "health_url": "http://127.0.0.1:9/health"})

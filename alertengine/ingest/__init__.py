@@ -1,0 +1,9 @@
+"""Ingest: monitoring tools' decoded JSON bodies (Alertmanager, Grafana, PagerDuty, generic events) into AlertSignal values."""
+
+from .alertmanager import parse_alertmanager
+from .common import PayloadError
+from .events import parse_event
+from .grafana import parse_grafana
+from .pagerduty import parse_pagerduty
+
+__all__ = ["PayloadError", "parse_alertmanager", "parse_event", "parse_grafana", "parse_pagerduty"]

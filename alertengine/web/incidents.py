@@ -1,0 +1,139 @@
+"""The incident API (list, show, timeline, acknowledge, resolve), the policy API with dry-run, and
+the shadow-mode governance report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.responses import HTMLResponse
+
+from .. import engine
+from ..dryrun import dry_run
+from ..ledger.entry import is_rfc3339, normal_ts
+from ..policy import load_policy, parse_policy, put_policy
+from ..shadow_report import shadow_report
+from .routing import ApiError, Call, Registry
+
+incidents_api = Registry()
+_templates = Environment(loader=PackageLoader("alertengine", "templates"), autoescape=select_autoescape(["html"]))
+
+INCIDENT = {"type": "object",
+            "required": ["tenant", "id", "stage", "priority", "is_open", "title", "fingerprint", "opened_at"],
+            "properties": {"tenant": {"type": "string"}, "id": {"type": "string"},
+                           "service_id": {"type": ["string", "null"]}, "service_name": {"type": ["string", "null"]},
+                           "fingerprint": {"type": "string"}, "source": {"type": "string"}, "title": {"type": "string"},
+                           "stage": {"type": "string", "enum": list(engine.STAGES)},
+                           "priority": {"type": "string", "enum": list(engine.PRIORITIES)},
+                           "action": {"type": ["string", "null"]}, "is_open": {"type": "boolean"},
+                           "acknowledged_by": {"type": ["string", "null"]}, "opened_at": {"type": "string"},
+                           "updated_at": {"type": "string"}, "closed_at": {"type": ["string", "null"]}}}
+POLICY_OUT = {"type": "object", "required": ["version", "toml", "policy"],
+              "properties": {"version": {"type": "string"}, "toml": {"type": "string"}, "policy": {"type": "object"}}}
+POLICY_IN = {"type": "object", "additionalProperties": False, "required": ["toml"],
+             "properties": {"toml": {"type": "string", "maxLength": 262_144}}}
+
+
+def _engineer(call: Call) -> str:
+    """How the ledger names a human acting through an API key."""
+    assert call.principal is not None
+    return f"engineer:key:{call.principal.key_id}"
+
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/incidents", permission="incident.read", tags=("incidents",),
+                     summary="List incidents, newest first",
+                     query={"open": {"type": "string", "enum": ["true", "false"]},
+                            "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                     response={"type": "object", "required": ["incidents"],
+                               "properties": {"incidents": {"type": "array", "items": INCIDENT}}})
+async def list_incidents_endpoint(call: Call) -> Any:
+    found = engine.list_incidents(call.state.db.read_conn(), call.tenant, open_only=call.params.get("open") == "true",
+                                  limit=call.params.get("limit", 100))
+    return {"incidents": [i.public() for i in found]}
+
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/incidents/{incident}", permission="incident.read",
+                     summary="Show an incident", response=INCIDENT, tags=("incidents",))
+async def show_incident_endpoint(call: Call) -> Any:
+    return engine.get_incident(call.state.db.read_conn(), call.tenant, call.params["incident"]).public()
+
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/incidents/{incident}/timeline", permission="incident.read",
+                     summary="The incident's ledger entries, oldest first", tags=("incidents",),
+                     response={"type": "object", "required": ["incident", "entries"],
+                               "properties": {"incident": {"type": "string"},
+                                              "entries": {"type": "array", "items": {"type": "object"}}}})
+async def incident_timeline_endpoint(call: Call) -> Any:
+    entries = engine.timeline(call.state.db.read_conn(), call.tenant, call.params["incident"])
+    return {"incident": call.params["incident"], "entries": entries}
+
+
+@incidents_api.route("POST", "/api/tenants/{tenant}/incidents/{incident}/acknowledge", permission="incident.act",
+                     summary="Acknowledge an open incident (ledgered with who did it)", response=INCIDENT,
+                     tags=("incidents",), errors=(409,))
+async def acknowledge_incident_endpoint(call: Call) -> Any:
+    inc = await engine.run(call.state.db, engine.acknowledge(call.tenant, call.params["incident"], _engineer(call)))
+    return inc.public()
+
+
+@incidents_api.route("POST", "/api/tenants/{tenant}/incidents/{incident}/resolve", permission="incident.act",
+                     summary="Resolve an open incident by hand", response=INCIDENT, tags=("incidents",),
+                     request={"type": "object", "additionalProperties": False, "required": ["reason"],
+                              "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}}},
+                     errors=(409,))
+async def resolve_incident_endpoint(call: Call) -> Any:
+    db = call.state.db
+    inc = engine.get_incident(db.read_conn(), call.tenant, call.params["incident"])
+    policy = load_policy(db.read_conn(), call.tenant)
+    done = await engine.run(db, engine.transition(call.tenant, inc.id, engine.RESOLVED, _engineer(call),
+                                                  reason=call.body["reason"], decision="resolved",
+                                                  policy_version=policy.version))
+    return done.public()
+
+
+# --- policy -------------------------------------------------------------------------------------
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/policy", permission="policy.read", response=POLICY_OUT,
+                     summary="The tenant's detection policy (TOML) and its version", tags=("policy",))
+async def get_policy_endpoint(call: Call) -> Any:
+    policy = load_policy(call.state.db.read_conn(), call.tenant)
+    return {"version": policy.version, "toml": policy.source, "policy": policy.doc}
+
+
+@incidents_api.route("PUT", "/api/tenants/{tenant}/policy", permission="policy.write", request=POLICY_IN,
+                     response=POLICY_OUT, summary="Replace the policy; the change is ledgered with its diff",
+                     tags=("policy",))
+async def put_policy_endpoint(call: Call) -> Any:
+    policy = await call.state.db.write(put_policy(call.tenant, call.body["toml"], call.actor))
+    return {"version": policy.version, "toml": policy.source, "policy": policy.doc}
+
+
+@incidents_api.route("POST", "/api/tenants/{tenant}/policy/dry-run", permission="policy.read",
+                     summary="Which incidents a candidate policy would have opened from the recorded signals",
+                     request={"type": "object", "additionalProperties": False, "required": ["toml"],
+                              "properties": {"toml": {"type": "string", "maxLength": 262_144},
+                                             "since": {"type": "string", "maxLength": 40},
+                                             "until": {"type": "string", "maxLength": 40}}},
+                     response={"type": "object", "required": ["candidate_version", "would_open", "actually_opened"]},
+                     tags=("policy",))
+async def dry_run_policy_endpoint(call: Call) -> Any:
+    for name in ("since", "until"):
+        if name in call.body and not is_rfc3339(call.body[name]):
+            raise ApiError(422, "invalid", "must be an RFC 3339 time with a zone", name)
+    candidate = parse_policy(call.body["toml"])
+    return dry_run(call.state.db.read_conn(), call.tenant, candidate, since=normal_ts(call.body.get("since")),
+                   until=normal_ts(call.body.get("until")))
+
+
+# --- shadow report ------------------------------------------------------------------------------
+
+@incidents_api.route("GET", "/tenant/{tenant}/shadow/report", permission="tenant.shadow.read",
+                     summary="Governance report: what shadow mode held back, from the ledger (JSON, or ?format=html)",
+                     query={"format": {"type": "string", "enum": ["json", "html"]}},
+                     response={"type": "object", "required": ["tenant", "incidents_observed", "suppressed", "incidents"]},
+                     also_media=("text/html",), tags=("shadow mode",))
+async def shadow_report_endpoint(call: Call) -> Any:
+    report = shadow_report(call.state.db.read_conn(), call.tenant)
+    if call.params.get("format") == "html":
+        return HTMLResponse(_templates.get_template("shadow_report.html").render(r=report))
+    return report
