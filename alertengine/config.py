@@ -37,6 +37,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated CIDRs outbound URLs (health, webhook, recovery) must fall in; empty allows any "
             "address but link-local and cloud-metadata ones."),
     Setting("outbound_deny_cidrs", str, "", "Comma-separated CIDRs outbound URLs may never point at."),
+    Setting("console_notifications", bool, True, "Print live tenants' notifications on standard output."),
+    Setting("poll_concurrency", int, 200, "Most health polls in flight at once."),
+    Setting("poll_timeout", float, 3.0, "Seconds a health poll may take before it counts as a timeout."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -52,6 +55,9 @@ class Config:
     writer_batch_max: int = 1000
     outbound_allow_cidrs: str = ""
     outbound_deny_cidrs: str = ""
+    console_notifications: bool = True
+    poll_concurrency: int = 200
+    poll_timeout: float = 3.0
     source: str = "defaults"
 
     @property
@@ -112,6 +118,10 @@ def _validated(cfg: Config) -> Config:
             UrlPolicy.from_strings(getattr(cfg, name), "")
         except ValueError as exc:
             raise ConfigError(name, str(exc)) from None
+    if not 1 <= cfg.poll_concurrency <= 10_000:
+        raise ConfigError("poll_concurrency", f"must be between 1 and 10000, got {cfg.poll_concurrency}")
+    if not 0.1 <= cfg.poll_timeout <= 120:
+        raise ConfigError("poll_timeout", f"must be between 0.1 and 120 seconds, got {cfg.poll_timeout}")
     if cfg.public_url and not cfg.public_url.startswith(("http://", "https://")):
         raise ConfigError("public_url", f"must start with http:// or https://, got {cfg.public_url!r}")
     return cfg

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,3 +176,11 @@ class Detector:
         await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority, text,
                                           data={"stage": inc.stage, "service": inc.service_name}),
                                   policy_version=policy.version)
+
+
+def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> ServiceRef | None:
+    """The tenant's service of that name (what ingested alerts name), if it is registered."""
+    if not name:
+        return None
+    row = conn.execute("SELECT id, name, spec FROM services WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
+    return ServiceRef(tenant, row[0], row[1], json.loads(row[2]).get("policy", {})) if row else None

@@ -165,3 +165,18 @@ def m003_engine(conn: sqlite3.Connection) -> None:
             created TEXT NOT NULL,
             revoked TEXT
         )""")
+
+
+@migration
+def m004_heartbeats(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE heartbeats (
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            interval REAL NOT NULL,
+            last_seen TEXT NOT NULL,
+            due TEXT NOT NULL,
+            missed INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (tenant, name)
+        )""")
+    conn.execute("CREATE INDEX heartbeats_due ON heartbeats(due) WHERE missed = 0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Callable
 
 from .access import APPLIANCE_ADMIN, TENANT_ROLES, mint_key
 from .errors import ConflictError, NotFoundError
-from .ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
+from .ledger.entry import SYSTEM_TENANT, LedgerEvent, fingerprint, utc_timestamp
 from .schema import validate
 from .store import WriteTx
 
@@ -166,3 +167,71 @@ def ensure_admin_key(actor: str = "system") -> Callable[[WriteTx], str | None]:
         return secret
     return write
 
+
+
+# --- integration keys (ingest) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IntegrationKey:
+    id: str
+    tenant: str
+    name: str
+    created: str
+    revoked: str | None
+
+    def public(self) -> dict:
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "created": self.created,
+                "revoked": self.revoked}
+
+
+def _integration_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def create_integration(tenant_id: str, name: str, actor: str) -> Callable[[WriteTx], tuple[IntegrationKey, str]]:
+    """An ingest key: 32 lower-case letters and digits, so it also serves as a PagerDuty routing key.
+    It authenticates only ingest endpoints and resolves to its tenant; stored as a hash."""
+    validate(NAME_SCHEMA, name, "name")
+
+    def write(tx: WriteTx) -> tuple[IntegrationKey, str]:
+        get_tenant(tx.conn, tenant_id)
+        key = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(32))
+        item = IntegrationKey(secrets.token_hex(6), tenant_id, name, utc_timestamp(), None)
+        tx.execute("INSERT INTO integration_keys (key_hash, id, tenant, name, created) VALUES (?, ?, ?, ?, ?)",
+                   (_integration_hash(key), item.id, tenant_id, name, item.created))
+        tx.append(LedgerEvent(kind="integration.created", tenant=tenant_id, actor=actor,
+                              reason=f"ingest integration {name!r} created",
+                              data={"integration": item.id, "name": name, "key_fingerprint": fingerprint(key)}))
+        return item, key
+    return write
+
+
+def list_integrations(conn: sqlite3.Connection, tenant_id: str) -> list[IntegrationKey]:
+    return [IntegrationKey(*r) for r in conn.execute(
+        "SELECT id, tenant, name, created, revoked FROM integration_keys WHERE tenant = ? ORDER BY created, id",
+        (tenant_id,))]
+
+
+def revoke_integration(tenant_id: str, integration_id: str, actor: str) -> Callable[[WriteTx], IntegrationKey]:
+    def write(tx: WriteTx) -> IntegrationKey:
+        row = tx.execute("SELECT id, tenant, name, created, revoked FROM integration_keys WHERE id = ? AND tenant = ?",
+                         (integration_id, tenant_id)).fetchone()
+        if row is None:
+            raise NotFoundError("integration")
+        item = IntegrationKey(*row)
+        if item.revoked is None:
+            item = dataclasses.replace(item, revoked=utc_timestamp())
+            tx.execute("UPDATE integration_keys SET revoked = ? WHERE id = ?", (item.revoked, item.id))
+            tx.append(LedgerEvent(kind="integration.revoked", tenant=tenant_id, actor=actor,
+                                  reason=f"ingest integration {item.name!r} revoked", data={"integration": item.id}))
+        return item
+    return write
+
+
+def integration_tenant(conn: sqlite3.Connection, key: str | None) -> tuple[str, str] | None:
+    """(tenant, integration id) of a live ingest key, or None."""
+    if not key or len(key) > 128:
+        return None
+    row = conn.execute("SELECT tenant, id FROM integration_keys WHERE key_hash = ? AND revoked IS NULL",
+                       (_integration_hash(key),)).fetchone()
+    return (row[0], row[1]) if row else None

@@ -17,9 +17,11 @@ from ..config import Config
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..ledger.verifier import b64
 from ..store import Database
+from ..runtime import Runtime
 from ..vault import SecretVault
 from .api import api
 from .incidents import incidents_api
+from .ingest import ingest_api
 from .openapi import openapi_document
 from .routing import Call, FailureThrottle, Registry, error_response
 
@@ -47,7 +49,7 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-REGISTRIES = (system, api, incidents_api)
+REGISTRIES = (system, api, incidents_api, ingest_api)
 ENDPOINTS = [ep for registry in REGISTRIES for ep in registry.endpoints]
 
 
@@ -61,11 +63,16 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     """Build the app around an open database. Its lifespan ledgers the stop and closes the
     database (with a final signed checkpoint) on shutdown."""
 
+    runtime = Runtime(config, db, data.path)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if app.state.run_background:
+            runtime.start()
         try:
             yield
         finally:
+            await runtime.stop()
             if app.state.background:
                 await asyncio.gather(*app.state.background, return_exceptions=True)
             with contextlib.suppress(Exception):
@@ -84,4 +91,8 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     app.state.key_touched = {}
     app.state.background = set()
     app.state.openapi = openapi_document(ENDPOINTS)
+    app.state.runtime = runtime
+    app.state.detector = runtime.detector
+    app.state.gateway = runtime.gateway
+    app.state.run_background = True  # poller and timers; tests driving the app in process may turn them off
     return app

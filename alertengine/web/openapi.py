@@ -33,6 +33,9 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         op["responses"] = {str(ep.status): ok}
         if ep.public:
             op["security"] = []
+        elif ep.integration:
+            op["security"] = [{"integrationKey": []}]
+            codes |= {400, 401, 413, 415}
         else:
             op["security"] = [{"bearerAuth": []}]
             op["x-permission"] = ep.permission
@@ -51,7 +54,10 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         "components": {
             "schemas": {"Error": ERROR_SCHEMA},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "An API key: Authorization: Bearer ae_<id>_<secret>"}},
+                                               "description": "An API key: Authorization: Bearer ae_<id>_<secret>"},
+                                "integrationKey": {"type": "http", "scheme": "bearer",
+                                                   "description": "A tenant's ingest key, as a bearer header, as the "
+                                                                  "last path segment, or as PagerDuty's routing_key"}},
         },
         "security": [{"bearerAuth": []}],
     }

@@ -21,7 +21,7 @@ from ..engine import IllegalTransitionError
 from ..errors import ConflictError, FieldError, NotFoundError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from ..schema import validate
-from ..tenants import get_tenant, touch_key
+from ..tenants import get_tenant, integration_tenant, touch_key
 
 log = logging.getLogger("alertengine.web")
 MAX_BODY = 256 * 1024
@@ -86,6 +86,9 @@ class Endpoint:
     query: dict[str, dict[str, Any]] | None = None  # query parameters: name -> schema (integer or string)
     media_type: str = "application/json"           # of a successful response
     also_media: tuple[str, ...] = ()                # other media types a successful response may have
+    integration: bool = False   # authenticated by a tenant's ingest key (path {key}, bearer header, or body_key)
+    body_key: str | None = None  # with integration: the body field that may carry the key (PagerDuty routing_key)
+    max_body: int = 256 * 1024
 
     @property
     def path_params(self) -> list[str]:
@@ -104,13 +107,15 @@ class Registry:
               request: dict | None = None, response: dict | None = None, status: int = 200,
               tags: tuple[str, ...] = (), errors: tuple[int, ...] = (), validate_request: bool = True,
               query: dict[str, dict[str, Any]] | None = None, media_type: str = "application/json",
-              also_media: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
-        if public == (permission is not None):
-            raise ValueError(f"{method} {path}: declare exactly one of public=True or a permission")
+              also_media: tuple[str, ...] = (), integration: bool = False, body_key: str | None = None,
+              max_body: int = 256 * 1024) -> Callable[[Handler], Handler]:
+        if [public, permission is not None, integration].count(True) != 1:
+            raise ValueError(f"{method} {path}: declare exactly one of public=True, a permission or integration=True")
 
         def register(fn: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, fn, summary, permission, public, request, response, status,
-                                           tags, errors, validate_request, query, media_type, also_media))
+                                           tags, errors, validate_request, query, media_type, also_media,
+                                           integration, body_key, max_body))
             return fn
         return register
 
@@ -177,6 +182,8 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
     params = dict(request.path_params)
     principal = None
     tenant = params.get("tenant")
+    if ep.integration:
+        return await _prepare_ingest(ep, request, params)
     if not ep.public:
         principal = await _authenticate(request)
         assert ep.permission is not None
@@ -196,26 +203,49 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
         params[name] = value
     body = None
     if ep.request is not None:
-        body = await _json_body(request)
+        body = await _json_body(request, ep.max_body)
         if ep.validate_request:
             validate(ep.request, body)
     return Call(request, principal, tenant, body, params)
 
 
-async def _authenticate(request: Request) -> Principal:
+async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]) -> Call:
+    """Ingest endpoints: the tenant is whoever owns the ingest key, wherever the sender puts it."""
+    body = await _json_body(request, ep.max_body)
+    key = params.pop("key", None)
+    if key is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if key is None and ep.body_key and isinstance(body, dict) and isinstance(body.get(ep.body_key), str):
+        key = body[ep.body_key]
+    found = integration_tenant(request.app.state.db.read_conn(), key)
+    if found is None:
+        await _failed_auth(request)
+        raise AccessError(401, "unauthenticated", "an ingest integration key is required (URL, bearer header"
+                          + (f" or {ep.body_key}" if ep.body_key else "") + ")")
+    params["integration"] = found[1]
+    return Call(request, None, found[0], body, params)
+
+
+async def _failed_auth(request: Request) -> None:
     state = request.app.state
     address = request.client.host if request.client else "unknown"
+    delay, burst = state.auth_throttle.record(address)
+    if burst:
+        await state.db.append(LedgerEvent(
+            kind="auth.failures", tenant=SYSTEM_TENANT, actor="system", decision="throttle",
+            reason=f"repeated authentication failures from {address}; answers are now slowed",
+            data={"address": address, "path": request.url.path}))
+    if delay:
+        await asyncio.sleep(delay)
+
+
+async def _authenticate(request: Request) -> Principal:
+    state = request.app.state
     try:
         principal = authenticate(state.db.read_conn(), request.headers.get("authorization"))
     except AccessError:
-        delay, burst = state.auth_throttle.record(address)
-        if burst:
-            await state.db.append(LedgerEvent(
-                kind="auth.failures", tenant=SYSTEM_TENANT, actor="system", decision="throttle",
-                reason=f"repeated authentication failures from {address}; answers are now slowed",
-                data={"address": address, "path": request.url.path}))
-        if delay:
-            await asyncio.sleep(delay)
+        await _failed_auth(request)
         raise
     _touch(request, principal)
     return principal
@@ -233,15 +263,15 @@ def _touch(request: Request, principal: Principal) -> None:
     task.add_done_callback(state.background.discard)
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, limit: int = MAX_BODY) -> Any:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        if len(raw) > limit:
+            raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
     ctype = request.headers.get("content-type", "")
     if raw and "json" not in ctype:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")

@@ -51,7 +51,27 @@ async def test_every_route_is_declared(world: World) -> None:
 
 
 def _protected(world: World) -> list[tuple[str, str, Endpoint]]:
-    return [(m, p, ep) for m, p, ep in declared_routes(world.app) if ep is not None and not ep.public]
+    return [(m, p, ep) for m, p, ep in declared_routes(world.app)
+            if ep is not None and not ep.public and not ep.integration]
+
+
+async def test_ingest_routes_refuse_missing_wrong_revoked_and_api_keys(world: World) -> None:
+    from alertengine.tenants import create_integration, revoke_integration
+    item, dead = await world.db.write(create_integration(world.tenants["a"], "old", "test"))
+    await world.db.write(revoke_integration(world.tenants["a"], item.id, "test"))
+    ingest = [(m, p) for m, p, ep in declared_routes(world.app) if ep is not None and ep.integration]
+    assert len(ingest) >= 6
+    for method, path in ingest:
+        for key in (None, "x" * 32, dead, world.keys[("a", "admin")], world.admin):
+            url = path.replace("{name}", "nightly")
+            headers = {}
+            if "{key}" in url:
+                url = url.replace("{key}", key or "missing")
+            elif key:
+                headers = world.auth(key)
+            body = {"routing_key": key} if path == "/v2/enqueue" and key else {}
+            reply = await world.client.request(method, url, headers=headers, json=body)
+            assert reply.status_code == 401, (method, url, key, reply.text)
 
 
 async def test_no_key_bad_key_and_revoked_key_are_refused(world: World) -> None:

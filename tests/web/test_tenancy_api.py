@@ -205,10 +205,13 @@ async def test_openapi_is_complete(world: World) -> None:
             op = doc["paths"][route.path][method.lower()]
             ep = route.endpoint.__alertengine_endpoint__
             assert op["summary"] and op["responses"]
-            assert op["security"] == ([] if ep.public else [{"bearerAuth": []}])
+            expected = [] if ep.public else [{"integrationKey": []}] if ep.integration else [{"bearerAuth": []}]
+            assert op["security"] == expected
             if ep.request is not None:
                 assert op["requestBody"]["content"]["application/json"]["schema"] == ep.request
-            if not ep.public:
+            if ep.integration:
+                assert {"400", "401"} <= set(op["responses"])
+            elif not ep.public:
                 assert {"401", "403"} <= set(op["responses"])
 
 

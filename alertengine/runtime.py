@@ -1,0 +1,71 @@
+"""The appliance's running parts inside ``serve``: the poller feeding detection, the egress gateway
+with its local channels, and the timer loop for stored deadlines (heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+from .config import Config
+from .detection import Detector, ServiceRef
+from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
+from .heartbeats import claim_missed, heartbeat_signal
+from .ledger.entry import utc_timestamp
+from .poller import Poller, PollTarget
+from .signals import HealthReading
+from .store import Database
+
+log = logging.getLogger("alertengine.runtime")
+
+
+class Runtime:
+    def __init__(self, config: Config, db: Database, data_path: Path) -> None:
+        self.db = db
+        channels: list[Channel] = [JsonLinesChannel(data_path / "notifications.jsonl")]
+        if config.console_notifications:
+            channels.append(ConsoleChannel())
+        self.gateway = Gateway(db, channels)
+        self.detector = Detector(db, self.gateway)
+        self._services: dict[str, ServiceRef] = {}
+        self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
+                             timeout=config.poll_timeout)
+        self.timer_interval = 1.0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _targets(self) -> list[PollTarget]:
+        targets, services = [], {}
+        conn: sqlite3.Connection = self.db.read_conn()
+        for tenant, service_id, name, spec in conn.execute("SELECT tenant, id, name, spec FROM services"):
+            doc = json.loads(spec)
+            key = f"{tenant}/{service_id}"
+            services[key] = ServiceRef(tenant, service_id, name, doc.get("policy", {}))
+            targets.append(PollTarget(key, doc["health_url"], float(doc.get("poll_interval", 5.0))))
+        self._services = services
+        return targets
+
+    async def _on_reading(self, target: PollTarget, reading: HealthReading, lateness: float) -> None:
+        service = self._services.get(target.key)
+        if service is not None:
+            await self.detector.on_reading(service, reading)
+
+    async def _timers(self) -> None:
+        while True:
+            try:
+                for beat in await self.db.write(claim_missed(utc_timestamp())):
+                    await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
+            except Exception:  # noqa: BLE001 - the loop must survive; the next round retries
+                log.exception("timer round failed")
+            await asyncio.sleep(self.timer_interval)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),
+                       asyncio.create_task(self._timers(), name="timers")]
+
+    async def stop(self) -> None:
+        await self.poller.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,96 @@
+"""Ingest endpoints: Alertmanager, Grafana, PagerDuty Events v2, generic events and heartbeats.
+
+Each is authenticated by one of the tenant's ingest keys, answers 2xx once the signals are judged
+and ledgered, 400 with the reason for a bad payload, and is idempotent on repeats."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..detection import Detector, service_ref
+from ..heartbeats import heartbeat_signal, record_beat
+from ..ingest import PayloadError, parse_alertmanager, parse_event, parse_grafana, parse_pagerduty
+from ..signals import AlertSignal
+from .routing import ApiError, Call, Registry
+
+ingest_api = Registry()
+MAX_INGEST_BODY = 4 * 1024 * 1024
+ACCEPTED = {"type": "object", "required": ["accepted", "incidents"],
+            "properties": {"accepted": {"type": "integer"},
+                           "incidents": {"type": "array", "items": {"type": "string"}}}}
+ANY_JSON = {"description": "the sender's own format (see the tag's documentation)"}
+
+
+async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
+    detector: Detector = call.state.detector
+    conn = call.state.db.read_conn()
+    incidents = []
+    for signal in signals:
+        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service))
+        if inc is not None and inc.id not in incidents:
+            incidents.append(inc.id)
+    return {"accepted": len(signals), "incidents": incidents}
+
+
+def _parsed(parse: Callable[[Any], Any], body: Any) -> Any:
+    try:
+        return parse(body)
+    except PayloadError as exc:
+        raise ApiError(400, "bad_payload", exc.message, exc.field) from None
+
+
+def _ingest(sender: str, parse: Callable[[Any], list[AlertSignal]], summary: str) -> None:
+    async def handler(call: Call) -> Any:
+        return await _judge(call, _parsed(parse, call.body))
+    for path in (f"/ingest/{sender}", f"/ingest/{sender}/{{key}}"):
+        handler_for_path = _named(handler, f"ingest_{sender}" + ("_keyed" if "{key}" in path else ""))
+        ingest_api.route("POST", path, integration=True, summary=summary, request=ANY_JSON, validate_request=False,
+                         response=ACCEPTED, tags=("ingest",), max_body=MAX_INGEST_BODY)(handler_for_path)
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    async def wrapper(call: Call) -> Any:
+        return await fn(call)
+    wrapper.__name__ = name
+    return wrapper
+
+
+_ingest("alertmanager", parse_alertmanager,
+        "Alertmanager webhook (v4): each alert is judged by policy; resolved alerts resolve")
+_ingest("grafana", parse_grafana, "Grafana unified-alerting webhook")
+_ingest("events", lambda body: [parse_event(body)], "A generic JSON event of a service")
+
+
+@ingest_api.route("POST", "/v2/enqueue", integration=True, body_key="routing_key", request=ANY_JSON,
+                  validate_request=False, status=202, tags=("ingest",), max_body=512 * 1024,
+                  summary="PagerDuty Events API v2: routing_key is the tenant's ingest key",
+                  response={"type": "object", "required": ["status", "message", "dedup_key"],
+                            "properties": {"status": {"type": "string"}, "message": {"type": "string"},
+                                           "dedup_key": {"type": "string"}}})
+async def pagerduty_enqueue(call: Call) -> Any:
+    _routing_key, signal = _parsed(parse_pagerduty, call.body)
+    await _judge(call, [signal])
+    return {"status": "success", "message": "Event processed", "dedup_key": signal.fingerprint}
+
+
+HEARTBEAT_QUERY = {"interval": {"type": "integer", "minimum": 5, "maximum": 86_400,
+                                "description": "seconds between beats (default 60); missed after 1.5 intervals"}}
+BEAT = {"type": "object", "required": ["name", "interval", "next_due"],
+        "properties": {"name": {"type": "string"}, "interval": {"type": "number"}, "next_due": {"type": "string"},
+                       "incidents": {"type": "array", "items": {"type": "string"}}}}
+
+
+async def _beat(call: Call) -> Any:
+    name = call.params["name"]
+    if not 1 <= len(name) <= 128:
+        raise ApiError(400, "bad_payload", "a heartbeat name has 1-128 characters", "name")
+    beat = await call.state.db.write(record_beat(call.tenant, name, float(call.params.get("interval", 60))))
+    judged = {"incidents": []}
+    if beat.was_missed:
+        judged = await _judge(call, [heartbeat_signal(beat, "resolved")])
+    return {"name": name, "interval": beat.interval, "next_due": beat.due, "incidents": judged["incidents"]}
+
+
+for _path, _name in (("/ingest/heartbeat/{name}", "heartbeat"), ("/ingest/heartbeat/{name}/{key}", "heartbeat_keyed")):
+    ingest_api.route("POST", _path, integration=True, query=HEARTBEAT_QUERY, response=BEAT, tags=("ingest",),
+                     summary="A heartbeat: if the next one is late, policy hears of it")(_named(_beat, _name))
