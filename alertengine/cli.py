@@ -336,11 +336,10 @@ def replay(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     sys.exit(EXIT_FAIL if report.differences else EXIT_OK)
 
 
-from .cli_tenancy import key, service, tenant  # noqa: E402  (they use the helpers above)
+from .cli_tenancy import integration, key, service, tenant  # noqa: E402  (they use the helpers above)
 
-cli.add_command(tenant)
-cli.add_command(key)
-cli.add_command(service)
+for _group in (tenant, key, service, integration):
+    cli.add_command(_group)
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from .cli import EXIT_USAGE, Fail, _config, _data, data_dir_option
 from .errors import AlertEngineError, FieldError, NotFoundError
 from .services import create_service, get_service, list_services, normalise, remove_service
 from .store import Database, WriteTx
-from .tenants import create_key, create_tenant, get_tenant, list_keys, list_tenants, revoke_key
+from .tenants import create_integration, create_key, create_tenant, get_tenant, list_integrations, list_keys
+from .tenants import list_tenants, revoke_integration, revoke_key
 from .vault import SecretVault
 
 
@@ -203,3 +204,45 @@ def service_remove(ctx: click.Context, data_dir: Path | None, tenant_id: str, se
     """Remove a service."""
     with _appliance(ctx, data_dir) as (db, vault, _config):
         _echo(_write(db, remove_service(tenant_id, service_id, vault, _actor())).public())
+
+
+# --- ingest integrations ------------------------------------------------------------------------
+
+@click.group()
+def integration() -> None:
+    """Create, list and revoke ingest keys (Alertmanager, Grafana, PagerDuty, events, heartbeats)."""
+
+
+@integration.command("create")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose alerts this key delivers.")
+@click.option("--name", required=True, help="What sends with it, e.g. prometheus-prod.")
+@click.pass_context
+def integration_create(ctx: click.Context, data_dir: Path | None, tenant_id: str, name: str) -> None:
+    """Mint an ingest key; printed once. Use it as a bearer token, the URL's last segment or a routing_key."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        item, key_text = _write(db, create_integration(tenant_id, name, _actor()))
+        _echo({"integration": item.public(), "key": key_text})
+        click.echo("Store the key now: it is not shown again.", err=True)
+
+
+@integration.command("list")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose ingest keys to list.")
+@click.pass_context
+def integration_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
+    """List a tenant's ingest keys (never the keys) as JSON."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        _echo([i.public() for i in list_integrations(db.read_conn(), tenant_id)])
+
+
+@integration.command("revoke")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the key.")
+@click.argument("integration_id")
+@click.pass_context
+def integration_revoke(ctx: click.Context, data_dir: Path | None, tenant_id: str, integration_id: str) -> None:
+    """Revoke an ingest key at once."""
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo(_write(db, revoke_integration(tenant_id, integration_id, _actor())).public())

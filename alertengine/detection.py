@@ -44,8 +44,16 @@ def health_fingerprint(service_id: str) -> str:
     return f"health:{service_id}"
 
 
+# Sources whose own key already names the incident (PagerDuty's dedup_key; a heartbeat's name):
+# their follow-ups (acknowledge, resolve) carry nothing else to group by.
+_KEYED_SOURCES = frozenset({"pagerduty", "heartbeat"})
+
+
 def alert_fingerprint(signal: AlertSignal) -> str:
-    """Alerts of one service and one rule group into one incident, whatever instance fired."""
+    """The incident an alert belongs to. Alertmanager, Grafana and generic alerts of one service and
+    one rule group into one incident, whatever instance fired."""
+    if signal.source in _KEYED_SOURCES:
+        return f"{signal.source}:{signal.fingerprint}"
     rule = signal.labels.get("alertname") or signal.title
     return f"{signal.source}:{signal.service or '-'}:{rule}"
 

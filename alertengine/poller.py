@@ -55,6 +55,11 @@ log = logging.getLogger("alertengine.poller")
 MAX_BODY_BYTES = 1024 * 1024          # bodies above this are cut off and read as bad_payload
 MAX_DETAIL_CHARS = 300
 LATENESS_SAMPLES = 100_000            # bounded window of lateness samples kept in PollStats
+# Idle keep-alive connections kept by the default client. Small on purpose: httpcore 1.0's pool
+# scans every pooled connection (quadratically for idle ones, with a poll() syscall each) on every
+# request and release (encode/httpcore#1035), so a pool of hundreds of idle connections costs more
+# CPU than the reconnects it saves. Concurrency is still bounded by ``concurrency`` connections.
+KEEPALIVE_CONNECTIONS = 16
 
 _STATUS_WORDS = {
     "ok": "ok", "healthy": "ok",
@@ -327,7 +332,7 @@ class Poller:
     * ``on_reading(target, reading, lateness_seconds)`` is awaited outside the concurrency slot;
       exceptions are logged and counted, never fatal. Lateness = actual start (after waiting for a
       slot) − scheduled time.
-    * The default client: pooled to ``concurrency`` connections, no redirects, no cookies, no
+    * The default client: at most ``concurrency`` connections (few kept idle), no redirects, no cookies, no
       environment (proxies, netrc, CA overrides) — inject ``client`` for anything else. An
       injected client is not closed by the Poller.
     """
@@ -395,7 +400,8 @@ class Poller:
 
     def _make_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency,
+            limits=httpx.Limits(max_connections=self._concurrency,
+                                max_keepalive_connections=min(self._concurrency, KEEPALIVE_CONNECTIONS),
                                 keepalive_expiry=30.0),
             timeout=httpx.Timeout(self._timeout), follow_redirects=False, cookies=_no_cookies(),
             trust_env=False, headers=_REQUEST_HEADERS)

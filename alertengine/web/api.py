@@ -20,7 +20,8 @@ from ..store import Where
 from ..channels.settings import CHANNEL_INPUT, CHANNEL_OUTPUT, KINDS, list_channels, put_channel
 from ..services import SERVICE_INPUT, SERVICE_OUTPUT, create_service, get_service, list_services, normalise
 from ..services import remove_service, rotate_secret, update_service
-from ..tenants import NAME_SCHEMA, create_key, create_tenant, get_tenant, list_keys, list_tenants, revoke_key, set_shadow
+from ..tenants import NAME_SCHEMA, create_integration, create_key, create_tenant, get_tenant, list_integrations
+from ..tenants import list_keys, list_tenants, revoke_integration, revoke_key, set_shadow
 from .routing import ApiError, Call, Registry
 
 api = Registry()
@@ -265,3 +266,33 @@ async def export_ledger_endpoint(call: Call) -> Any:
     name = f"alertengine-{call.tenant}-{summary.checkpoint_size}.tar.gz"
     return FileResponse(out, media_type="application/gzip", filename=name,
                         background=BackgroundTask(shutil.rmtree, workdir, True))
+
+
+# --- ingest integrations ------------------------------------------------------------------------
+
+INTEGRATION = {"type": "object", "required": ["id", "tenant", "name", "created", "revoked"],
+               "properties": {"id": {"type": "string"}, "tenant": {"type": "string"}, "name": {"type": "string"},
+                              "created": {"type": "string"}, "revoked": {"type": ["string", "null"]}}}
+
+
+@api.route("POST", "/api/tenants/{tenant}/integrations", permission="key.manage", status=201, tags=("keys",),
+           summary="Create an ingest key (Alertmanager, Grafana, PagerDuty routing_key, events, heartbeats); shown once",
+           request={"type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {"name": NAME_SCHEMA}},
+           response={"type": "object", "required": ["integration", "key"],
+                     "properties": {"integration": INTEGRATION, "key": {"type": "string"}}})
+async def create_integration_endpoint(call: Call) -> Any:
+    item, key = await call.state.db.write(create_integration(call.tenant, call.body["name"], call.actor))
+    return {"integration": item.public(), "key": key}
+
+
+@api.route("GET", "/api/tenants/{tenant}/integrations", permission="key.manage", tags=("keys",),
+           summary="List the tenant's ingest keys (never the keys)", response=_list_of("integrations", INTEGRATION))
+async def list_integrations_endpoint(call: Call) -> Any:
+    return {"integrations": [i.public() for i in list_integrations(call.state.db.read_conn(), call.tenant)]}
+
+
+@api.route("DELETE", "/api/tenants/{tenant}/integrations/{integration_id}", permission="key.manage", tags=("keys",),
+           summary="Revoke an ingest key at once", response=INTEGRATION)
+async def revoke_integration_endpoint(call: Call) -> Any:
+    return (await call.state.db.write(revoke_integration(call.tenant, call.params["integration_id"], call.actor))).public()

@@ -3,6 +3,7 @@
     python scripts/bench/poller.py                       # 2,000 services, 5 s interval, 30 s
     python scripts/bench/poller.py --seconds 20
     python scripts/bench/poller.py --service-ms 50       # each service takes 50 ms to answer
+    python scripts/bench/poller.py --hanging 200         # 200 services accept and never answer (timeouts)
     python scripts/bench/poller.py --no-keepalive        # a new TCP connection per poll (many distinct hosts)
 
 The fleet is one asyncio HTTP/1.1 keep-alive server in a child process answering
@@ -48,15 +49,21 @@ def _response(n: int) -> bytes:
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot found"
 
 
-def _serve_fleet(services: int, service_ms: float, conn: Connection) -> None:
-    """Child process: serve the fleet on 127.0.0.1 until the parent closes its end of ``conn``."""
-    responses = {f"/svc/{n}/health".encode(): _response(n) for n in range(services)}
+def _serve_fleet(services: int, service_ms: float, hanging: int, conn: Connection) -> None:
+    """Child process: serve the fleet on 127.0.0.1 until the parent closes its end of ``conn``.
+
+    The first ``hanging`` services accept the request and never answer (until the poller hangs up)."""
+    responses = {f"/svc/{n}/health".encode(): _response(n) for n in range(hanging, services)}
+    silent = {f"/svc/{n}/health".encode() for n in range(hanging)}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")   # GET only: no request bodies
                 target = head.split(b" ", 2)[1]
+                if target in silent:
+                    await reader.read()                     # until the poller gives up and closes
+                    break
                 if service_ms:
                     await asyncio.sleep(service_ms / 1000.0)
                 writer.write(responses.get(target, _NOT_FOUND))
@@ -134,12 +141,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--service-ms", type=float, default=0.0, help="simulated service response time")
+    parser.add_argument("--hanging", type=int, default=0, help="how many services never answer (poll timeouts)")
     parser.add_argument("--no-keepalive", action="store_true", help="open a new connection for every poll")
     args = parser.parse_args()
 
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
-    fleet = ctx.Process(target=_serve_fleet, args=(args.services, args.service_ms, child_end), daemon=True)
+    fleet = ctx.Process(target=_serve_fleet, args=(args.services, args.service_ms, args.hanging, child_end), daemon=True)
     fleet.start()
     child_end.close()
     try:

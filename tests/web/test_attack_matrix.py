@@ -28,6 +28,10 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     client, auth = world.client, world.auth(world.keys[(tenant_label, "admin")])
     tenant = world.tenants[tenant_label]
     values = {"tenant": tenant, "key_id": world.key_ids[tenant_label], "kind": "webhook"}
+    if "{integration_id}" in path:
+        from alertengine.tenants import create_integration
+        item, _ = await world.db.write(create_integration(tenant, f"i-{uuid.uuid4().hex[:8]}", "test"))
+        values["integration_id"] = item.id
     if "{incident}" in path:
         opening = Opening(tenant, f"health:{uuid.uuid4().hex}", "poller", "checkout down", "P1", None, "checkout",
                           "restart", "sha256:000000000000", "test", {})

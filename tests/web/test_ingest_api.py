@@ -1,0 +1,143 @@
+"""Ingest over HTTP from real captures: authenticated per tenant, idempotent, resolved alerts
+resolve, bad payloads get a 400 with the reason and change nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alertengine import engine
+from alertengine.heartbeats import claim_missed, heartbeat_signal
+from alertengine.ledger.replay import replay_database
+from alertengine.tenants import create_integration
+from tests.conftest import SHARED
+from tests.web.conftest import World
+
+FIXTURES = SHARED / "fixtures" / "alertmanager"
+
+
+@pytest.fixture
+async def ingest(world: World) -> str:
+    _item, key = await world.db.write(create_integration(world.tenants["a"], "prometheus", "test"))
+    return key
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def count(world: World, kind: str) -> int:
+    return world.db.read_conn().execute("SELECT count(*) FROM ledger WHERE kind = ?", (kind,)).fetchone()[0]
+
+
+def replay_clean(world: World) -> None:
+    with world.db.reader() as conn:
+        assert replay_database(conn).differences == []
+
+
+async def test_alertmanager_group_opens_then_resolves_alert_by_alert(world: World, ingest: str) -> None:
+    t = world.tenants["a"]
+    await world.client.post(f"/api/tenants/{t}/services", headers=world.auth(world.keys[("a", "admin")]),
+                            json={"name": "checkout", "health_url": "http://127.0.0.1:9/h"})
+    firing = await world.client.post("/ingest/alertmanager", json=fixture("firing-group.json"),
+                                     headers={"Authorization": f"Bearer {ingest}"})
+    assert firing.status_code == 200, firing.text
+    assert firing.json() == {"accepted": 2, "incidents": ["INC-1"]}
+    inc = engine.get_incident(world.db.read_conn(), t, "INC-1")
+    assert inc.is_open and inc.priority == "P0" and inc.stage == engine.PROPOSED and inc.service_name == "checkout"
+    repeat = await world.client.post(f"/ingest/alertmanager/{ingest}", json=fixture("firing-group.json"))
+    assert repeat.status_code == 200 and count(world, "alert.received") == 2  # idempotent
+    partly = await world.client.post(f"/ingest/alertmanager/{ingest}", json=fixture("partly-resolved-group.json"))
+    assert partly.status_code == 200
+    assert engine.get_incident(world.db.read_conn(), t, "INC-1").is_open  # one alert still firing
+    body = fixture("partly-resolved-group.json")
+    for alert in body["alerts"]:
+        alert["status"] = "resolved"
+    done = await world.client.post(f"/ingest/alertmanager/{ingest}", json=body)
+    assert done.status_code == 200
+    inc = engine.get_incident(world.db.read_conn(), t, "INC-1")
+    assert inc.stage == engine.RESOLVED and not inc.is_open
+    replay_clean(world)
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"version": "3", "alerts": []}, "version"),
+    ({"version": "4", "alerts": [{"status": "firing", "labels": {"x": 1}}]}, "alerts[0]"),
+    ([], "$"),
+])
+async def test_bad_payloads_get_400_with_the_reason_and_change_nothing(world: World, ingest: str, body: object,
+                                                                       field: str) -> None:
+    before = world.db.ledger_size
+    reply = await world.client.post(f"/ingest/alertmanager/{ingest}", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == "bad_payload" and reply.json()["error"]["field"].startswith(field)
+    assert world.db.ledger_size == before
+    not_json = await world.client.post(f"/ingest/alertmanager/{ingest}", content=b"{oops",
+                                       headers={"content-type": "application/json"})
+    assert not_json.status_code == 400
+
+
+async def test_pagerduty_trigger_and_resolve(world: World, ingest: str) -> None:
+    event = {"routing_key": ingest, "event_action": "trigger", "dedup_key": "disk-db1",
+             "payload": {"summary": "Disk full on db1", "source": "db1.prod", "severity": "critical"}}
+    reply = await world.client.post("/v2/enqueue", json=event)
+    assert reply.status_code == 202
+    assert reply.json() == {"status": "success", "message": "Event processed", "dedup_key": "disk-db1"}
+    [inc] = engine.list_incidents(world.db.read_conn(), world.tenants["a"])
+    assert inc.is_open and inc.source == "pagerduty"
+    resolve = await world.client.post("/v2/enqueue", json={"routing_key": ingest, "event_action": "resolve",
+                                                           "dedup_key": "disk-db1"})
+    assert resolve.status_code == 202
+    # PagerDuty follow-ups carry no payload: they resolve the incident their dedup_key opened
+    assert not engine.get_incident(world.db.read_conn(), world.tenants["a"], inc.id).is_open
+    wrong = await world.client.post("/v2/enqueue", json={**event, "routing_key": "z" * 32})
+    assert wrong.status_code == 401
+
+
+async def test_generic_event_and_grafana(world: World, ingest: str) -> None:
+    auth = {"Authorization": f"Bearer {ingest}"}
+    event = await world.client.post("/ingest/events", headers=auth,
+                                    json={"service": "billing", "title": "queue backlog", "severity": "high"})
+    assert event.status_code == 200 and event.json()["incidents"] == ["INC-1"]
+    grafana = {"receiver": "ae", "status": "firing", "orgId": 1, "version": "1", "groupKey": "g", "truncatedAlerts": 0,
+               "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://grafana",
+               "alerts": [{"status": "firing", "labels": {"alertname": "HighCPU", "service": "api", "severity": "warning"},
+                           "annotations": {"summary": "CPU 95%"}, "startsAt": "2026-11-22T13:50:00Z",
+                           "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "abc123",
+                           "values": {"A": 95}, "valueString": "[ var='A' value=95 ]"}]}
+    reply = await world.client.post("/ingest/grafana", headers=auth, json=grafana)
+    assert reply.status_code == 200 and reply.json()["incidents"] == ["INC-2"]
+    assert engine.get_incident(world.db.read_conn(), world.tenants["a"], "INC-2").priority == "P2"
+
+
+async def test_missed_heartbeat_opens_and_the_next_beat_resolves(world: World, ingest: str) -> None:
+    t = world.tenants["a"]
+    beat = await world.client.post(f"/ingest/heartbeat/nightly-backup/{ingest}", params={"interval": 60})
+    assert beat.status_code == 200 and beat.json()["name"] == "nightly-backup"
+    assert await world.db.write(claim_missed("2000-01-01T00:00:00.000000Z")) == []  # not due yet
+    missed = await world.db.write(claim_missed("2999-01-01T00:00:00.000000Z"))
+    assert [b.name for b in missed] == ["nightly-backup"]
+    await world.app.state.detector.on_alert(t, heartbeat_signal(missed[0], "firing"), None)  # type: ignore[attr-defined]
+    [inc] = engine.list_incidents(world.db.read_conn(), t)
+    assert inc.is_open and inc.source == "heartbeat"
+    again = await world.client.post(f"/ingest/heartbeat/nightly-backup/{ingest}")
+    assert again.json()["incidents"] == [inc.id]
+    assert not engine.get_incident(world.db.read_conn(), t, inc.id).is_open
+    replay_clean(world)
+
+
+async def test_integration_keys_are_managed_and_shown_once(world: World) -> None:
+    t, auth = world.tenants["a"], world.auth(world.keys[("a", "admin")])
+    made = await world.client.post(f"/api/tenants/{t}/integrations", json={"name": "alertmanager"}, headers=auth)
+    assert made.status_code == 201 and len(made.json()["key"]) == 32
+    key = made.json()["key"]
+    listed = await world.client.get(f"/api/tenants/{t}/integrations", headers=auth)
+    assert key not in listed.text
+    ok = await world.client.post(f"/ingest/events/{key}", json={"service": "x", "title": "y"})
+    assert ok.status_code == 200
+    await world.client.delete(f"/api/tenants/{t}/integrations/{made.json()['integration']['id']}", headers=auth)
+    refused = await world.client.post(f"/ingest/events/{key}", json={"service": "x", "title": "y"})
+    assert refused.status_code == 401
+    db_bytes = b"".join(p.read_bytes() for p in world.data.path.glob("alertengine.db*"))
+    assert key.encode() not in db_bytes
