@@ -34,7 +34,7 @@ SERVICE_INPUT = {
     "properties": {
         "name": NAME_SCHEMA,
         "health_url": {"type": "string", "maxLength": 2048, "description": "polled for health (http/https)"},
-        "poll_interval": {"type": "number", "minimum": 1, "maximum": 3600, "description": "seconds, default 5"},
+        "poll_interval": {"type": "number", "minimum": 0.2, "maximum": 3600, "description": "seconds, default 5"},
         "recovery_webhook_url": {"type": ["string", "null"], "maxLength": 2048},
         "contacts": {"type": "object", "additionalProperties": False,
                      "properties": {"primary": CONTACT_SCHEMA, "secondary": CONTACT_SCHEMA}},
