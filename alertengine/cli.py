@@ -122,9 +122,21 @@ def _lock_data_dir(path: Path) -> Any:
 @cli.command("check-config")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--list", "list_settings", is_flag=True, help="List every setting with its default and help.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Validate a detection policy (TOML) instead, and print its version.")
 @click.pass_context
-def check_config(ctx: click.Context, file: Path | None, list_settings: bool) -> None:
-    """Validate a config file (and ALERTENGINE_* variables); name the bad key."""
+def check_config(ctx: click.Context, file: Path | None, list_settings: bool, policy_file: Path | None) -> None:
+    """Validate a config file (and ALERTENGINE_* variables), or a policy file; name the bad key."""
+    if policy_file is not None:
+        from .policy import PolicyError, parse_policy
+        try:
+            policy = parse_policy(policy_file.read_text(encoding="utf-8"))
+        except PolicyError as exc:
+            raise Fail(f"{policy_file}: {exc}", EXIT_FAIL) from None
+        except UnicodeDecodeError:
+            raise Fail(f"{policy_file} is not UTF-8 text", EXIT_FAIL) from None
+        click.echo(f"ok: policy {policy_file} is valid, version {policy.version}")
+        return
     if list_settings:
         for name, default, text in describe():
             click.echo(f"{name} (default {default}; env ALERTENGINE_{name.upper()})\n    {text}")

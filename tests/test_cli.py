@@ -220,3 +220,25 @@ def test_export_scopes_and_errors(data_dir, tmp_path: Path) -> None:  # type: ig
     assert verdict.code == 0, verdict.stdout
     verified = run_cli("ledger", "verify", "--data-dir", d)
     assert verified.code == 0, verified.stdout
+
+
+@pytest.mark.parametrize("text,ok,words", [
+    ("[thresholds]\np95_ms = 1200.0\n", True, "version sha256:"),
+    ("[thresholds]\np95 = 1200\n", False, "thresholds.p95"),
+    ("[detection]\nbreaches_to_open = 0\n", False, "detection.breaches_to_open"),
+    ("[priority.signal]\nlatency = \"P9\"\n", False, "priority.signal.latency"),
+    ("[services.checkout]\naction = \"restart pool\"\nerror_rate = 2.0\n", False, "services.checkout.error_rate"),
+    ("not toml = = 1", False, "not valid TOML"),
+])
+def test_check_config_validates_a_policy(tmp_path: Path, text: str, ok: bool, words: str) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    result = run_cli("check-config", "--policy", str(policy))
+    assert result.code == (0 if ok else 1)
+    assert words in (result.stdout if ok else result.stderr)
+
+
+def test_the_default_policy_is_valid_and_documented() -> None:
+    from alertengine.policy import DEFAULT_POLICY, DEFAULT_POLICY_TOML
+    assert DEFAULT_POLICY.version.startswith("sha256:") and len(DEFAULT_POLICY.version) == 19
+    assert "breaches_to_open = 3" in DEFAULT_POLICY_TOML
