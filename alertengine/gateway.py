@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from .modes import ModeTracker
 from .store import Database
 
 log = logging.getLogger("alertengine.gateway")
@@ -73,9 +74,10 @@ class JsonLinesChannel:
 
 
 class Gateway:
-    def __init__(self, db: Database, channels: list[Channel]) -> None:
+    def __init__(self, db: Database, channels: list[Channel], modes: ModeTracker | None = None) -> None:
         self.db = db
         self.channels = channels
+        self.modes = modes
 
     def is_shadow(self, tenant: str) -> bool:
         row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
@@ -88,11 +90,13 @@ class Gateway:
                                  "recipient": fingerprint(message.recipient),
                                  "channels": [c.name for c in self.channels]})
             return
+        failures = []
         for channel in self.channels:
             try:
                 provider_id = channel.deliver(message)
             except Exception as exc:  # noqa: BLE001 - a failed channel is ledgered, never fatal
                 log.warning("channel %s failed: %s", channel.name, exc)
+                failures.append(f"{channel.name}: {exc}")
                 await self.db.append(LedgerEvent(
                     kind="notification.failed", tenant=message.tenant, incident=message.incident, actor="system",
                     decision="failed", policy_version=policy_version, reason=f"{channel.name} delivery failed",
@@ -104,6 +108,8 @@ class Gateway:
                 decision="sent", policy_version=policy_version, reason=f"{message.event} sent on {channel.name}",
                 data={"channel": channel.name, "event": message.event, "provider_id": provider_id,
                       "recipient": fingerprint(message.recipient), "text": message.text}))
+        if self.modes is not None and self.channels:
+            await self.modes.set("notifications_failing", len(failures) == len(self.channels), "; ".join(failures))
 
     async def suppress(self, tenant: str, what: str, incident: str | None, policy_version: str | None,
                        would_have: dict[str, Any]) -> None:

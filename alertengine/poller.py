@@ -332,9 +332,9 @@ class Poller:
     * ``on_reading(target, reading, lateness_seconds)`` is awaited outside the concurrency slot;
       exceptions are logged and counted, never fatal. Lateness = actual start (after waiting for a
       slot) − scheduled time.
-    * The default client: at most ``concurrency`` connections (few kept idle), no redirects, no cookies, no
-      environment (proxies, netrc, CA overrides) — inject ``client`` for anything else. An
-      injected client is not closed by the Poller.
+    * The default client: at most ``concurrency`` connections (only KEEPALIVE_CONNECTIONS kept
+      idle), no redirects, no cookies, no environment (proxies, netrc, CA overrides) — inject
+      ``client`` for anything else. An injected client is not closed by the Poller.
     """
 
     def __init__(self, targets: Callable[[], Iterable[PollTarget]],

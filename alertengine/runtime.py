@@ -13,6 +13,7 @@ from .config import Config
 from .detection import Detector, ServiceRef
 from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
 from .heartbeats import claim_missed, heartbeat_signal
+from .modes import ModeTracker
 from .ledger.entry import utc_timestamp
 from .poller import Poller, PollTarget
 from .signals import HealthReading
@@ -27,7 +28,8 @@ class Runtime:
         channels: list[Channel] = [JsonLinesChannel(data_path / "notifications.jsonl")]
         if config.console_notifications:
             channels.append(ConsoleChannel())
-        self.gateway = Gateway(db, channels)
+        self.modes = ModeTracker(db)
+        self.gateway = Gateway(db, channels, self.modes)
         self.detector = Detector(db, self.gateway)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,

@@ -419,6 +419,11 @@ class Database:
         return aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
 
     @property
+    def writer_failed(self) -> bool:
+        """The writer thread stopped on an error: nothing can be written any more."""
+        return self._dead is not None
+
+    @property
     def ledger_size(self) -> int:
         """Entries committed so far, as the writer knows them."""
         return self._head.size

@@ -179,3 +179,33 @@ async def test_shadow_mode_sends_nothing_and_ledgers_what_would_have_gone(h: Har
     lines = [json.loads(line) for line in h.outbox.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["recovered"]
     assert "notification.sent" in h.kinds()
+
+
+async def test_failing_notifications_make_the_appliance_degraded_until_they_work(db: Database, tmp_path: Path) -> None:
+    from alertengine.gateway import Message
+    from alertengine.modes import ModeTracker
+
+    class Flaky:
+        name = "flaky"
+        broken = True
+
+        def deliver(self, message: Message) -> str:
+            if self.broken:
+                raise ConnectionError("provider unreachable")
+            return "id-1"
+
+    flaky = Flaky()
+    modes = ModeTracker(db)
+    gateway = Gateway(db, [flaky], modes)
+    tenant = db.write_sync(create_tenant("live", "test")).id
+    db.write_sync(set_shadow(tenant, False, "test"))
+    await gateway.notify(Message(tenant, "INC-1", "detected", "P1", "down"))
+    assert modes.snapshot() == {"mode": "DEGRADED", "conditions": {"notifications_failing": "flaky: provider unreachable"}}
+    flaky.broken = False
+    await gateway.notify(Message(tenant, "INC-1", "recovered", "P1", "up"))
+    assert modes.snapshot()["mode"] == "NORMAL"
+    changes = [json.loads(r[0])["data"] for r in db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind = 'appliance.mode_changed' ORDER BY seq")]
+    assert [(c["from"], c["to"]) for c in changes] == [("NORMAL", "DEGRADED"), ("DEGRADED", "NORMAL")]
+    kinds = [r[0] for r in db.read_conn().execute("SELECT kind FROM ledger WHERE tenant = ? ORDER BY seq", (tenant,))]
+    assert "notification.failed" in kinds and "notification.sent" in kinds

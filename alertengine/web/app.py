@@ -26,8 +26,10 @@ from .openapi import openapi_document
 from .routing import Call, FailureThrottle, Registry, error_response
 
 system = Registry()
-HEALTH = {"type": "object", "required": ["status", "version", "install_id", "ledger"],
+HEALTH = {"type": "object", "required": ["status", "mode", "version", "install_id", "ledger"],
           "properties": {"status": {"type": "string"}, "version": {"type": "string"}, "install_id": {"type": "string"},
+                         "mode": {"type": "string", "enum": ["NORMAL", "DEGRADED", "EMERGENCY"]},
+                         "conditions": {"type": "object"},
                          "ledger": {"type": "object", "required": ["size", "checkpoint_size", "root", "vkey"],
                                     "properties": {"size": {"type": "integer"}, "checkpoint_size": {"type": "integer"},
                                                    "root": {"type": ["string", "null"]}, "vkey": {"type": "string"}}}}}
@@ -38,7 +40,9 @@ async def healthz(call: Call) -> Any:
     db: Database = call.state.db
     data: DataDir = call.state.data
     cp = db.latest
-    return {"status": "ok", "version": __version__, "install_id": data.install_id,
+    modes = call.state.runtime.modes.snapshot()
+    return {"status": "ok" if modes["mode"] != "EMERGENCY" else "failing", **modes,
+            "version": __version__, "install_id": data.install_id,
             "ledger": {"size": db.ledger_size, "checkpoint_size": cp.size if cp else 0,
                        "root": b64(cp.root) if cp else None, "vkey": data.signer.vkey}}
 

@@ -147,7 +147,8 @@ def main() -> int:
 
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
-    fleet = ctx.Process(target=_serve_fleet, args=(args.services, args.service_ms, args.hanging, child_end), daemon=True)
+    fleet = ctx.Process(target=_serve_fleet, args=(args.services, args.service_ms, args.hanging, child_end),
+                        daemon=True)
     fleet.start()
     child_end.close()
     try:
