@@ -12,13 +12,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import engine
+from . import engine, timers
 from .engine import Incident, Opening
 from .gateway import Gateway, Message
 from .ledger.entry import LedgerEvent
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
 from .signals import AlertSignal, HealthReading
-from .store import Database
+from .store import Database, WriteTx
 
 log = logging.getLogger("alertengine.detection")
 _ALERT_NS = uuid.UUID("5d7d1f0e-6a63-4c55-9a52-2f5c3c6b1a10")  # event ids of alert deliveries, for idempotency
@@ -153,11 +153,31 @@ class Detector:
                     reason=f"{signal.severity} alert {signal.title!r}", data=data))
                 if raised is not None:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
-        await self.db.append(LedgerEvent(
+        received = LedgerEvent(
             kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=f"ingest:{signal.source}",
             policy_version=policy.version, decision=signal.status, event_id=event_id,
-            reason=f"{signal.source}: {signal.title} is {signal.status}", data=data))
+            reason=f"{signal.source}: {signal.title} is {signal.status}", data=data)
+        auto_resolve = result is not None and result.is_open and signal.status == "firing" and rules.auto_resolve_after > 0
+
+        def record(tx: WriteTx) -> None:
+            entry = tx.append(received)
+            if auto_resolve and not entry.duplicate:
+                timers.schedule(tx, tenant, result.id, "auto_resolve", timers.due_in(rules.auto_resolve_after),
+                                {"after": rules.auto_resolve_after, "policy_version": policy.version})
+        await self.db.write(record)
         return result
+
+    async def on_timer(self, timer: timers.Timer) -> None:
+        """A stored deadline came due."""
+        if timer.kind == "auto_resolve" and timer.incident is not None:
+            inc = engine.get_incident(self.db.read_conn(), timer.tenant, timer.incident)
+            if inc.is_open:
+                resolved = await engine.run(self.db, engine.transition(
+                    timer.tenant, inc.id, engine.RESOLVED, "policy", decision="auto_resolved",
+                    policy_version=timer.data.get("policy_version"),
+                    reason=f"no firing alert for {timer.data.get('after')} s: auto-resolved by policy"))
+                await self._tell(resolved, "resolved", "auto-resolved: the alert stopped firing",
+                                 self.policy(timer.tenant))
 
     def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
         """Alert fingerprints of the incident still firing once ``resolved`` is counted (from the ledger)."""

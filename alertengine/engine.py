@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import timers
 from .errors import AlertEngineError, NotFoundError
 from .ledger.entry import LedgerEvent, utc_timestamp
 from .ledger.replay import IncidentState, ReplayReport, comparator, reducer
@@ -143,6 +144,8 @@ def apply_transition(tx: WriteTx, inc: Incident, dst: str, actor: str, *, reason
     is_open = dst not in CLOSED
     tx.execute("UPDATE incidents SET stage = ?, is_open = ?, updated_at = ?, closed_at = ? WHERE tenant = ? AND id = ?",
                (dst, int(is_open), now, None if is_open else now, inc.tenant, inc.id))
+    if not is_open:
+        timers.cancel(tx, inc.tenant, inc.id)
     tx.append(LedgerEvent(kind=kind or f"incident.{dst.lower()}", tenant=inc.tenant, incident=inc.id, stage=dst,
                           actor=actor, reason=reason, decision=decision, confidence=confidence,
                           policy_version=policy_version, data=data or {}))

@@ -37,6 +37,7 @@ http_4xx_is_error = false  # for plain-HTTP health URLs: does a 4xx answer count
 breaches_to_open = 3     # consecutive breaching polls before an incident opens
 healthy_to_recover = 3   # consecutive healthy polls before policy declares recovery
 min_alert_severity = "low"  # ingested alerts below this severity are recorded, open nothing
+auto_resolve_after = 0.0  # seconds without a firing alert after which policy resolves an alert's incident (0: never)
 
 [priority.signal]        # priority of a health-poll incident, by its worst breach
 unreachable = "P1"
@@ -72,7 +73,8 @@ THRESHOLDS = {"p95_ms": _NUM, "error_rate": {"type": "number", "minimum": 0, "ma
               "http_4xx_is_error": {"type": "boolean"}}
 DETECTION = {"breaches_to_open": {"type": "integer", "minimum": 1, "maximum": 1000},
              "healthy_to_recover": {"type": "integer", "minimum": 1, "maximum": 1000},
-             "min_alert_severity": {"type": "string", "enum": list(SEVERITIES)}}
+             "min_alert_severity": {"type": "string", "enum": list(SEVERITIES)},
+             "auto_resolve_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400}}
 ACTION = {"type": "string", "minLength": 1, "maxLength": 200}
 POLICY_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -121,6 +123,7 @@ class ServiceRules:
     breaches_to_open: int
     healthy_to_recover: int
     min_alert_severity: str
+    auto_resolve_after: float
     action: str
 
 

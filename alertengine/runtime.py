@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from . import timers
 from .config import Config
 from .detection import Detector, ServiceRef
 from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
@@ -56,11 +57,20 @@ class Runtime:
     async def _timers(self) -> None:
         while True:
             try:
-                for beat in await self.db.write(claim_missed(utc_timestamp())):
-                    await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
+                await self.timer_round(utc_timestamp())
             except Exception:  # noqa: BLE001 - the loop must survive; the next round retries
                 log.exception("timer round failed")
             await asyncio.sleep(self.timer_interval)
+
+    async def timer_round(self, now: str) -> None:
+        """Fire what is due: missed heartbeats, then stored incident timers."""
+        for beat in await self.db.write(claim_missed(now)):
+            await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
+        for timer in await self.db.write(timers.claim_due(now)):
+            try:
+                await self.detector.on_timer(timer)
+            except Exception:  # noqa: BLE001 - one bad timer must not block the others
+                log.exception("timer %s (%s) failed", timer.id, timer.kind)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),

@@ -209,3 +209,33 @@ async def test_failing_notifications_make_the_appliance_degraded_until_they_work
     assert [(c["from"], c["to"]) for c in changes] == [("NORMAL", "DEGRADED"), ("DEGRADED", "NORMAL")]
     kinds = [r[0] for r in db.read_conn().execute("SELECT kind FROM ledger WHERE tenant = ? ORDER BY seq", (tenant,))]
     assert "notification.failed" in kinds and "notification.sent" in kinds
+
+
+async def test_auto_resolve_is_a_stored_deadline_that_survives_a_restart(data_dir, config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from alertengine.runtime import Runtime
+    db = data_dir.open_database(config)
+    h = Harness(db, tmp_path)
+    db.write_sync(put_policy(h.tenant, "[detection]\nauto_resolve_after = 60.0\n", "test"))
+    alert = AlertSignal("events", "f1", "firing", "high", "queue backlog", "billing", {}, {}, "2026-11-22T13:00:00Z")
+    inc = await h.detector.on_alert(h.tenant, alert, None)
+    assert inc is not None and inc.is_open
+    pending = db.read_conn().execute("SELECT kind, due FROM timers WHERE done IS NULL").fetchall()
+    assert [k for k, _ in pending] == ["auto_resolve"]
+    db.close()  # a restart: the deadline is in the database, not in memory
+    db = data_dir.open_database(config)
+    try:
+        runtime = Runtime(config, db, data_dir.path)
+        await runtime.timer_round("2000-01-01T00:00:00.000000Z")
+        assert engine.get_incident(db.read_conn(), h.tenant, inc.id).is_open  # not due yet
+        await runtime.timer_round("2999-01-01T00:00:00.000000Z")
+        done = engine.get_incident(db.read_conn(), h.tenant, inc.id)
+        assert done.stage == engine.RESOLVED
+        last = json.loads(db.read_conn().execute(
+            "SELECT body FROM ledger WHERE kind = 'incident.resolved'").fetchone()[0])
+        assert last["actor"] == "policy" and last["decision"] == "auto_resolved"
+        await runtime.timer_round("2999-01-01T00:00:01.000000Z")  # fires once
+        assert db.read_conn().execute("SELECT count(*) FROM ledger WHERE kind = 'incident.resolved'").fetchone()[0] == 1
+        with db.reader() as conn:
+            assert replay_database(conn).differences == []
+    finally:
+        db.close()
