@@ -5,6 +5,7 @@ alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -15,7 +16,7 @@ from typing import Any
 from . import engine, timers
 from .engine import Incident, Opening
 from .gateway import Gateway, Message
-from .ledger.entry import LedgerEvent
+from .ledger.entry import LedgerEvent, redact
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
 from .signals import AlertSignal, HealthReading
 from .store import Database, WriteTx
@@ -120,6 +121,9 @@ class Detector:
     # --- ingested alerts ------------------------------------------------------------------------
     async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None) -> Incident | None:
         """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent)."""
+        signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
+                                     annotations=redact(dict(signal.annotations)),
+                                     url=redact(signal.url) if signal.url else None)
         event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
                                              f"{signal.starts_at}"))
         conn = self.db.read_conn()

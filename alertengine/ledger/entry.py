@@ -171,6 +171,26 @@ def validate_event(ev: LedgerEvent) -> None:
             raise LedgerInputError(name, f"{name} looks like it contains a credential; ledger a fingerprint instead")
 
 
+def redact(value: Any) -> Any:
+    """A copy of ``value`` fit for the ledger: values under secret-looking keys, and substrings that
+    look like credentials, are replaced by their fingerprints. For text that arrives from outside
+    (alert labels and annotations) where refusing the whole payload would lose an alert."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            secretish = isinstance(key, str) and _SECRET_KEY_RE.search(key) and not _FINGERPRINT_KEY_RE.search(key)
+            if secretish and isinstance(item, str) and not _FINGERPRINT_VALUE_RE.match(item):
+                out[key] = fingerprint(item)
+            else:
+                out[key] = redact(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE_RE.sub(lambda m: f"[redacted {fingerprint(m.group())}]", value)
+    return value
+
+
 def _check_value(value: Any, path: str) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():

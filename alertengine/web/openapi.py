@@ -9,7 +9,8 @@ from .routing import ERROR_SCHEMA, Endpoint
 
 _ERRORS = {400: "Bad request", 401: "No valid API key", 403: "This key may not do that", 404: "Not found",
            409: "Conflicts with an existing resource", 413: "Body too large", 415: "Body is not JSON",
-           422: "The body breaks the schema or a policy (the field is named)"}
+           422: "The body breaks the schema or a policy (the field is named)",
+           503: "A transient fault storing the request: retry (Retry-After)"}
 
 
 def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             op["security"] = []
         elif ep.integration:
             op["security"] = [{"integrationKey": []}]
-            codes |= {400, 401, 413, 415}
+            codes |= {400, 401, 413, 415, 503}
         else:
             op["security"] = [{"bearerAuth": []}]
             op["x-permission"] = ep.permission

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from ..access import AccessError, Principal, authenticate, authorize
 from ..engine import IllegalTransitionError
-from ..errors import ConflictError, FieldError, NotFoundError
+from ..errors import ConflictError, FieldError, NotFoundError, StoreError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from ..schema import validate
 from ..tenants import get_tenant, integration_tenant, touch_key
@@ -170,6 +170,11 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return error_response(422, "invalid", e.message, e.field or None)
         except NotFoundError as e:
             return error_response(404, "not_found", f"{e.what} not found")
+        except StoreError as e:  # transient: the sender should retry
+            log.error("store error on %s %s: %s", ep.method, ep.path, e)
+            reply = error_response(503, "unavailable", "the appliance could not store this now; retry shortly")
+            reply.headers["Retry-After"] = "5"
+            return reply
         if isinstance(result, Response):
             return result
         return JSONResponse(result, status_code=ep.status)

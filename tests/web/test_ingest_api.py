@@ -141,3 +141,15 @@ async def test_integration_keys_are_managed_and_shown_once(world: World) -> None
     assert refused.status_code == 401
     db_bytes = b"".join(p.read_bytes() for p in world.data.path.glob("alertengine.db*"))
     assert key.encode() not in db_bytes
+
+
+async def test_credentials_inside_alerts_are_redacted_not_refused(world: World, ingest: str) -> None:
+    token = "xoxb-1234567890-abcdefghijklmn"
+    body = fixture("firing-group.json")
+    body["alerts"][0]["annotations"]["description"] = f"slack token {token} leaked into logs"
+    body["alerts"][0]["labels"]["api_key"] = "plain-key-value"
+    reply = await world.client.post(f"/ingest/alertmanager/{ingest}", json=body)
+    assert reply.status_code == 200, reply.text
+    ledger_bytes = b"".join(r[0] for r in world.db.read_conn().execute("SELECT body FROM ledger"))
+    assert token.encode() not in ledger_bytes and b"plain-key-value" not in ledger_bytes
+    assert b"[redacted sha256:" in ledger_bytes
