@@ -17,6 +17,7 @@ from .routing import ApiError, Call, Registry
 
 incidents_api = Registry()
 _templates = Environment(loader=PackageLoader("alertengine", "templates"), autoescape=select_autoescape(["html"]))
+_templates.filters["when"] = lambda ts: f"{ts[:10]} {ts[11:19]} UTC" if ts else "—"
 
 INCIDENT = {"type": "object",
             "required": ["tenant", "id", "stage", "priority", "is_open", "title", "fingerprint", "opened_at"],
