@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from . import engine, timers
 from .engine import Incident, Opening
@@ -60,10 +60,13 @@ def alert_fingerprint(signal: AlertSignal) -> str:
 
 
 class Detector:
-    def __init__(self, db: Database, gateway: Gateway) -> None:
+    def __init__(self, db: Database, gateway: Gateway,
+                 on_proposed: Callable[[Incident], Awaitable[None]] | None = None) -> None:
         self.db = db
         self.gateway = gateway
         self.streaks: dict[tuple[str, str], Streak] = {}
+        # Who asks humans once policy has proposed (the orchestrator); without it, a plain notice.
+        self.on_proposed = on_proposed
 
     def policy(self, tenant: str) -> Policy:
         return load_policy(self.db.read_conn(), tenant)
@@ -98,6 +101,8 @@ class Detector:
                     policy_version=policy.version, data=data))
                 if raised is not None:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+                if current.stage == engine.EXPIRED and current.action:
+                    return await self._repropose(current, policy, "the service is still failing")
             return current
         streak.breaches = 0
         if current is None:
@@ -201,8 +206,22 @@ class Detector:
             policy = self.policy(opening.tenant)
             await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)
             if inc.stage == engine.PROPOSED:
-                await self._tell(inc, "proposed", f"recommended action: {inc.action}", policy)
+                await self._proposed(inc, policy)
         return inc
+
+    async def _proposed(self, inc: Incident, policy: Policy) -> None:
+        if self.on_proposed is not None:
+            await self.on_proposed(inc)
+        else:
+            await self._tell(inc, "proposed", f"recommended action: {inc.action}", policy)
+
+    async def _repropose(self, inc: Incident, policy: Policy, why: str) -> Incident:
+        """The outage goes on after the approval window closed: policy proposes again (new approvals)."""
+        again = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.PROPOSED, "policy", decision="propose", policy_version=policy.version,
+            reason=f"policy proposes again: {why}", data={"action": inc.action, "service": inc.service_id}))
+        await self._proposed(again, policy)
+        return again
 
     async def _tell(self, inc: Incident, event: str, text: str, policy: Policy) -> None:
         await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority, text,

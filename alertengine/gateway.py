@@ -31,6 +31,8 @@ class Message:
     text: str
     recipient: str = "on-call"
     data: dict[str, Any] = field(default_factory=dict)
+    link: str | None = None        # an approval link (carries a token: never ledgered, never logged)
+    buttons: list[list[tuple[str, str]]] = field(default_factory=list)  # chat buttons: (label, callback data)
 
 
 class Channel(Protocol):
@@ -50,7 +52,8 @@ class ConsoleChannel:
 
     def deliver(self, message: Message) -> str:
         stream = self.stream or sys.stdout
-        stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}\n")
+        link = f"\n    approve or reject: {message.link}" if message.link else ""
+        stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}{link}\n")
         stream.flush()
         return f"console:{message.incident}:{message.event}"
 
@@ -67,7 +70,8 @@ class JsonLinesChannel:
     def deliver(self, message: Message) -> str:
         line = json.dumps({"ts": utc_timestamp(), "tenant": message.tenant, "incident": message.incident,
                            "event": message.event, "priority": message.priority, "text": message.text,
-                           "recipient": message.recipient, "data": message.data}, sort_keys=True)
+                           "recipient": message.recipient, "data": message.data, "link": message.link},
+                          sort_keys=True)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
         return f"jsonl:{message.incident}:{message.event}"

@@ -180,3 +180,38 @@ def m004_heartbeats(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (tenant, name)
         )""")
     conn.execute("CREATE INDEX heartbeats_due ON heartbeats(due) WHERE missed = 0")
+
+
+@migration
+def m005_approvals(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE approvals (
+            jti TEXT PRIMARY KEY,
+            ref TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            proposal INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            choice TEXT,
+            recipient TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            used_at TEXT,
+            used_by TEXT,
+            outcome TEXT
+        )""")
+    conn.execute("CREATE INDEX approvals_incident ON approvals(tenant, incident)")
+    conn.execute("""
+        CREATE TABLE dead_letters (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            url TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts TEXT NOT NULL,
+            final_status INTEGER,
+            detail TEXT NOT NULL,
+            created TEXT NOT NULL,
+            retried_at TEXT
+        )""")
+    conn.execute("CREATE INDEX dead_letters_tenant ON dead_letters(tenant, created)")

@@ -59,6 +59,10 @@ low = "P3"
 [actions]
 default = "restart service"  # the recovery action policy proposes when a service names none
 
+[approvals]
+required = 1             # distinct people who must approve a recovery (2: the two-person rule)
+ttl_seconds = 300.0      # how long an approval link or button stays valid; then the proposal EXPIRES
+
 # Per-service overrides, by service name: any [thresholds] / [detection] key, and `action`.
 # [services.checkout]
 # p95_ms = 1200.0
@@ -76,6 +80,8 @@ DETECTION = {"breaches_to_open": {"type": "integer", "minimum": 1, "maximum": 10
              "min_alert_severity": {"type": "string", "enum": list(SEVERITIES)},
              "auto_resolve_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400}}
 ACTION = {"type": "string", "minLength": 1, "maxLength": 200}
+APPROVALS = {"required": {"type": "integer", "minimum": 1, "maximum": 5},
+             "ttl_seconds": {"type": "number", "minimum": 30, "maximum": 86_400}}
 POLICY_SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -87,9 +93,10 @@ POLICY_SCHEMA = {
             "severity": {"type": "object", "additionalProperties": False,
                          "properties": {k: _PRIO for k in SEVERITIES}}}},
         "actions": {"type": "object", "additionalProperties": False, "properties": {"default": ACTION}},
+        "approvals": {"type": "object", "additionalProperties": False, "properties": APPROVALS},
         "services": {"type": "object", "maxProperties": 10_000, "additionalProperties": {
             "type": "object", "additionalProperties": False,
-            "properties": {**THRESHOLDS, **DETECTION, "action": ACTION}}},
+            "properties": {**THRESHOLDS, **DETECTION, **APPROVALS, "action": ACTION}}},
     },
 }
 
@@ -124,6 +131,8 @@ class ServiceRules:
     healthy_to_recover: int
     min_alert_severity: str
     auto_resolve_after: float
+    required: int          # approvals needed (two-person rule: 2)
+    ttl_seconds: float     # approval validity
     action: str
 
 
@@ -140,7 +149,7 @@ class Policy:
         return "sha256:" + hashlib.sha256(canonical).hexdigest()[:12]
 
     def rules(self, service_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> ServiceRules:
-        flat: dict[str, Any] = {**self.doc["thresholds"], **self.doc["detection"],
+        flat: dict[str, Any] = {**self.doc["thresholds"], **self.doc["detection"], **self.doc["approvals"],
                                 "action": self.doc["actions"]["default"]}
         if service_name is not None:
             flat.update(self.doc.get("services", {}).get(service_name, {}))

@@ -7,31 +7,37 @@ import asyncio
 import json
 import logging
 import sqlite3
-from pathlib import Path
 
 from . import timers
+from .appliance import DataDir
+from .approvals import ApprovalTokens
 from .config import Config
 from .detection import Detector, ServiceRef
 from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
 from .heartbeats import claim_missed, heartbeat_signal
 from .modes import ModeTracker
+from .orchestrator import Orchestrator
 from .ledger.entry import utc_timestamp
 from .poller import Poller, PollTarget
 from .signals import HealthReading
 from .store import Database
+from .vault import SecretVault
 
 log = logging.getLogger("alertengine.runtime")
 
 
 class Runtime:
-    def __init__(self, config: Config, db: Database, data_path: Path) -> None:
+    def __init__(self, config: Config, db: Database, data: DataDir) -> None:
         self.db = db
-        channels: list[Channel] = [JsonLinesChannel(data_path / "notifications.jsonl")]
+        channels: list[Channel] = [JsonLinesChannel(data.path / "notifications.jsonl")]
         if config.console_notifications:
             channels.append(ConsoleChannel())
         self.modes = ModeTracker(db)
         self.gateway = Gateway(db, channels, self.modes)
-        self.detector = Detector(db, self.gateway)
+        self.vault = SecretVault(data.secret("vault.key"))
+        self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
+        self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url)
+        self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
                              timeout=config.poll_timeout)
@@ -68,7 +74,10 @@ class Runtime:
             await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
         for timer in await self.db.write(timers.claim_due(now)):
             try:
-                await self.detector.on_timer(timer)
+                if timer.kind == "approval_expiry":
+                    await self.orchestrator.on_timer(timer)
+                else:
+                    await self.detector.on_timer(timer)
             except Exception:  # noqa: BLE001 - one bad timer must not block the others
                 log.exception("timer %s (%s) failed", timer.id, timer.kind)
 
@@ -81,3 +90,4 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.orchestrator.close()

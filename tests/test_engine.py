@@ -224,7 +224,7 @@ async def test_auto_resolve_is_a_stored_deadline_that_survives_a_restart(data_di
     db.close()  # a restart: the deadline is in the database, not in memory
     db = data_dir.open_database(config)
     try:
-        runtime = Runtime(config, db, data_dir.path)
+        runtime = Runtime(config, db, data_dir)
         await runtime.timer_round("2000-01-01T00:00:00.000000Z")
         assert engine.get_incident(db.read_conn(), h.tenant, inc.id).is_open  # not due yet
         await runtime.timer_round("2999-01-01T00:00:00.000000Z")

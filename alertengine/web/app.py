@@ -18,7 +18,7 @@ from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..ledger.verifier import b64
 from ..store import Database
 from ..runtime import Runtime
-from ..vault import SecretVault
+from .actions import actions_api
 from .api import api
 from .incidents import incidents_api
 from .ingest import ingest_api
@@ -53,7 +53,7 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-REGISTRIES = (system, api, incidents_api, ingest_api)
+REGISTRIES = (system, api, incidents_api, ingest_api, actions_api)
 ENDPOINTS = [ep for registry in REGISTRIES for ep in registry.endpoints]
 
 
@@ -67,7 +67,7 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     """Build the app around an open database. Its lifespan ledgers the stop and closes the
     database (with a final signed checkpoint) on shutdown."""
 
-    runtime = Runtime(config, db, data.path)
+    runtime = Runtime(config, db, data)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,7 +89,7 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     app.state.config = config
     app.state.data = data
     app.state.db = db
-    app.state.vault = SecretVault(data.secret("vault.key"))
+    app.state.vault = runtime.vault
     app.state.url_policy = config.url_policy
     app.state.auth_throttle = FailureThrottle()
     app.state.key_touched = {}
@@ -98,5 +98,6 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     app.state.runtime = runtime
     app.state.detector = runtime.detector
     app.state.gateway = runtime.gateway
+    app.state.orchestrator = runtime.orchestrator
     app.state.run_background = True  # poller and timers; tests driving the app in process may turn them off
     return app

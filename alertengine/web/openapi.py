@@ -8,7 +8,7 @@ from .. import __version__
 from .routing import ERROR_SCHEMA, Endpoint
 
 _ERRORS = {400: "Bad request", 401: "No valid API key", 403: "This key may not do that", 404: "Not found",
-           409: "Conflicts with an existing resource", 413: "Body too large", 415: "Body is not JSON",
+           409: "Conflicts with an existing resource, or with the incident's stage", 410: "Expired", 413: "Body too large", 415: "Body is not JSON",
            422: "The body breaks the schema or a policy (the field is named)",
            503: "A transient fault storing the request: retry (Retry-After)"}
 
@@ -43,9 +43,10 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             codes |= {401, 403}
             if ep.path_params:
                 codes.add(404)
+        error_content = ({"text/html": {"schema": {"type": "string"}}} if ep.media_type == "text/html" else
+                         {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
         for code in sorted(codes):
-            op["responses"][str(code)] = {"description": _ERRORS[code],
-                                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            op["responses"][str(code)] = {"description": _ERRORS[code], "content": error_content}
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
     return {
         "openapi": "3.1.0",

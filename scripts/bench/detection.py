@@ -88,7 +88,7 @@ async def detection_latency(root: Path, services: int, interval: float) -> None:
         spec = normalise({"name": f"svc-{n}", "health_url": f"{url}/svc/{n}/health", "poll_interval": interval},
                          config.url_policy)
         db.write_sync(create_service(tenant, f"svc-{n}", spec, vault, "bench"))
-    runtime = Runtime(config, db, data.path)
+    runtime = Runtime(config, db, data)
     runtime.start()
     await asyncio.sleep(interval * 2 + 1)  # every service polled healthy at least once
     turned_bad = time.time()
