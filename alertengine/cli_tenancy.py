@@ -246,3 +246,34 @@ def integration_revoke(ctx: click.Context, data_dir: Path | None, tenant_id: str
     """Revoke an ingest key at once."""
     with _appliance(ctx, data_dir) as (db, _vault, _config):
         _echo(_write(db, revoke_integration(tenant_id, integration_id, _actor())).public())
+
+
+# --- dead letters -------------------------------------------------------------------------------
+
+@click.group()
+def dlq() -> None:
+    """Inspect the dead-letter queue of failed recovery calls."""
+
+
+@dlq.command("list")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose dead letters to list.")
+@click.pass_context
+def dlq_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
+    """List a tenant's dead letters as JSON, newest first."""
+    from .deadletters import list_dead_letters
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        _echo([d.public() for d in list_dead_letters(db.read_conn(), tenant_id)])
+
+
+@dlq.command("show")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the dead letter.")
+@click.argument("letter_id")
+@click.pass_context
+def dlq_show(ctx: click.Context, data_dir: Path | None, tenant_id: str, letter_id: str) -> None:
+    """Show one dead letter: payload, attempts and the final answer."""
+    from .deadletters import get_dead_letter
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        _echo(get_dead_letter(db.read_conn(), tenant_id, letter_id).public())

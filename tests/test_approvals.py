@@ -226,14 +226,27 @@ async def test_webhook_retries_then_executes_or_dead_letters(flow: Flow, script:
     flow.replay_clean()
 
 
-async def test_connection_refused_dead_letters(flow: Flow) -> None:
+async def test_connection_refused_dead_letters_and_a_retry_needs_a_fresh_approval(flow: Flow) -> None:
+    from alertengine import deadletters
+    from tests.conftest import run_cli
     flow.add_service(closed_port_url())
     await flow.outage()
-    await flow.confirm(flow.token())
+    first = flow.token()
+    await flow.confirm(first)
     await flow.settle()
     assert flow.incident().stage == engine.FAILED
-    [letter] = flow.db.read_conn().execute("SELECT tenant, incident, attempts FROM dead_letters").fetchall()
-    assert letter[:2] == (flow.tenant, "INC-1") and len(json.loads(letter[2])) == 3
+    [letter] = deadletters.list_dead_letters(flow.db.read_conn(), flow.tenant)
+    assert letter.incident == "INC-1" and len(letter.attempts) == 3 and "refused" in letter.detail.lower() or letter.detail
+    listed = run_cli("dlq", "list", "--tenant", flow.tenant, "--data-dir", str(flow.data.path))
+    assert listed.code == 0 and json.loads(listed.stdout)[0]["id"] == letter.id
+    inc = await engine.run(flow.db, deadletters.repropose(flow.tenant, letter.id, "engineer:key:x", "sha256:0"))
+    await flow.orchestrator.propose(inc)
+    assert flow.incident().stage == engine.PROPOSED
+    assert (await flow.confirm(first)).status_code == 409  # the old approval is spent
+    assert flow.token() != first and (await flow.preview(flow.token())).status_code == 200
+    with pytest.raises(Exception, match="already re-proposed"):
+        await engine.run(flow.db, deadletters.repropose(flow.tenant, letter.id, "engineer:key:x", "sha256:0"))
+    flow.replay_clean()
 
 
 async def test_two_person_rule_needs_two_distinct_approvers(flow: Flow) -> None:

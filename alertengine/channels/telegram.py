@@ -1,5 +1,6 @@
-"""The Telegram Bot API client: send, edit and answer messages with inline buttons, manage the webhook, and
-read callback queries from webhook updates, without ever revealing the bot token.
+"""The Telegram channel: a Bot API client and the readers of webhook callback updates; the bot token never leaks.
+
+It sends, edits and answers messages with inline buttons, and sets or deletes the webhook.
 
 Choices:
 

@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
-from .. import engine
+from .. import deadletters, engine
 from ..dryrun import dry_run
 from ..ledger.entry import is_rfc3339, normal_ts
 from ..policy import load_policy, parse_policy, put_policy
@@ -138,3 +138,37 @@ async def shadow_report_endpoint(call: Call) -> Any:
     if call.params.get("format") == "html":
         return HTMLResponse(_templates.get_template("shadow_report.html").render(r=report))
     return report
+
+
+# --- dead letters -------------------------------------------------------------------------------
+
+DEAD_LETTER = {"type": "object", "required": ["id", "tenant", "incident", "url", "payload", "attempts", "detail", "created"],
+               "properties": {"id": {"type": "string"}, "tenant": {"type": "string"}, "incident": {"type": "string"},
+                              "url": {"type": "string"}, "payload": {"type": "object"}, "attempts": {"type": "array"},
+                              "final_status": {"type": ["integer", "null"]}, "detail": {"type": "string"},
+                              "created": {"type": "string"}, "retried_at": {"type": ["string", "null"]}}}
+
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/dlq", permission="incident.read", tags=("dead letters",),
+                     summary="Recovery calls that failed for good (the tenant's dead-letter queue)",
+                     response={"type": "object", "required": ["dead_letters"],
+                               "properties": {"dead_letters": {"type": "array", "items": DEAD_LETTER}}})
+async def list_dead_letters_endpoint(call: Call) -> Any:
+    return {"dead_letters": [d.public() for d in deadletters.list_dead_letters(call.state.db.read_conn(), call.tenant)]}
+
+
+@incidents_api.route("GET", "/api/tenants/{tenant}/dlq/{letter}", permission="incident.read", response=DEAD_LETTER,
+                     summary="Show a dead letter: payload, every attempt, the final answer", tags=("dead letters",))
+async def show_dead_letter_endpoint(call: Call) -> Any:
+    return deadletters.get_dead_letter(call.state.db.read_conn(), call.tenant, call.params["letter"]).public()
+
+
+@incidents_api.route("POST", "/api/tenants/{tenant}/dlq/{letter}/repropose", permission="incident.act",
+                     summary="Propose the failed action again: it runs only after a fresh human approval",
+                     response=INCIDENT, tags=("dead letters",), errors=(409,))
+async def repropose_dead_letter_endpoint(call: Call) -> Any:
+    db = call.state.db
+    policy = load_policy(db.read_conn(), call.tenant)
+    inc = await engine.run(db, deadletters.repropose(call.tenant, call.params["letter"], _engineer(call), policy.version))
+    await call.state.orchestrator.propose(inc)
+    return inc.public()

@@ -1,5 +1,4 @@
-"""The Telegram channel: the Bot API client and retry policy against a local fake Bot API server, and
-reading webhook callback updates."""
+"""The Telegram channel against a local fake Bot API: client, retries, token hygiene, webhook callback parsing."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import socket
 import ssl
 import statistics
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, AsyncIterator, Iterator
@@ -365,14 +365,13 @@ async def test_editing_changes_the_text_and_without_buttons_removes_the_keyboard
     assert "reply_markup" not in fake.messages[(CHAT, 1)]
 
 
-@pytest.mark.parametrize(("message_id", "description"), [
-    (999, "message to edit not found"),
-])
-async def test_editing_a_missing_message_is_a_final_failure(client: TelegramClient, message_id: int,
-                                                            description: str) -> None:
-    delivery = await client.edit_message(CHAT, message_id, "x")
+@pytest.mark.parametrize(("chat_id", "message_id"), [(CHAT, 999), (-100999, 1)])
+async def test_editing_a_missing_message_is_a_final_failure(client: TelegramClient, chat_id: int,
+                                                            message_id: int) -> None:
+    await client.send_message(CHAT, "INC-42 disk full")
+    delivery = await client.edit_message(chat_id, message_id, "x")
     assert (delivery.delivered, delivery.retryable) == (False, False)
-    assert description in delivery.detail
+    assert delivery.detail == "editMessageText: HTTP 400: Bad Request: message to edit not found"
 
 
 async def test_a_not_modified_injected_by_description_is_also_delivered(fake: FakeTelegram,
@@ -495,7 +494,7 @@ def test_malformed_updates_raise_a_clear_value_error(update: object, words: str)
     ("ключ", "ключ", True),          # non-ASCII never raises
     ("ключ", "s3cret", False),
 ])
-def test_secret_token_ok(header: str | None, expected: str, ok: bool) -> None:
+def test_the_secret_header_must_match_exactly_and_empty_never_matches(header: str | None, expected: str, ok: bool) -> None:
     assert secret_token_ok(header, expected) is ok
 
 
@@ -619,6 +618,17 @@ def test_the_fake_stops_listening_when_closed() -> None:
         sock.connect(("127.0.0.1", port))
     with pytest.raises(RuntimeError):
         fake.base_url  # noqa: B018
+
+
+async def test_closing_the_fake_ends_idle_keep_alive_connections(http: httpx.AsyncClient) -> None:
+    fake = FakeTelegram().start()
+    client = TelegramClient(fake.base_url, fake.token, http)
+    assert (await client.send_message(CHAT, "hi")).delivered         # leaves a pooled keep-alive connection
+    started = time.monotonic()
+    fake.close()
+    assert time.monotonic() - started < 2
+    after = await client.send_message(CHAT, "hi")
+    assert (after.delivered, after.retryable) == (False, True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Mapping, NamedTuple, Union
+from typing import Mapping, NamedTuple
 
 from alertengine.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
@@ -33,8 +33,8 @@ class Reply:
         return DEFAULT_BODY if 200 <= self.status < 300 else json.dumps({"error": f"HTTP {self.status}"}).encode()
 
 
-Action = Union[Reply, str]   # a Reply, "timeout" or "close"
-ScriptEntry = Union[int, tuple, Reply, str]
+Action = Reply | str   # a Reply, "timeout" or "close"
+ScriptEntry = int | tuple | Reply | str
 
 
 class ReceivedRequest(NamedTuple):

@@ -1,5 +1,4 @@
-"""A fake Telegram Bot API server on 127.0.0.1 speaking the real wire format, with failure injection, and a
-sender of webhook callback updates like Telegram's.
+"""A fake Telegram Bot API on 127.0.0.1 (real wire format, failure injection) that also sends webhook updates.
 
 Wire behaviour follows /work/shared/reference/protocols.md section 1: ``/bot<token>/<method>`` (method
 names case-insensitive), the ``{"ok":...}`` envelope with the HTTP status equal to ``error_code``, JSON,

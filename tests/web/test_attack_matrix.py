@@ -32,6 +32,15 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
         from alertengine.tenants import create_integration
         item, _ = await world.db.write(create_integration(tenant, f"i-{uuid.uuid4().hex[:8]}", "test"))
         values["integration_id"] = item.id
+    if "{letter}" in path:
+        letter = f"dlq_{uuid.uuid4().hex[:16]}"
+
+        def add(tx):  # type: ignore[no-untyped-def]
+            tx.execute("INSERT INTO dead_letters (id, tenant, incident, url, payload, attempts, final_status, detail, "
+                       "created) VALUES (?, ?, 'INC-1', 'http://x', '{}', '[]', 500, 'failed', '2026-01-01')",
+                       (letter, tenant))
+        await world.db.write(add)
+        values["letter"] = letter
     if "{incident}" in path:
         opening = Opening(tenant, f"health:{uuid.uuid4().hex}", "poller", "checkout down", "P1", None, "checkout",
                           "restart", "sha256:000000000000", "test", {})
