@@ -4,15 +4,17 @@ here. For a tenant in shadow mode nothing leaves; each suppressed action is ledg
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from .ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from .channels.base import Delivery, RetryPolicy, deliver_with_retries
 from .modes import ModeTracker
 from .store import Database
 
@@ -31,7 +33,7 @@ class Message:
     text: str
     recipient: str = "on-call"
     data: dict[str, Any] = field(default_factory=dict)
-    link: str | None = None        # an approval link (carries a token: never ledgered, never logged)
+    links: dict[str, str] = field(default_factory=dict)  # recipient -> approval link (tokens: never ledgered or logged)
     buttons: list[list[tuple[str, str]]] = field(default_factory=list)  # chat buttons: (label, callback data)
 
 
@@ -52,8 +54,8 @@ class ConsoleChannel:
 
     def deliver(self, message: Message) -> str:
         stream = self.stream or sys.stdout
-        link = f"\n    approve or reject: {message.link}" if message.link else ""
-        stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}{link}\n")
+        links = "".join(f"\n    {who}: approve or reject at {url}" for who, url in message.links.items())
+        stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}{links}\n")
         stream.flush()
         return f"console:{message.incident}:{message.event}"
 
@@ -70,7 +72,7 @@ class JsonLinesChannel:
     def deliver(self, message: Message) -> str:
         line = json.dumps({"ts": utc_timestamp(), "tenant": message.tenant, "incident": message.incident,
                            "event": message.event, "priority": message.priority, "text": message.text,
-                           "recipient": message.recipient, "data": message.data, "link": message.link},
+                           "recipient": message.recipient, "data": message.data, "links": message.links},
                           sort_keys=True)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -78,42 +80,61 @@ class JsonLinesChannel:
 
 
 class Gateway:
-    def __init__(self, db: Database, channels: list[Channel], modes: ModeTracker | None = None) -> None:
+    """``channels`` are the appliance's local channels (console, JSON lines): every live
+    notification goes to each. ``remote(tenant)`` gives the tenant's remote channels (Telegram,
+    webhook) in order: the first that delivers wins, the next is the fallback. Each attempt is
+    retried per ``retry`` (honouring the provider's retry-after) and every outcome is ledgered."""
+
+    def __init__(self, db: Database, channels: list[Channel], modes: ModeTracker | None = None,
+                 remote: Callable[[str], list[Any]] | None = None, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.db = db
         self.channels = channels
         self.modes = modes
+        self.remote = remote
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
 
     def is_shadow(self, tenant: str) -> bool:
         row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
         return True if row is None else bool(row[0])  # unknown tenants never get egress
 
     async def notify(self, message: Message, *, policy_version: str | None = None) -> None:
+        remote = self.remote(message.tenant) if self.remote else []
         if self.is_shadow(message.tenant):
             await self.suppress(message.tenant, "notification", message.incident, policy_version,
                                 {"event": message.event, "priority": message.priority, "text": message.text,
                                  "recipient": fingerprint(message.recipient),
-                                 "channels": [c.name for c in self.channels]})
+                                 "channels": [c.name for c in [*remote, *self.channels]]})
             return
-        failures = []
         for channel in self.channels:
             try:
-                provider_id = channel.deliver(message)
+                delivery = Delivery(True, False, "written", provider_id=channel.deliver(message))
             except Exception as exc:  # noqa: BLE001 - a failed channel is ledgered, never fatal
                 log.warning("channel %s failed: %s", channel.name, exc)
-                failures.append(f"{channel.name}: {exc}")
-                await self.db.append(LedgerEvent(
-                    kind="notification.failed", tenant=message.tenant, incident=message.incident, actor="system",
-                    decision="failed", policy_version=policy_version, reason=f"{channel.name} delivery failed",
-                    data={"channel": channel.name, "event": message.event, "error": str(exc)[:500],
-                          "recipient": fingerprint(message.recipient)}))
-                continue
-            await self.db.append(LedgerEvent(
-                kind="notification.sent", tenant=message.tenant, incident=message.incident, actor="system",
-                decision="sent", policy_version=policy_version, reason=f"{message.event} sent on {channel.name}",
-                data={"channel": channel.name, "event": message.event, "provider_id": provider_id,
-                      "recipient": fingerprint(message.recipient), "text": message.text}))
-        if self.modes is not None and self.channels:
-            await self.modes.set("notifications_failing", len(failures) == len(self.channels), "; ".join(failures))
+                delivery = Delivery(False, False, str(exc)[:500])
+            await self._ledger(message, channel.name, delivery, 1, policy_version)
+        failures = []
+        for channel in remote:
+            delivery, attempts = await deliver_with_retries(lambda c=channel: c.send(message), self.retry, self.sleep)
+            await self._ledger(message, channel.name, delivery, attempts, policy_version)
+            if delivery.delivered:
+                break
+            failures.append(f"{channel.name}: {delivery.detail}")
+        if self.modes is not None and remote:
+            await self.modes.set("notifications_failing", len(failures) == len(remote), "; ".join(failures))
+
+    async def _ledger(self, message: Message, channel: str, delivery: Delivery, attempts: int,
+                      policy_version: str | None) -> None:
+        ok = delivery.delivered
+        await self.db.append(LedgerEvent(
+            kind="notification.sent" if ok else "notification.failed", tenant=message.tenant,
+            incident=message.incident, actor="system", decision="sent" if ok else "failed",
+            policy_version=policy_version,
+            reason=f"{message.event} {'sent' if ok else 'not delivered'} on {channel}",
+            data={"channel": channel, "event": message.event, "provider_id": delivery.provider_id,
+                  "attempts": attempts, "detail": delivery.detail[:500], "text": message.text,
+                  "recipient": fingerprint(message.recipient)}))
 
     async def suppress(self, tenant: str, what: str, incident: str | None, policy_version: str | None,
                        would_have: dict[str, Any]) -> None:

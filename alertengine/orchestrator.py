@@ -66,13 +66,13 @@ def recipients(target: Target) -> list[str]:
 
 class Orchestrator:
     def __init__(self, db: Database, gateway: Gateway, vault: SecretVault, tokens: ApprovalTokens, base_url: str,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient) -> None:
         self.db = db
         self.gateway = gateway
         self.vault = vault
         self.tokens = tokens
         self.base_url = base_url.rstrip("/")
-        self.client = client or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self.client = client  # owned by the runtime
         self.background: set[asyncio.Task[None]] = set()
 
     # --- asking for approval --------------------------------------------------------------------
@@ -100,9 +100,10 @@ class Orchestrator:
             await self.db.write(approvals.record_request(claims, this_ref, "link", policy.version))
             links[person] = f"{self.base_url}/action/recover/{token}"
         buttons = [[("Approve", f"ap:{ref}:y"), ("Reject", f"ap:{ref}:n")]] if ref else []
-        for person, link in links.items():
-            await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text, recipient=person,
-                                              link=link, buttons=buttons), policy_version=policy.version)
+        await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text,
+                                          recipient=", ".join(people), links=links, buttons=buttons,
+                                          data={"service": inc.service_name, "action": inc.action}),
+                                  policy_version=policy.version)
 
     # --- a human decides ------------------------------------------------------------------------
     async def decide_by_link(self, token: str, decision: str) -> Verdict:
@@ -228,4 +229,3 @@ class Orchestrator:
     async def close(self) -> None:
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
-        await self.client.aclose()

@@ -8,8 +8,11 @@ import json
 import logging
 import sqlite3
 
+import httpx
+
 from . import timers
 from .appliance import DataDir
+from .channels.remote import remote_channels
 from .approvals import ApprovalTokens
 from .config import Config
 from .detection import Detector, ServiceRef
@@ -33,10 +36,12 @@ class Runtime:
         if config.console_notifications:
             channels.append(ConsoleChannel())
         self.modes = ModeTracker(db)
-        self.gateway = Gateway(db, channels, self.modes)
         self.vault = SecretVault(data.secret("vault.key"))
+        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=10.0)
+        self.gateway = Gateway(db, channels, self.modes,
+                               remote=lambda tenant: remote_channels(db.read_conn(), self.vault, tenant, self.http))
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
-        self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url)
+        self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
         self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
@@ -91,3 +96,4 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.orchestrator.close()
+        await self.http.aclose()

@@ -62,7 +62,7 @@ class Flow:
         path = self.data.path / "notifications.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line)["link"] for line in path.read_text().splitlines() if json.loads(line).get("link")]
+        return [url for line in path.read_text().splitlines() for url in json.loads(line).get("links", {}).values()]
 
     def token(self, index: int = -1) -> str:
         return self.links()[index].rsplit("/", 1)[1]
@@ -106,7 +106,7 @@ async def flow(data_dir: DataDir, config: Config, db: Database) -> AsyncIterator
         db.write_sync(set_shadow(f.tenant, False, "test"))
         yield f
         await f.settle()
-        await app.state.orchestrator.client.aclose()  # type: ignore[attr-defined]
+        await app.state.runtime.http.aclose()  # type: ignore[attr-defined]
 
 
 async def test_link_preview_changes_nothing_then_confirm_runs_the_signed_webhook_once(flow: Flow) -> None:

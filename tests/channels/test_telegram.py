@@ -494,7 +494,8 @@ def test_malformed_updates_raise_a_clear_value_error(update: object, words: str)
     ("ключ", "ключ", True),          # non-ASCII never raises
     ("ключ", "s3cret", False),
 ])
-def test_the_secret_header_must_match_exactly_and_empty_never_matches(header: str | None, expected: str, ok: bool) -> None:
+def test_the_secret_header_must_match_exactly_and_empty_never_matches(header: str | None, expected: str,
+                                                                      ok: bool) -> None:
     assert secret_token_ok(header, expected) is ok
 
 
