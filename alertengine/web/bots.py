@@ -1,0 +1,74 @@
+"""Chat-bot webhooks: Telegram's callback buttons approve or reject a proposed recovery.
+
+``POST /bot/telegram/{tenant}`` is authenticated by Telegram's ``X-Telegram-Bot-Api-Secret-Token``
+(the tenant's telegram ``webhook_secret``); a tenant without one, or a wrong header, gets the same
+401. Buttons carry ``ap:<approval ref>:y|n``, never a token. Only the service's allowed approvers
+count; the approver recorded is the Telegram user."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from ..channels.settings import channel_secrets
+from ..channels.telegram import TelegramClient, parse_callback, secret_token_ok
+from ..errors import NotFoundError
+from .routing import ApiError, Call, Registry
+
+bots_api = Registry()
+_DATA = re.compile(r"^ap:([a-z0-9]{12}):([yn])$")
+_ANSWERS = {"authorized": "Approved: the recovery runs now.", "waiting": "Approval recorded: one more person must approve.",
+            "rejected": "Rejected: the action will not run.", "already_used": "Already decided.",
+            "expired": "This approval has expired.", "not_proposed": "Nothing to approve any more.",
+            "not_an_approver": "You are not an allowed approver for this service."}
+
+
+def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient | None:
+    row = call.state.db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'telegram'",
+                                            (tenant,)).fetchone()
+    if row is None or not secrets.get("bot_token"):
+        return None
+    base = json.loads(row[0]).get("api_base_url") or "https://api.telegram.org"
+    return TelegramClient(base, secrets["bot_token"], call.state.runtime.http)
+
+
+@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401),
+                summary="Telegram bot webhook (authenticated by X-Telegram-Bot-Api-Secret-Token)",
+                response={"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"},
+                                                                               "outcome": {"type": "string"}}})
+async def telegram_webhook(call: Call) -> Any:
+    tenant = call.params["tenant"]
+    secrets = channel_secrets(call.state.db.read_conn(), tenant, "telegram", call.state.vault) \
+        if len(tenant) <= 64 else {}
+    if not secret_token_ok(call.request.headers.get("x-telegram-bot-api-secret-token"), secrets.get("webhook_secret", "")):
+        raise ApiError(401, "unauthenticated", "missing or wrong X-Telegram-Bot-Api-Secret-Token")
+    raw = await call.request.body()
+    try:
+        query = parse_callback(json.loads(raw or b"null"))
+    except ValueError as exc:
+        raise ApiError(400, "bad_payload", f"not a Telegram update: {exc}") from None
+    if query is None:
+        return {"ok": True, "outcome": "ignored"}
+    match = _DATA.match(query.data)
+    client = _client(call, tenant, secrets)
+    if match is None:
+        if client:
+            await client.answer_callback(query.id, "Unknown button.")
+        return {"ok": True, "outcome": "unknown_button"}
+    ref, choice = match.groups()
+    try:
+        verdict = await call.state.orchestrator.decide_by_chat(tenant, ref, str(query.user_id), "telegram",
+                                                               "approve" if choice == "y" else "reject")
+        outcome = verdict.outcome
+    except NotFoundError:
+        outcome = "not_proposed"
+    if client:
+        await client.answer_callback(query.id, _ANSWERS.get(outcome, outcome))
+        if outcome in ("authorized", "rejected") and query.chat_id is not None and query.message_id is not None:
+            verb = "approved" if outcome == "authorized" else "rejected"
+            await client.edit_message(query.chat_id, query.message_id,
+                                      f"{verdict.incident.id}: {verdict.incident.action} {verb} by {query.user_name}.")
+    return JSONResponse({"ok": True, "outcome": outcome})
