@@ -277,3 +277,48 @@ def dlq_show(ctx: click.Context, data_dir: Path | None, tenant_id: str, letter_i
     from .deadletters import get_dead_letter
     with _appliance(ctx, data_dir) as (db, _vault, _config):
         _echo(get_dead_letter(db.read_conn(), tenant_id, letter_id).public())
+
+
+# --- telegram -----------------------------------------------------------------------------------
+
+@click.group()
+def telegram() -> None:
+    """Connect a tenant's Telegram bot to this appliance."""
+
+
+@telegram.command("set-webhook")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose bot to connect.")
+@click.option("--url", default=None, help="Public URL Telegram should call (default: public_url/bot/telegram/<tenant>).")
+@click.pass_context
+def telegram_set_webhook(ctx: click.Context, data_dir: Path | None, tenant_id: str, url: str | None) -> None:
+    """Register the bot webhook with Telegram (setWebhook), creating the webhook secret if missing."""
+    import asyncio
+    import secrets as random
+
+    import httpx
+
+    from .channels.settings import channel_secrets, put_channel
+    from .channels.telegram import TelegramClient
+
+    with _appliance(ctx, data_dir) as (db, vault, config):
+        get_tenant(db.read_conn(), tenant_id)
+        stored = channel_secrets(db.read_conn(), tenant_id, "telegram", vault)
+        if not stored.get("bot_token"):
+            raise Fail("the tenant has no telegram bot_token: set it with PUT /api/notifications/channels/telegram")
+        if not stored.get("webhook_secret"):
+            stored["webhook_secret"] = random.token_urlsafe(32)
+            _write(db, put_channel(tenant_id, "telegram", {"secrets": {"webhook_secret": stored["webhook_secret"]}},
+                                   config.url_policy, vault, _actor()))
+        row = db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'telegram'",
+                                     (tenant_id,)).fetchone()
+        base = json.loads(row[0]).get("api_base_url") or "https://api.telegram.org"
+        target = url or f"{config.base_url}/bot/telegram/{tenant_id}"
+
+        async def register() -> Any:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                return await TelegramClient(base, stored["bot_token"], http).set_webhook(target, stored["webhook_secret"])
+        delivery = asyncio.run(register())
+        if not delivery.delivered:
+            raise Fail(f"Telegram refused setWebhook: {delivery.detail}")
+        _echo({"tenant": tenant_id, "webhook": target, "result": delivery.detail})

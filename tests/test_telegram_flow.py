@@ -99,3 +99,24 @@ async def test_updates_that_are_not_button_presses_are_ignored(phone: Flow) -> N
     nobody = await phone.client.post("/bot/telegram/t_0000000000000000", json={},
                                      headers={"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET})
     assert nobody.status_code == 401
+
+
+def test_set_webhook_from_the_cli(data_dir: DataDir, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+    from alertengine.tenants import create_tenant
+    from alertengine.vault import SecretVault
+    from tests.conftest import run_cli
+    config = Config(data_dir=data_dir.path, public_url="https://ae.example.com")
+    db = data_dir.open_database(config)
+    try:
+        tenant = db.write_sync(create_tenant("acme", "test")).id
+        db.write_sync(put_channel(tenant, "telegram", {"config": {"api_base_url": fake_telegram.base_url},
+                                                       "secrets": {"bot_token": fake_telegram.token}},
+                                  config.url_policy, SecretVault(data_dir.secret("vault.key")), "test"))
+    finally:
+        db.close()
+    result = run_cli("telegram", "set-webhook", "--tenant", tenant, "--data-dir", str(data_dir.path),
+                     env={"ALERTENGINE_PUBLIC_URL": "https://ae.example.com"})
+    assert result.code == 0, result.stderr
+    [call] = fake_telegram.calls_to("setWebhook")
+    assert call["url"] == f"https://ae.example.com/bot/telegram/{tenant}" and len(call["secret_token"]) >= 32
+    assert fake_telegram.token not in result.stdout + result.stderr
