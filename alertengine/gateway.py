@@ -116,8 +116,15 @@ class Gateway:
             await self._ledger(message, channel.name, delivery, 1, policy_version)
         failures = []
         for channel in remote:
-            delivery, attempts = await deliver_with_retries(lambda c=channel: c.send(message), self.retry, self.sleep)
-            await self._ledger(message, channel.name, delivery, attempts, policy_version)
+            attempt = 0
+
+            async def send_once(c: Any = channel) -> Delivery:
+                nonlocal attempt
+                attempt += 1
+                result = await c.send(message)
+                await self._ledger(message, c.name, result, attempt, policy_version)  # every attempt
+                return result
+            delivery, _attempts = await deliver_with_retries(send_once, self.retry, self.sleep)
             if delivery.delivered:
                 break
             failures.append(f"{channel.name}: {delivery.detail}")
@@ -133,7 +140,8 @@ class Gateway:
             policy_version=policy_version,
             reason=f"{message.event} {'sent' if ok else 'not delivered'} on {channel}",
             data={"channel": channel, "event": message.event, "provider_id": delivery.provider_id,
-                  "attempts": attempts, "detail": delivery.detail[:500], "text": message.text,
+                  "attempt": attempts, "retryable": delivery.retryable, "detail": delivery.detail[:500],
+                  "text": message.text,
                   "recipient": fingerprint(message.recipient)}))
 
     async def suppress(self, tenant: str, what: str, incident: str | None, policy_version: str | None,

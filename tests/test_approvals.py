@@ -289,3 +289,29 @@ async def test_shadow_mode_mints_nothing_calls_nothing_and_ledgers_it(flow: Flow
         assert receiver.requests == []
     assert "token.suppressed" in flow.kinds() and "notification.suppressed" in flow.kinds()
     flow.replay_clean()
+
+
+async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Database) -> None:
+    config = Config(data_dir=data_dir.path, console_notifications=False)
+    app = create_app(config, data_dir, db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://appliance") as client:
+        flow = Flow(db, data_dir, config, client, app)
+        db.write_sync(set_shadow(flow.tenant, False, "test"))
+        flow.add_service(None)
+        await flow.outage()
+        token = flow.token()
+        assert (await flow.confirm(token)).status_code == 200
+        await flow.settle()
+    await app.state.runtime.http.aclose()  # type: ignore[attr-defined]
+    db.close()
+    reopened = data_dir.open_database(config)
+    try:
+        app2 = create_app(config, data_dir, reopened)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app2), base_url="http://appliance") as client:
+            again = Flow.__new__(Flow)
+            again.db, again.data, again.config, again.client, again.app = reopened, data_dir, config, client, app2
+            reply = await again.confirm(token)
+            assert reply.status_code == 409 and "already used" in reply.text
+        await app2.state.runtime.http.aclose()  # type: ignore[attr-defined]
+    finally:
+        reopened.close()

@@ -218,7 +218,8 @@ async def test_failing_notifications_make_the_appliance_degraded_until_they_work
     assert [(c["from"], c["to"]) for c in changes] == [("NORMAL", "DEGRADED"), ("DEGRADED", "NORMAL")]
     entries = [json.loads(r[0]) for r in db.read_conn().execute(
         "SELECT body FROM ledger WHERE tenant = ? AND kind LIKE 'notification.%' ORDER BY seq", (tenant,))]
-    assert [(e["kind"], e["data"]["attempts"]) for e in entries] == [("notification.failed", 3), ("notification.sent", 1)]
+    assert [(e["kind"], e["data"]["attempt"]) for e in entries] == [
+        ("notification.failed", 1), ("notification.failed", 2), ("notification.failed", 3), ("notification.sent", 1)]
 
 
 async def test_a_failing_primary_falls_back_to_the_next_channel(db: Database) -> None:

@@ -82,10 +82,10 @@ async def test_telegram_flood_control_is_honoured(phone: Flow, fake_telegram: Fa
     phone.add_service(None)
     fake_telegram.fail_next("sendMessage", status=429, retry_after=1)
     await phone.outage()
-    sent = [json.loads(r[0])["data"] for r in phone.db.read_conn().execute(
-        "SELECT body FROM ledger WHERE kind = 'notification.sent' ORDER BY seq")]
-    telegram = [d for d in sent if d["channel"] == "telegram"]
-    assert telegram[0]["event"] == "detected" and telegram[0]["attempts"] == 2
+    tried = [(json.loads(r[0])["kind"], json.loads(r[0])["data"]) for r in phone.db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind LIKE 'notification.%' ORDER BY seq")]
+    telegram = [(kind, d["attempt"], d["retryable"]) for kind, d in tried if d["channel"] == "telegram"][:2]
+    assert telegram == [("notification.failed", 1, True), ("notification.sent", 2, False)]
 
 
 async def test_updates_that_are_not_button_presses_are_ignored(phone: Flow) -> None:

@@ -1,0 +1,110 @@
+"""A real headless Chromium (Debian's, driven by Playwright) opens an approval link, sees the
+action and the host it will call, clicks Approve, sees the confirmation; opening it again shows
+"already used"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from alertengine import engine
+from alertengine.appliance import DataDir
+from alertengine.config import Config
+from alertengine.detection import ServiceRef
+from alertengine.services import create_service, normalise
+from alertengine.store import Database
+from alertengine.tenants import create_tenant, set_shadow
+from alertengine.web.app import create_app
+from tests.fakes.receiver import Receiver
+from tests.test_approvals import SLOW
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("chromium is not installed on this machine")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_browser_preview_approve_and_reload(data_dir: DataDir, db: Database, tmp_path: Path) -> None:
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    config = Config(data_dir=data_dir.path, console_notifications=False, port=port,
+                    public_url=f"http://127.0.0.1:{port}")
+    app = create_app(config, data_dir, db)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with Receiver() as receiver:
+            tenant = db.write_sync(create_tenant("acme", "test")).id
+            db.write_sync(set_shadow(tenant, False, "test"))
+            spec = normalise({"name": "checkout", "health_url": "http://127.0.0.1:9/h",
+                              "recovery_webhook_url": f"{receiver.url}/recover",
+                              "contacts": {"primary": {"name": "Ada"}}}, config.url_policy)
+            svc, receiver.secret = db.write_sync(create_service(tenant, "checkout", spec, app.state.vault, "test"))
+            ref = ServiceRef(tenant, svc.id, "checkout")
+
+            async def outage() -> None:
+                for _ in range(3):
+                    await app.state.detector.on_reading(ref, SLOW)
+            asyncio.run(outage())
+            lines = (data_dir.path / "notifications.jsonl").read_text().splitlines()
+            [link] = [url for line in lines for url in json.loads(line).get("links", {}).values()]
+            assert link.startswith(f"http://127.0.0.1:{port}/action/recover/")
+
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=chromium, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run"])
+                page = browser.new_page()
+                page.goto(link)
+                assert page.locator("h1").inner_text() == "Approve recovery for INC-1?"
+                body = page.locator("body").inner_text()
+                assert "restart service" in body and "127.0.0.1" in body and "Ada" in body
+                assert engine.get_incident(db.read_conn(), tenant, "INC-1").stage == engine.PROPOSED
+                page.screenshot(path=str(tmp_path / "preview.png"))
+                page.get_by_role("button", name="Approve").click()
+                page.wait_for_selector("text=Approved")
+                assert "is running now" in page.locator("body").inner_text()
+                page.goto(link)
+                assert page.locator("h1").inner_text() == "Already used"
+                assert "link:primary:Ada" in page.locator("body").inner_text()
+                browser.close()
+            deadline = time.monotonic() + 10
+            while not receiver.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(receiver.requests) == 1 and receiver.requests[0].signature_ok
+            deadline = time.monotonic() + 10
+            while engine.get_incident(db.read_conn(), tenant, "INC-1").stage != engine.EXECUTED \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert engine.get_incident(db.read_conn(), tenant, "INC-1").stage == engine.EXECUTED
+            if os.environ.get("ALERTENGINE_KEEP_SCREENSHOTS"):
+                shutil.copy(tmp_path / "preview.png", os.environ["ALERTENGINE_KEEP_SCREENSHOTS"])
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        asyncio.run(app.state.runtime.http.aclose())
