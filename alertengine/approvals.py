@@ -215,9 +215,10 @@ def consume(jti_or_ref: tuple[str | None, str | None], tenant: str, approver: st
             moved = engine.apply_transition(tx, inc, engine.REJECTED, actor, reason=f"{approver} rejected the action",
                                             decision="rejected", policy_version=policy_version, data=common)
             return _verdict(moved, "rejected", used)
-        approvers = tuple(r[0] for r in tx.execute(
+        approvers = tuple(r[0] for r in tx.execute(   # distinct people approving the same choice
             "SELECT DISTINCT used_by FROM approvals WHERE tenant = ? AND incident = ? AND proposal = ? "
-            "AND outcome = 'approved' ORDER BY used_by", (tenant, inc.id, approval.proposal)))
+            "AND outcome = 'approved' AND choice IS ? ORDER BY used_by",
+            (tenant, inc.id, approval.proposal, approval.choice)))
         if len(approvers) < required:
             tx.append(LedgerEvent(kind="approval.granted", tenant=tenant, incident=inc.id, stage=inc.stage,
                                   actor=actor, decision="waiting", policy_version=policy_version,

@@ -64,6 +64,36 @@ def recipients(target: Target) -> list[str]:
     return out or ["on-call"]
 
 
+def dissent_theories(conn: sqlite3.Connection, tenant: str, incident: str) -> list[dict[str, Any]]:
+    """The two theories of the incident's latest diagnosis, when the council dissented.
+
+    A dissent is an ``incident.diagnosed`` entry with decision ``dissent`` and
+    ``data.theories = [{"label": "A", "root_cause", "category", "confidence", "logs_to_check"}, {"label": "B", …}]``."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (tenant, incident)).fetchone()
+    if row is None:
+        return []
+    entry = json.loads(row[0])
+    theories = entry["data"].get("theories") if entry.get("decision") == "dissent" else None
+    if not isinstance(theories, list) or not all(isinstance(t, dict) and isinstance(t.get("label"), str)
+                                                 for t in theories):
+        return []
+    return theories
+
+
+def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[str, Any]]) -> str:
+    calls = f", calling {host}" if host else " (no recovery webhook: approval is recorded only)"
+    if not theories:
+        return f"{inc.title} ({inc.priority}). Recommended action: {inc.action}{calls}"
+    lines = [f"{inc.title} ({inc.priority}). The two diagnoses disagree; choose which to trust."]
+    for t in theories:
+        logs = ", ".join(str(x) for x in t.get("logs_to_check", [])[:5]) or "none named"
+        lines.append(f"Theory {t['label']} ({t.get('category', 'unknown')}, {t.get('confidence', '?')}%): "
+                     f"{t.get('root_cause', '')}. Logs to check: {logs}.")
+    lines.append(f"Either approval runs: {inc.action}{calls}.")
+    return "\n".join(lines)
+
+
 class Orchestrator:
     def __init__(self, db: Database, gateway: Gateway, vault: SecretVault, tokens: ApprovalTokens, base_url: str,
                  client: httpx.AsyncClient) -> None:
@@ -77,31 +107,42 @@ class Orchestrator:
 
     # --- asking for approval --------------------------------------------------------------------
     async def propose(self, inc: engine.Incident) -> None:
-        policy = load_policy(self.db.read_conn(), inc.tenant)
+        """Ask for approval: one single-use link per contact (per theory, when the diagnosis is a
+        dissent), and chat buttons carrying short references."""
+        conn = self.db.read_conn()
+        policy = load_policy(conn, inc.tenant)
         rules = policy.rules(inc.service_name)
-        target = service_target(self.db.read_conn(), self.vault, inc.tenant, inc.service_id)
+        target = service_target(conn, self.vault, inc.tenant, inc.service_id)
         people = recipients(target)
         host = urlsplit(target.url).hostname if target.url else None
-        text = (f"{inc.title} ({inc.priority}). Recommended action: {inc.action}"
-                + (f", calling {host}" if host else " (no recovery webhook: approval is recorded only)"))
+        theories = dissent_theories(conn, inc.tenant, inc.id)
+        choices: list[str | None] = [t["label"] for t in theories] or [None]
+        text = proposal_text(inc, host, theories)
         if self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
                                         {"action": inc.action, "recipients": [fingerprint(p) for p in people],
-                                         "ttl_seconds": rules.ttl_seconds})
-            await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text),
+                                         "choices": choices, "ttl_seconds": rules.ttl_seconds})
+            await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text,
+                                              data={"service": inc.service_name, "action": inc.action}),
                                       policy_version=policy.version)
             return
         links: dict[str, str] = {}
-        ref = None
-        for person in people:
-            token, claims = self.tokens.mint(inc.tenant, inc.id, inc.action or "", None, person, ttl=rules.ttl_seconds)
-            this_ref = approvals.new_ref()
-            ref = ref or this_ref
-            await self.db.write(approvals.record_request(claims, this_ref, "link", policy.version))
-            links[person] = f"{self.base_url}/action/recover/{token}"
-        buttons = [[("Approve", f"ap:{ref}:y"), ("Reject", f"ap:{ref}:n")]] if ref else []
-        await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text,
-                                          recipient=", ".join(people), links=links, buttons=buttons,
+        refs: dict[str | None, str] = {}
+        for choice in choices:
+            for person in people:
+                token, claims = self.tokens.mint(inc.tenant, inc.id, inc.action or "", choice, person,
+                                                 ttl=rules.ttl_seconds)
+                ref = approvals.new_ref()
+                refs.setdefault(choice, ref)
+                await self.db.write(approvals.record_request(claims, ref, "link", policy.version))
+                links[person if choice is None else f"{person} (trust {choice})"] = \
+                    f"{self.base_url}/action/recover/{token}"
+        if theories:
+            buttons = [[(f"Trust {c}", f"ap:{refs[c]}:y") for c in choices], [("Reject", f"ap:{refs[choices[0]]}:n")]]
+        else:
+            buttons = [[("Approve", f"ap:{refs[None]}:y"), ("Reject", f"ap:{refs[None]}:n")]]
+        await self.gateway.notify(Message(inc.tenant, inc.id, "dissent" if theories else "proposed", inc.priority,
+                                          text, recipient=", ".join(people), links=links, buttons=buttons,
                                           data={"service": inc.service_name, "action": inc.action}),
                                   policy_version=policy.version)
 

@@ -315,3 +315,38 @@ async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Dat
         await app2.state.runtime.http.aclose()  # type: ignore[attr-defined]
     finally:
         reopened.close()
+
+
+async def test_dissent_offers_both_theories_and_records_the_choice(flow: Flow) -> None:
+    from alertengine.tenants import set_shadow  # noqa: F401
+    with Receiver() as receiver:
+        receiver.secret = flow.add_service(f"{receiver.url}/recover")
+        opening = engine.Opening(flow.tenant, "health:dissent", "poller", "checkout: errors", "P1", flow.service.id,
+                                 "checkout", None, "sha256:000000000000", "errors", {})
+        inc, _ = await flow.db.write(engine.open_incident(opening))
+        theories = [{"label": "A", "root_cause": "connection pool exhausted", "category": "database", "confidence": 81,
+                     "logs_to_check": ["db pool metrics"]},
+                    {"label": "B", "root_cause": "upstream payment API timing out", "category": "external_api",
+                     "confidence": 77, "logs_to_check": ["gateway timeouts"]}]
+        await engine.run(flow.db, engine.transition(flow.tenant, inc.id, engine.DIAGNOSED, "ai:council", decision="dissent",
+                                                    reason="the two models disagree", data={"theories": theories}))
+
+        def with_action(tx):  # type: ignore[no-untyped-def]
+            tx.execute("UPDATE incidents SET action = 'restart checkout pool' WHERE tenant = ? AND id = ?",
+                       (flow.tenant, inc.id))
+            return engine.apply_transition(tx, engine.get_incident(tx.conn, flow.tenant, inc.id), engine.PROPOSED,
+                                           "policy", reason="policy proposes")
+        proposed = await engine.run(flow.db, with_action)
+        await flow.orchestrator.propose(proposed)
+        line = json.loads((flow.data.path / "notifications.jsonl").read_text().splitlines()[-1])
+        assert line["event"] == "dissent" and "Theory A" in line["text"] and "gateway timeouts" in line["text"]
+        assert set(line["links"]) == {"primary:Ada (trust A)", "primary:Ada (trust B)"}
+        token_b = line["links"]["primary:Ada (trust B)"].rsplit("/", 1)[1]
+        token_a = line["links"]["primary:Ada (trust A)"].rsplit("/", 1)[1]
+        page = await flow.preview(token_b)
+        assert "upstream payment API" in page.text and "Theory B" in page.text
+        assert (await flow.confirm(token_b)).status_code == 200
+        await flow.settle()
+        assert json.loads(receiver.requests[0].body)["choice"] == "B"
+        assert (await flow.confirm(token_a)).status_code == 409  # the other theory's link is spent too
+    flow.replay_clean()

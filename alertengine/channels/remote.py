@@ -23,6 +23,7 @@ _HEADLINES = {
     "detected": "🔴 Incident detected", "proposed": "🛠 Action recommended", "escalated": "⬆️ Priority raised",
     "executed": "✅ Recovery action ran", "failed": "❌ Recovery action failed", "expired": "⌛ Approval expired",
     "recovered": "💚 Recovered", "resolved": "✔️ Resolved", "rejected": "✋ Action rejected",
+    "dissent": "⚖️ Diagnoses disagree: your call",
 }
 
 
@@ -33,7 +34,7 @@ def phone_text(message: Message) -> str:
     if service:
         lines.append(f"Service: {service}")
     lines.append(message.text)
-    if message.event == "proposed" and message.buttons:
+    if message.event in ("proposed", "dissent") and message.buttons:
         lines.append("Approve or reject below. Only allowed approvers count; every tap is recorded.")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ appliance keeps no access log, so tokens are not written anywhere."""
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from starlette.responses import HTMLResponse
 from .. import approvals, engine
 from ..approvals import TokenError
 from ..errors import NotFoundError
-from ..orchestrator import service_target
+from ..orchestrator import dissent_theories, service_target
 from .routing import Call, Registry
 
 actions_api = Registry()
@@ -37,6 +38,17 @@ def _page(status: int, **context: Any) -> HTMLResponse:
 
 def _refusal(status: int, heading: str, message: str, incident: engine.Incident | None = None) -> HTMLResponse:
     return _page(status, state="done", heading=heading, message=message, incident=incident)
+
+
+def _diagnosis(conn: Any, inc: engine.Incident, choice: str | None) -> str | None:
+    theories = dissent_theories(conn, inc.tenant, inc.id)
+    chosen = [t for t in theories if t["label"] == choice]
+    if chosen:
+        t = chosen[0]
+        return f"Theory {t['label']} ({t.get('category', 'unknown')}, {t.get('confidence', '?')}%): {t.get('root_cause', '')}"
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (inc.tenant, inc.id)).fetchone()
+    return json.loads(row[0])["reason"] if row else None
 
 
 @actions_api.route("GET", "/action/recover/{token}", public=True, response=HTML, media_type="text/html",
@@ -61,7 +73,8 @@ async def preview_recovery(call: Call) -> Any:
     csrf = secrets.token_urlsafe(24)
     reply = _page(200, state="preview", incident=inc, action=approval.action, token=call.params["token"], csrf=csrf,
                   host=urlsplit(target.url).hostname if target.url else None, approver=claims.recipient,
-                  seconds_left=max(0, claims.expires_at - int(time.time())), diagnosis=None,
+                  seconds_left=max(0, claims.expires_at - int(time.time())), choice=claims.choice,
+                  diagnosis=_diagnosis(conn, inc, claims.choice),
                   title=f"Approve {inc.id}?")
     reply.set_cookie(CSRF_COOKIE, csrf, max_age=900, path="/action/recover", httponly=True, samesite="strict",
                      secure=call.request.url.scheme == "https")
