@@ -5,6 +5,7 @@ alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -19,6 +20,8 @@ from .gateway import Gateway, Message
 from .ledger.entry import LedgerEvent, redact
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
 from .signals import AlertSignal, HealthReading
+from .diagnosis.council import Council
+from .modes import ModeTracker
 from .store import Database, WriteTx
 
 log = logging.getLogger("alertengine.detection")
@@ -61,12 +64,19 @@ def alert_fingerprint(signal: AlertSignal) -> str:
 
 class Detector:
     def __init__(self, db: Database, gateway: Gateway,
-                 on_proposed: Callable[[Incident], Awaitable[None]] | None = None) -> None:
+                 on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
+                 council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
+                 ai_budget: float = 60.0) -> None:
         self.db = db
         self.gateway = gateway
         self.streaks: dict[tuple[str, str], Streak] = {}
         # Who asks humans once policy has proposed (the orchestrator); without it, a plain notice.
         self.on_proposed = on_proposed
+        self.council = council
+        self.modes = modes
+        self.secrets = secrets or (lambda tenant: [])
+        self.ai_budget = ai_budget   # detection never waits on the AI longer than this
+        self.background: set[asyncio.Task[None]] = set()
 
     def policy(self, tenant: str) -> Policy:
         return load_policy(self.db.read_conn(), tenant)
@@ -202,12 +212,46 @@ class Detector:
     # --- shared -------------------------------------------------------------------------------
     async def _open(self, opening: Opening) -> Incident:
         inc, new = await self.db.write(engine.open_incident(opening))
-        if new:
-            policy = self.policy(opening.tenant)
-            await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)
-            if inc.stage == engine.PROPOSED:
-                await self._proposed(inc, policy)
-        return inc
+        if not new:
+            return inc
+        policy = self.policy(opening.tenant)
+        await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)  # never waits on the AI
+        if self.council is not None and self.council.available:
+            task = asyncio.get_running_loop().create_task(self._diagnose_and_propose(inc, opening, policy))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+            return inc
+        return await self._diagnose_and_propose(inc, opening, policy)
+
+    async def _diagnose_and_propose(self, inc: Incident, opening: Opening, policy: Policy) -> Incident:
+        """DIAGNOSED (AI council, or the heuristic), then policy PROPOSES the service's action."""
+        context = diagnosis_context(inc, opening)
+        dissent_at = int(policy.doc["diagnosis"]["dissent_confidence"])
+        council = self.council or Council(self.db, None)
+        try:
+            verdict = await asyncio.wait_for(
+                council.diagnose(inc.tenant, inc.id, context, context["allowed_actions"],
+                                 self.secrets(inc.tenant), dissent_at), self.ai_budget)
+        except asyncio.TimeoutError:
+            verdict = council._heuristic(context, f"the AI took longer than {self.ai_budget:g} s")
+        if self.modes is not None:
+            await self.modes.set("ai_unavailable", verdict.decision == "heuristic", "; ".join(verdict.notes))
+        theories = [t.as_data(label) for t, label in zip(verdict.theories, "AB")] if verdict.decision == "dissent" \
+            else [t.as_data() for t in verdict.theories]
+        diagnosed = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.DIAGNOSED, verdict.actor, decision=verdict.decision,
+            confidence=verdict.confidence, policy_version=policy.version, reason=verdict.reason[:1000],
+            data={"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,
+                  "suggested_action": verdict.lead.suggested_action, "evidence": list(verdict.lead.evidence),
+                  "logs_to_check": list(verdict.lead.logs_to_check), "theories": theories,
+                  "models": list(verdict.models), "notes": list(verdict.notes), "deploy": context.get("deploy")}))
+        if not inc.action:
+            return diagnosed
+        proposed = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.PROPOSED, "policy", decision="propose", policy_version=policy.version,
+            reason=f"policy proposes: {inc.action}", data={"action": inc.action, "service": inc.service_id}))
+        await self._proposed(proposed, policy)
+        return proposed
 
     async def _proposed(self, inc: Incident, policy: Policy) -> None:
         if self.on_proposed is not None:
@@ -235,3 +279,15 @@ def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> Serv
         return None
     row = conn.execute("SELECT id, name, spec FROM services WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
     return ServiceRef(tenant, row[0], row[1], json.loads(row[2]).get("policy", {})) if row else None
+
+
+def diagnosis_context(inc: Incident, opening: Opening) -> dict[str, Any]:
+    """What the council (or the heuristic) is told: structured facts, never free instructions."""
+    data = opening.data
+    alert = None
+    if "alert_fingerprint" in data:
+        alert = {k: data.get(k) for k in ("title", "severity", "labels", "annotations", "source", "starts_at")}
+    return {"incident": {"id": inc.id, "title": inc.title, "priority": inc.priority, "opened_at": inc.opened_at,
+                         "service": inc.service_name, "source": inc.source},
+            "breaches": data.get("breaches", []), "reading": data.get("reading"), "alert": alert,
+            "action": inc.action, "allowed_actions": [inc.action] if inc.action else [], "deploy": None}

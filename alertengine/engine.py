@@ -154,8 +154,8 @@ def apply_transition(tx: WriteTx, inc: Incident, dst: str, actor: str, *, reason
 
 
 def open_incident(opening: Opening) -> Callable[[WriteTx], tuple[Incident, bool]]:
-    """Open an incident (DETECTED, then PROPOSED with the service's action) unless one is already
-    open for the fingerprint. Returns (incident, opened_now)."""
+    """Open an incident (DETECTED) unless one is already open for the fingerprint. Returns
+    (incident, opened_now). Diagnosis and the proposal follow (detection.py)."""
 
     def write(tx: WriteTx) -> tuple[Incident, bool]:
         existing = open_incident_for(tx.conn, opening.tenant, opening.fingerprint)
@@ -176,12 +176,6 @@ def open_incident(opening: Opening) -> Callable[[WriteTx], tuple[Incident, bool]
                               data={"service": inc.service_id, "service_name": inc.service_name, "title": inc.title,
                                     "fingerprint": inc.fingerprint, "source": inc.source, "priority": inc.priority,
                                     **opening.data}))
-        if opening.action:
-            moved = apply_transition(tx, inc, PROPOSED, "policy", reason=f"policy proposes: {opening.action}",
-                                     decision="propose", policy_version=opening.policy_version,
-                                     data={"action": opening.action, "service": inc.service_id})
-            assert isinstance(moved, Incident)
-            inc = moved
         return inc, True
     return write
 

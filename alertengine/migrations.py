@@ -215,3 +215,21 @@ def m005_approvals(conn: sqlite3.Connection) -> None:
             retried_at TEXT
         )""")
     conn.execute("CREATE INDEX dead_letters_tenant ON dead_letters(tenant, created)")
+
+
+@migration
+def m006_diagnosis(conn: sqlite3.Connection) -> None:
+    # Full prompts and responses of every AI exchange (already redacted); the ledger holds their hashes.
+    conn.execute("""
+        CREATE TABLE ai_exchanges (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT,
+            model TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            response TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            created TEXT NOT NULL
+        )""")
+    conn.execute("CREATE INDEX ai_exchanges_tenant ON ai_exchanges(tenant, created)")

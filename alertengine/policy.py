@@ -59,6 +59,9 @@ low = "P3"
 [actions]
 default = "restart service"  # the recovery action policy proposes when a service names none
 
+[diagnosis]
+dissent_confidence = 60  # both models at least this sure of different causes: a dissent goes to the engineer
+
 [approvals]
 required = 1             # distinct people who must approve a recovery (2: the two-person rule)
 ttl_seconds = 300.0      # how long an approval link or button stays valid; then the proposal EXPIRES
@@ -94,6 +97,8 @@ POLICY_SCHEMA = {
                          "properties": {k: _PRIO for k in SEVERITIES}}}},
         "actions": {"type": "object", "additionalProperties": False, "properties": {"default": ACTION}},
         "approvals": {"type": "object", "additionalProperties": False, "properties": APPROVALS},
+        "diagnosis": {"type": "object", "additionalProperties": False,
+                      "properties": {"dissent_confidence": {"type": "integer", "minimum": 0, "maximum": 100}}},
         "services": {"type": "object", "maxProperties": 10_000, "additionalProperties": {
             "type": "object", "additionalProperties": False,
             "properties": {**THRESHOLDS, **DETECTION, **APPROVALS, "action": ACTION}}},

@@ -35,7 +35,7 @@ def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient 
     return TelegramClient(base, secrets["bot_token"], call.state.runtime.http)
 
 
-@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401),
+@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404),
                 summary="Telegram bot webhook (authenticated by X-Telegram-Bot-Api-Secret-Token)",
                 response={"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"},
                                                                                "outcome": {"type": "string"}}})
