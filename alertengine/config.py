@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,6 +40,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("console_notifications", bool, True, "Print live tenants' notifications on standard output."),
     Setting("poll_concurrency", int, 200, "Most health polls in flight at once."),
     Setting("poll_timeout", float, 3.0, "Seconds a health poll may take before it counts as a timeout."),
+    Setting("ai_api_key", str, "", "Anthropic API key for the diagnosis council (secret; empty: heuristic diagnosis only)."),
+    Setting("ai_base_url", str, "", "Anthropic API base URL (empty: the SDK's default)."),
+    Setting("ai_models", str, "claude-haiku-4-5,claude-sonnet-4-5",
+            "The council's two models, comma-separated: a fast one and a strong one."),
+    Setting("ai_timeout", float, 20.0, "Seconds one model call may take."),
+    Setting("ai_max_retries", int, 2, "Retries of one model call (429, 5xx, 529, connection errors)."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -58,6 +64,11 @@ class Config:
     console_notifications: bool = True
     poll_concurrency: int = 200
     poll_timeout: float = 3.0
+    ai_api_key: str = field(default="", repr=False)
+    ai_base_url: str = ""
+    ai_models: str = "claude-haiku-4-5,claude-sonnet-4-5"
+    ai_timeout: float = 20.0
+    ai_max_retries: int = 2
     source: str = "defaults"
 
     @property
@@ -122,6 +133,14 @@ def _validated(cfg: Config) -> Config:
         raise ConfigError("poll_concurrency", f"must be between 1 and 10000, got {cfg.poll_concurrency}")
     if not 0.1 <= cfg.poll_timeout <= 120:
         raise ConfigError("poll_timeout", f"must be between 0.1 and 120 seconds, got {cfg.poll_timeout}")
+    if len([m for m in cfg.ai_models.split(",") if m.strip()]) != 2:
+        raise ConfigError("ai_models", f"name exactly two models, comma-separated, got {cfg.ai_models!r}")
+    if not 1 <= cfg.ai_timeout <= 300:
+        raise ConfigError("ai_timeout", f"must be between 1 and 300 seconds, got {cfg.ai_timeout}")
+    if not 0 <= cfg.ai_max_retries <= 10:
+        raise ConfigError("ai_max_retries", f"must be between 0 and 10, got {cfg.ai_max_retries}")
+    if cfg.ai_base_url and not cfg.ai_base_url.startswith(("http://", "https://")):
+        raise ConfigError("ai_base_url", f"must start with http:// or https://, got {cfg.ai_base_url!r}")
     if cfg.public_url and not cfg.public_url.startswith(("http://", "https://")):
         raise ConfigError("public_url", f"must start with http:// or https://, got {cfg.public_url!r}")
     return cfg
@@ -164,6 +183,14 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, help) of every setting, for ``check-config --list`` and the README."""
     return [(s.name, str(s.default), s.help) for s in SETTINGS]
+
+
+def council_settings(cfg: Config) -> "CouncilSettings | None":
+    from .diagnosis.council import CouncilSettings
+    if not cfg.ai_api_key:
+        return None
+    first, second = (m.strip() for m in cfg.ai_models.split(","))
+    return CouncilSettings(cfg.ai_api_key, cfg.ai_base_url, (first, second), cfg.ai_timeout, cfg.ai_max_retries)
 
 
 assert {f.name for f in fields(Config)} - {"source"} == set(_BY_NAME), "Config and SETTINGS disagree"

@@ -1,4 +1,4 @@
-"""Commit context for diagnosis: deploy records (API, GitHub push webhook, CLI), risky paths, and the deploys near an incident."""
+"""Commit context for diagnosis: deploy records (API, GitHub push, CLI), risky paths, deploys near an incident."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import NotFoundError
 from .ingest import PayloadError
-from .ingest.common import ROOT, check_str, index, join, need_list, need_object, need_str, timestamp, type_name
+from .ingest.common import ROOT, check_str, index, join, need_list, need_object, need_str, type_name
 from .ledger.entry import LedgerEvent, fingerprint, is_rfc3339, normal_ts, redact, utc_timestamp
 from .schema import SchemaError, validate
 from .store import WriteTx
@@ -33,9 +33,11 @@ WINDOW_AFTER = 60               # ... and after (clocks of CI and appliance disa
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 _SHA = r"^[0-9A-Fa-f]{7,64}$"
-_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# Git trailers that name people: "Co-authored-by: Ada <ada@…>", "Signed-off-by: …", "Reviewed-by: …".
+_PERSON_TRAILER_RE = re.compile(r"^([ \t]*[A-Za-z][A-Za-z-]*-by:[ \t]*)(\S.*)$", re.MULTILINE)
 _COLUMNS = "id, tenant, service, sha, message, author, files, additions, deletions, deployed_at, source"
 
 DEPLOY_SCHEMA: dict[str, Any] = {
@@ -103,7 +105,10 @@ class Deploy:
 # --- risky paths --------------------------------------------------------------------------------
 
 def is_risky(path: str) -> bool:
-    probe = "/" + path.strip().lstrip("./").lower()
+    probe = path.strip().lower()
+    while probe.startswith("./"):
+        probe = probe[2:]
+    probe = "/" + probe.lstrip("/")
     return any(fnmatch.fnmatchcase(probe, pattern) for pattern in RISKY)
 
 
@@ -161,19 +166,22 @@ def record_deploy(tenant: str, body: Mapping[str, Any], actor: str,
 
 def ledger_view(deploy: Deploy) -> dict[str, Any]:
     """What the ledger keeps of a deploy: the author only as a fingerprint; the message with
-    credentials and e-mail addresses replaced by fingerprints, cut to LEDGER_MESSAGE characters."""
+    credentials and people (see :func:`scrub`) replaced by fingerprints, cut to LEDGER_MESSAGE characters."""
     risky = deploy.risky
     return {"deploy": deploy.id, "sha": deploy.sha, "service": deploy.service,
             "author": fingerprint(deploy.author) if deploy.author else None,
-            "message": scrub(deploy.message)[:LEDGER_MESSAGE], "file_count": len(deploy.files),
+            "message": scrub(scrub(deploy.message)[:LEDGER_MESSAGE]),  # scrubbed again: a cut can expose a match
+            "file_count": len(deploy.files),
             "risky_paths": [scrub(p) for p in risky[:LEDGER_RISKY]], "risky_count": len(risky),
             "additions": deploy.additions, "deletions": deploy.deletions, "time": deploy.deployed_at,
             "source": deploy.source}
 
 
 def scrub(text: str) -> str:
-    """``redact(text)`` with e-mail addresses (commit trailers name people) also fingerprinted."""
-    return _EMAIL_RE.sub(lambda m: f"[email {fingerprint(m.group().lower())}]", redact(text))
+    """``redact(text)`` with the people a message names also fingerprinted: the value of every
+    ``*-by:`` trailer, and any other e-mail address."""
+    text = _PERSON_TRAILER_RE.sub(lambda m: f"{m.group(1)}[person {fingerprint(m.group(2).strip())}]", redact(text))
+    return _EMAIL_RE.sub(lambda m: f"[email {fingerprint(m.group().lower())}]", text)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -217,13 +225,10 @@ def rank(deploys: Iterable[Deploy], service: str | None, opened_at: str | None =
     deploys touching risky paths, then the closest in time to ``opened_at`` (without it: the newest)."""
     opened = _parse_time(opened_at) if opened_at is not None else None
 
-    def key(d: Deploy) -> tuple[int, int, float, str, str]:
-        same = 0 if service is not None and d.service == service else 1
-        risky = 0 if d.risky else 1
-        at = _parse_time(d.deployed_at)
-        distance = abs((at - opened).total_seconds()) if opened is not None else -at.timestamp()
-        newest_first = "".join(chr(0x10FFFF - ord(c)) for c in d.deployed_at)  # ties: the later deploy
-        return same, risky, distance, newest_first, d.id
+    def key(d: Deploy) -> tuple[int, int, float, float, str]:
+        at = _parse_time(d.deployed_at).timestamp()
+        distance = abs(at - opened.timestamp()) if opened is not None else 0.0
+        return (0 if service is not None and d.service == service else 1, 0 if d.risky else 1, distance, -at, d.id)
     return sorted(deploys, key=key)
 
 
@@ -234,7 +239,7 @@ def most_relevant(deploys: Iterable[Deploy], service: str | None, opened_at: str
 
 
 def _parse_time(value: str) -> _dt.datetime:
-    parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no time zone")
     return parsed
@@ -261,9 +266,9 @@ def parse_github_push(payload: Any, service: str | None) -> list[dict[str, Any]]
     anything of the wrong shape raises PayloadError naming its JSON path. A push without commits
     (a deleted branch, a tag) gives none."""
     obj = need_object(payload, ROOT)
-    commits = need_list(obj.get("commits"), "commits", MAX_PUSH_COMMITS) if obj.get("commits") is not None else None
-    if commits is None:
+    if obj.get("commits") is None:
         raise PayloadError("commits", "is required")
+    commits = need_list(obj["commits"], "commits", MAX_PUSH_COMMITS)
     pushed_at = _pushed_at(obj)
     bodies = []
     for i, raw in enumerate(commits):
@@ -300,7 +305,7 @@ def _pushed_at(obj: Mapping[str, Any]) -> str | None:
 
 
 def _commit_time(commit: Mapping[str, Any], path: str) -> str:
-    text = timestamp(commit, "timestamp", path, required=True)
+    text = need_str(commit, "timestamp", path, max_len=64)
     assert text is not None
     if not re.fullmatch(_RFC3339, text) or not is_rfc3339(text):
         raise PayloadError(join(path, "timestamp"), "must be an RFC 3339 timestamp")

@@ -14,7 +14,9 @@ from . import timers
 from .appliance import DataDir
 from .channels.remote import remote_channels
 from .approvals import ApprovalTokens
-from .config import Config
+from .channels.settings import channel_secrets
+from .config import Config, council_settings
+from .diagnosis.council import Council
 from .detection import Detector, ServiceRef
 from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
 from .heartbeats import claim_missed, heartbeat_signal
@@ -42,12 +44,23 @@ class Runtime:
                                remote=lambda tenant: remote_channels(db.read_conn(), self.vault, tenant, self.http))
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
-        self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose)
+        self.council = Council(db, council_settings(config))
+        self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose, council=self.council,
+                                 modes=self.modes, secrets=self._known_secrets,
+                                 ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
                              timeout=config.poll_timeout)
         self.timer_interval = 1.0
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _known_secrets(self, tenant: str) -> list[str]:
+        """Secret values the prompts must never carry: the tenant's channel secrets."""
+        out: list[str] = []
+        conn = self.db.read_conn()
+        for (kind,) in conn.execute("SELECT kind FROM channels WHERE tenant = ?", (tenant,)):
+            out.extend(channel_secrets(conn, tenant, kind, self.vault).values())
+        return out
 
     def _targets(self) -> list[PollTarget]:
         targets, services = [], {}
@@ -96,4 +109,6 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.orchestrator.close()
+        await asyncio.gather(*self.detector.background, return_exceptions=True)
+        await self.council.close()
         await self.http.aclose()

@@ -1,13 +1,13 @@
 """A fake Anthropic Messages API on 127.0.0.1 (real wire format) answering each model from a script.
 
 Wire behaviour follows /work/shared/reference/protocols.md section 7: ``POST /v1/messages`` under the
-server root (the SDK's ``base_url`` has no ``/v1``), the API key in ``x-api-key`` — or in
-``Authorization: Bearer``, which is what the installed SDK (2.x) sends for ``api_key=`` — an
-``anthropic-version`` header (any value), ``message`` responses with ``tool_use`` / ``text`` blocks, ``stop_reason`` and ``usage``, and
-errors as ``{"type":"error","error":{"type":…,"message":…},"request_id":"req_…"}`` with a
-``request-id`` header (429 also carries ``retry-after`` and ``retry-after-ms``). Error messages are this
-fake's own words. Every connection is closed after its answer (``Connection: close``), so no idle
-keep-alive thread outlives a test.
+server root (the SDK's ``base_url`` has no ``/v1``); the API key in ``x-api-key`` — or in
+``Authorization: Bearer``, which is what the installed SDK (2.x) sends for ``api_key=``; an
+``anthropic-version`` header (any value); ``message`` responses with ``tool_use`` / ``text`` blocks,
+``stop_reason`` and ``usage``; errors as ``{"type":"error","error":{"type":…,"message":…},
+"request_id":"req_…"}`` with a ``request-id`` header (429 also carries ``retry-after`` and
+``retry-after-ms``). Error messages are this fake's own words. Every connection is closed after its
+answer (``Connection: close``), so no idle keep-alive thread outlives a test.
 
 Usage::
 
