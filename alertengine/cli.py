@@ -348,9 +348,9 @@ def replay(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     sys.exit(EXIT_FAIL if report.differences else EXIT_OK)
 
 
-from .cli_tenancy import dlq, integration, key, service, telegram, tenant  # noqa: E402  (they use the helpers above)
+from .cli_tenancy import deploy, dlq, integration, key, service, telegram, tenant  # noqa: E402  (use the helpers above)
 
-for _group in (tenant, key, service, integration, dlq, telegram):
+for _group in (tenant, key, service, integration, dlq, telegram, deploy):
     cli.add_command(_group)
 
 

@@ -322,3 +322,37 @@ def telegram_set_webhook(ctx: click.Context, data_dir: Path | None, tenant_id: s
         if not delivery.delivered:
             raise Fail(f"Telegram refused setWebhook: {delivery.detail}")
         _echo({"tenant": tenant_id, "webhook": target, "result": delivery.detail})
+
+
+# --- deploys ------------------------------------------------------------------------------------
+
+@click.group()
+def deploy() -> None:
+    """Record deploys: the commit context the diagnosis reads."""
+
+
+@deploy.command("record")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that deployed.")
+@click.option("--sha", required=True, help="Commit id (7-64 hex digits).")
+@click.option("--message", default="", help="Commit message.")
+@click.option("--author", default=None, help="Author (ledgered only as a fingerprint).")
+@click.option("--service", default=None, help="The service deployed (default: any).")
+@click.option("--file", "files", multiple=True, help="A changed path (repeatable).")
+@click.option("--additions", type=click.IntRange(min=0), default=None, help="Lines added.")
+@click.option("--deletions", type=click.IntRange(min=0), default=None, help="Lines deleted.")
+@click.option("--time", "when", default=None, help="When it was deployed (RFC 3339; default now).")
+@click.pass_context
+def deploy_record(ctx: click.Context, data_dir: Path | None, tenant_id: str, sha: str, message: str,
+                  author: str | None, service: str | None, files: tuple[str, ...], additions: int | None,
+                  deletions: int | None, when: str | None) -> None:
+    """Record a deploy; recording the same sha again changes nothing."""
+    from .deploys import record_deploy
+    body: dict[str, Any] = {"sha": sha, "message": message, "files": list(files)}
+    for name, value in (("author", author), ("service", service), ("additions", additions),
+                        ("deletions", deletions), ("time", when)):
+        if value is not None:
+            body[name] = value
+    with _appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        _echo(_write(db, record_deploy(tenant_id, body, _actor(), source="cli")).public())

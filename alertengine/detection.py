@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from . import engine, timers
+from . import deploys, engine, timers
 from .engine import Incident, Opening
 from .gateway import Gateway, Message
 from .ledger.entry import LedgerEvent, redact
@@ -226,6 +226,14 @@ class Detector:
     async def _diagnose_and_propose(self, inc: Incident, opening: Opening, policy: Policy) -> Incident:
         """DIAGNOSED (AI council, or the heuristic), then policy PROPOSES the service's action."""
         context = diagnosis_context(inc, opening)
+        near = deploys.deploys_near(self.db.read_conn(), inc.tenant, inc.opened_at, inc.service_name)
+        best = deploys.most_relevant(near, inc.service_name, inc.opened_at)
+        if best is not None:
+            context["deploy"] = {"sha": best.sha, "service": best.service, "message": best.message[:500],
+                                 "files": list(best.files[:30]), "risky": best.risky, "deployed_at": best.deployed_at,
+                                 "additions": best.additions, "deletions": best.deletions}
+            context["other_deploys"] = [{"sha": d.sha, "deployed_at": d.deployed_at, "risky": d.risky}
+                                        for d in near if d is not best][:5]
         dissent_at = int(policy.doc["diagnosis"]["dissent_confidence"])
         council = self.council or Council(self.db, None)
         try:
@@ -244,7 +252,8 @@ class Detector:
             data={"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,
                   "suggested_action": verdict.lead.suggested_action, "evidence": list(verdict.lead.evidence),
                   "logs_to_check": list(verdict.lead.logs_to_check), "theories": theories,
-                  "models": list(verdict.models), "notes": list(verdict.notes), "deploy": context.get("deploy")}))
+                  "models": list(verdict.models), "notes": list(verdict.notes),
+                  "deploy": _deploy_summary(context.get("deploy"))}))
         if not inc.action:
             return diagnosed
         proposed = await engine.run(self.db, engine.transition(
@@ -291,3 +300,11 @@ def diagnosis_context(inc: Incident, opening: Opening) -> dict[str, Any]:
                          "service": inc.service_name, "source": inc.source},
             "breaches": data.get("breaches", []), "reading": data.get("reading"), "alert": alert,
             "action": inc.action, "allowed_actions": [inc.action] if inc.action else [], "deploy": None}
+
+
+def _deploy_summary(deploy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the ledger keeps of the most relevant deploy (no author; the message redacted and cut)."""
+    if not deploy:
+        return None
+    return {"sha": deploy["sha"], "service": deploy.get("service"), "deployed_at": deploy.get("deployed_at"),
+            "risky": deploy.get("risky", [])[:10], "message": redact(deploy.get("message", ""))[:200]}

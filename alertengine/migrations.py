@@ -233,3 +233,25 @@ def m006_diagnosis(conn: sqlite3.Connection) -> None:
             created TEXT NOT NULL
         )""")
     conn.execute("CREATE INDEX ai_exchanges_tenant ON ai_exchanges(tenant, created)")
+
+
+@migration
+def m007_deploys(conn: sqlite3.Connection) -> None:
+    # Commit context for diagnosis (deploys.py).
+    conn.execute("""
+        CREATE TABLE deploys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            service TEXT,
+            sha TEXT NOT NULL,
+            message TEXT NOT NULL,
+            author TEXT,
+            files TEXT NOT NULL,
+            additions INTEGER,
+            deletions INTEGER,
+            deployed_at TEXT NOT NULL,
+            source TEXT NOT NULL,
+            UNIQUE (tenant, sha, service)
+        )""")
+    conn.execute("CREATE INDEX deploys_by_time ON deploys(tenant, deployed_at)")
+    conn.execute("CREATE UNIQUE INDEX deploys_one_serviceless ON deploys(tenant, sha) WHERE service IS NULL")

@@ -81,6 +81,17 @@ def dissent_theories(conn: sqlite3.Connection, tenant: str, incident: str) -> li
     return theories
 
 
+def deploy_line(conn: sqlite3.Connection, tenant: str, incident: str) -> str:
+    """The most relevant deploy, as the diagnosis recorded it, for the message."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (tenant, incident)).fetchone()
+    deploy = json.loads(row[0])["data"].get("deploy") if row else None
+    if not deploy:
+        return ""
+    risky = f"; risky: {', '.join(deploy['risky'][:3])}" if deploy.get("risky") else ""
+    return f"\nMost relevant deploy: {deploy['sha'][:10]} at {deploy.get('deployed_at')}: {deploy.get('message', '')[:120]}{risky}"
+
+
 def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[str, Any]]) -> str:
     calls = f", calling {host}" if host else " (no recovery webhook: approval is recorded only)"
     if not theories:
@@ -117,7 +128,7 @@ class Orchestrator:
         host = urlsplit(target.url).hostname if target.url else None
         theories = dissent_theories(conn, inc.tenant, inc.id)
         choices: list[str | None] = [t["label"] for t in theories] or [None]
-        text = proposal_text(inc, host, theories)
+        text = proposal_text(inc, host, theories) + deploy_line(conn, inc.tenant, inc.id)
         if self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
                                         {"action": inc.action, "recipients": [fingerprint(p) for p in people],

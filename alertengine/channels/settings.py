@@ -39,6 +39,8 @@ KINDS: dict[str, ChannelKind] = {k.name: k for k in (
     ChannelKind("slack", {"api_base_url": URL, "channel": {"type": "string", "maxLength": 80}}, ("bot_token", "signing_secret"),
                 ("api_base_url",)),
     ChannelKind("webhook", {"url": URL}, ("signing_secret",), ("url",)),
+    # not a notification channel: the GitHub push webhook's shared secret, and the service it deploys
+    ChannelKind("github", {"service": {"type": "string", "maxLength": 64}}, ("webhook_secret",)),
 )}
 
 

@@ -21,6 +21,7 @@ from ..runtime import Runtime
 from .actions import actions_api
 from .api import api
 from .bots import bots_api
+from .deploys_api import deploys_api
 from .incidents import incidents_api
 from .ingest import ingest_api
 from .openapi import openapi_document
@@ -54,7 +55,7 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api)
+REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, deploys_api)
 ENDPOINTS = [ep for registry in REGISTRIES for ep in registry.endpoints]
 
 

@@ -1,0 +1,62 @@
+"""Commit context: deploy records by API and by a GitHub-compatible push webhook."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..channels.settings import channel_secrets
+from ..deploys import DEPLOY_SCHEMA, list_deploys, parse_github_push, record_deploy, verify_github_signature
+from ..ingest import PayloadError
+from .routing import ApiError, Call, Registry
+
+deploys_api = Registry()
+DEPLOY = {"type": "object", "required": ["id", "tenant", "sha", "message", "files", "risky_paths", "time", "source"],
+          "properties": {"id": {"type": "string"}, "tenant": {"type": "string"}, "service": {"type": ["string", "null"]},
+                         "sha": {"type": "string"}, "message": {"type": "string"}, "author": {"type": ["string", "null"]},
+                         "files": {"type": "array", "items": {"type": "string"}},
+                         "risky_paths": {"type": "array", "items": {"type": "string"}},
+                         "additions": {"type": ["integer", "null"]}, "deletions": {"type": ["integer", "null"]},
+                         "time": {"type": "string"}, "source": {"type": "string"}}}
+
+
+@deploys_api.route("POST", "/api/tenants/{tenant}/deploys", permission="service.write", request=DEPLOY_SCHEMA,
+                   response=DEPLOY, status=201, tags=("deploys",),
+                   summary="Record a deploy (commit context for diagnosis); the same sha again is a no-op")
+async def record_deploy_endpoint(call: Call) -> Any:
+    return (await call.state.db.write(record_deploy(call.tenant, call.body, call.actor))).public()
+
+
+@deploys_api.route("GET", "/api/tenants/{tenant}/deploys", permission="service.read", tags=("deploys",),
+                   summary="Recent deploys, newest first",
+                   response={"type": "object", "required": ["deploys"],
+                             "properties": {"deploys": {"type": "array", "items": DEPLOY}}})
+async def list_deploys_endpoint(call: Call) -> Any:
+    return {"deploys": [d.public() for d in list_deploys(call.state.db.read_conn(), call.tenant)]}
+
+
+@deploys_api.route("POST", "/ingest/github/{tenant}", public=True, tags=("deploys",), errors=(400, 401, 404),
+                   summary="GitHub push webhook (authenticated by X-Hub-Signature-256 with the tenant's github "
+                           "webhook_secret); each commit becomes a deploy record",
+                   response={"type": "object", "required": ["recorded"],
+                             "properties": {"recorded": {"type": "integer"}}})
+async def github_push(call: Call) -> Any:
+    tenant = call.params["tenant"]
+    conn = call.state.db.read_conn()
+    secrets = channel_secrets(conn, tenant, "github", call.state.vault) if len(tenant) <= 64 else {}
+    raw = await call.request.body()
+    if len(raw) > 5 * 1024 * 1024:
+        raise ApiError(413, "too_large", "push payloads are limited to 5 MiB")
+    if not verify_github_signature(secrets.get("webhook_secret", ""), call.request.headers.get("x-hub-signature-256"), raw):
+        raise ApiError(401, "unauthenticated", "missing or wrong X-Hub-Signature-256")
+    if call.request.headers.get("x-github-event", "push") == "ping":
+        return {"recorded": 0}
+    row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'github'", (tenant,)).fetchone()
+    service = json.loads(row[0]).get("service") if row else None
+    try:
+        bodies = parse_github_push(json.loads(raw or b"null"), service)
+    except (PayloadError, ValueError) as exc:
+        raise ApiError(400, "bad_payload", getattr(exc, "message", str(exc)), getattr(exc, "field", None)) from None
+    for body in bodies:
+        await call.state.db.write(record_deploy(tenant, body, "ingest:github", source="github"))
+    return {"recorded": len(bodies)}
