@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "incident.act": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
     "policy.read": frozenset({APPLIANCE_ADMIN, "admin", "operator", "auditor", "viewer"}),
     "policy.write": frozenset({APPLIANCE_ADMIN, "admin"}),
+    "metrics.read": frozenset({APPLIANCE_ADMIN}),
     "ledger.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "ledger.export": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
 }

@@ -218,3 +218,29 @@ async def test_the_diagnosis_is_in_the_replayed_state_and_exchanges_are_stored(w
     sha = {json.loads(r[0])["data"]["prompt_sha256"] for r in ward.db.read_conn().execute(
         "SELECT body FROM ledger WHERE kind = 'ai.exchange'")}
     assert sha == {hashlib.sha256(r[1].encode()).hexdigest() for r in rows}
+
+
+async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnthropic, tmp_path: Path) -> None:
+    import httpx
+    from alertengine.access import APPLIANCE_ADMIN
+    from alertengine.config import Config
+    from alertengine.tenants import create_key
+    from alertengine.web.app import create_app
+    w = Ward(db, fake, tmp_path)
+    fake.answer(FAST, triage("database", 70))
+    fake.answer(STRONG, triage("database", 70))
+    await w.outage()
+    await w.council.close()
+    _, admin = db.write_sync(create_key(None, APPLIANCE_ADMIN, "root", "test"))
+    app = create_app(Config(data_dir=tmp_path / "x"), _data_for(db), db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+        text = (await client.get("/metrics", headers={"Authorization": f"Bearer {admin}"})).text
+        assert (await client.get("/metrics")).status_code == 401
+    await app.state.runtime.http.aclose()  # type: ignore[attr-defined]
+    assert f'alertengine_ai_tokens_total{{tenant="{w.tenant}",model="{FAST}",kind="input"}} 400' in text
+    assert f'alertengine_incidents_open{{tenant="{w.tenant}"}} 1' in text
+
+
+def _data_for(db: Database):  # type: ignore[no-untyped-def]
+    from alertengine.appliance import open_data_dir
+    return open_data_dir(db.path.parent)

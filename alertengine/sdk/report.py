@@ -101,7 +101,7 @@ class HealthReport:
         stats, overall, verdict, anomaly = self.stats, self.stats.overall, self.assessment, self.anomaly
         covered = stats.covered_seconds
         no_data = verdict.status == "no_data"
-        components = None if verdict.components is None else {
+        components = {"latency": None, "errors": None, "anomalies": None} if verdict.components is None else {
             "latency": verdict.components.latency, "errors": verdict.components.errors,
             "anomalies": verdict.components.anomalies}
         p95 = overall.p95_ms if overall.p95_ms is not None else 0.0

@@ -19,8 +19,9 @@ Formulas (all documented in the README's SDK section; every one is monotone):
   with floors, so a steady long tail (high but stable P95) scores near 0 and a doubling of P95 scores
   about 3. It stays 0 until the baseline has learned from ``warmup`` closed buckets with at least
   ``min_samples`` requests each; the latency part also needs ``min_samples`` in the current window.
-  While the window is anomalous the baseline learns ten times more slowly, so an outage is not
-  absorbed into "normal" within minutes, yet a lasting change is eventually accepted.
+  While the window is not ok the baseline learns ten times more slowly, and the spread only ever
+  learns deviations clipped to 3 spreads, so an outage is not absorbed into "normal" within minutes
+  (nor does it widen the spread until it hides itself), yet a lasting change is eventually accepted.
 * The **trend** compares the mean score of the last ``recent_seconds`` with the mean of the rest of
   the last ``span_seconds``: ``improving`` / ``degrading`` when it moved by at least ``min_change``
   points, else ``stable`` (also when there is not enough history).
@@ -40,6 +41,7 @@ CRITICAL_SCORE = 50.0
 LATENCY_FLOOR = math.log(1.25)        # baseline spread floor of ln(P95): +25 % is one unit
 ERROR_FLOOR = 0.01                    # baseline spread floor of the error rate: one percentage point
 ANOMALY_CAP = 100.0
+CLIP_SPREADS = 3.0                    # deviations beyond this many spreads teach the spread no more than this
 
 
 @dataclass(frozen=True)
@@ -193,19 +195,22 @@ class Baseline:
         alpha = 1.0 - 0.5 ** (dt / (self.half_life * (10.0 if anomalous else 1.0)))
         self.learned += 1
         alpha = max(alpha, 1.0 / self.learned) if self.learned <= self.warmup else alpha
+        first = self.learned == 1
         self._lat_mean, self._lat_var = _ewm(self._lat_mean, self._lat_var, math.log(overall.p95_ms), alpha,
-                                             self.learned == 1)
+                                             first, LATENCY_FLOOR)
         self._err_mean, self._err_var = _ewm(self._err_mean, self._err_var, overall.error_rate, alpha,
-                                             self.learned == 1)
+                                             first, ERROR_FLOOR)
 
 
-def _ewm(mean: float, var: float, x: float, alpha: float, first: bool) -> tuple[float, float]:
-    """Exponentially weighted mean and variance (West's update)."""
+def _ewm(mean: float, var: float, x: float, alpha: float, first: bool, floor: float) -> tuple[float, float]:
+    """Exponentially weighted mean and variance (West's update); the variance sees the deviation clipped
+    to 3 spreads (Huber-style), so a long outage cannot inflate the spread and hide itself."""
     if first:
         return x, 0.0
     diff = x - mean
-    increment = alpha * diff
-    return mean + increment, (1.0 - alpha) * (var + diff * increment)
+    limit = CLIP_SPREADS * max(math.sqrt(var), floor)
+    clipped = max(-limit, min(limit, diff))
+    return mean + alpha * diff, (1.0 - alpha) * (var + alpha * clipped * clipped)
 
 
 class ScoreHistory:

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from .. import __version__
 from ..appliance import DataDir
@@ -56,6 +56,33 @@ async def openapi(call: Call) -> Any:
 
 
 REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, deploys_api)
+@system.route("GET", "/metrics", permission="metrics.read", response={"type": "string"}, media_type="text/plain",
+              summary="Prometheus metrics: AI tokens per tenant, open incidents, ledger size, appliance mode",
+              tags=("system",))
+async def metrics(call: Call) -> Any:
+    db: Database = call.state.db
+    conn = db.read_conn()
+    lines = ["# HELP alertengine_ai_tokens_total Tokens used by the diagnosis council.",
+             "# TYPE alertengine_ai_tokens_total counter"]
+    for tenant, model, inp, out in conn.execute("SELECT tenant, model, sum(input_tokens), sum(output_tokens) "
+                                                "FROM ai_exchanges GROUP BY tenant, model ORDER BY tenant, model"):
+        for kind, value in (("input", inp), ("output", out)):
+            lines.append(f'alertengine_ai_tokens_total{{tenant="{tenant}",model="{_label(model)}",kind="{kind}"}} {value}')
+    lines += ["# HELP alertengine_incidents_open Open incidents.", "# TYPE alertengine_incidents_open gauge"]
+    for tenant, count in conn.execute("SELECT tenant, count(*) FROM incidents WHERE is_open = 1 GROUP BY tenant"):
+        lines.append(f'alertengine_incidents_open{{tenant="{tenant}"}} {count}')
+    mode = call.state.runtime.modes.snapshot()["mode"]
+    lines += ["# HELP alertengine_ledger_entries Entries in the ledger.", "# TYPE alertengine_ledger_entries gauge",
+              f"alertengine_ledger_entries {db.ledger_size}",
+              "# HELP alertengine_mode The appliance mode (1 for the current one).", "# TYPE alertengine_mode gauge"]
+    lines += [f'alertengine_mode{{mode="{m}"}} {int(m == mode)}' for m in ("NORMAL", "DEGRADED", "EMERGENCY")]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
 ENDPOINTS = [ep for registry in REGISTRIES for ep in registry.endpoints]
 
 
