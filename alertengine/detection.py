@@ -77,6 +77,7 @@ class Detector:
         self.secrets = secrets or (lambda tenant: [])
         self.ai_budget = ai_budget   # detection never waits on the AI longer than this
         self.background: set[asyncio.Task[None]] = set()
+        self._contexts: dict[tuple[str, str], dict[str, Any]] = {}  # what each open incident was diagnosed on
 
     def policy(self, tenant: str) -> Policy:
         return load_policy(self.db.read_conn(), tenant)
@@ -111,6 +112,9 @@ class Detector:
                     policy_version=policy.version, data=data))
                 if raised is not None:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+                    self._material_change(raised, f"priority raised to {priority}", policy)
+                else:
+                    self._material_change(current, "a new kind of signal", policy, [b.kind for b in breaches])
                 if current.stage == engine.EXPIRED and current.action:
                     return await self._repropose(current, policy, "the service is still failing")
             return current
@@ -223,9 +227,8 @@ class Detector:
             return inc
         return await self._diagnose_and_propose(inc, opening, policy)
 
-    async def _diagnose_and_propose(self, inc: Incident, opening: Opening, policy: Policy) -> Incident:
-        """DIAGNOSED (AI council, or the heuristic), then policy PROPOSES the service's action."""
-        context = diagnosis_context(inc, opening)
+    async def _run_council(self, inc: Incident, context: dict[str, Any], policy: Policy) -> tuple[Any, dict[str, Any]]:
+        """The verdict and its ledger data; never longer than ``ai_budget``."""
         near = deploys.deploys_near(self.db.read_conn(), inc.tenant, inc.opened_at, inc.service_name)
         best = deploys.most_relevant(near, inc.service_name, inc.opened_at)
         if best is not None:
@@ -246,14 +249,20 @@ class Detector:
             await self.modes.set("ai_unavailable", verdict.decision == "heuristic", "; ".join(verdict.notes))
         theories = [t.as_data(label) for t, label in zip(verdict.theories, "AB")] if verdict.decision == "dissent" \
             else [t.as_data() for t in verdict.theories]
+        data = {"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,
+                "suggested_action": verdict.lead.suggested_action, "evidence": list(verdict.lead.evidence),
+                "logs_to_check": list(verdict.lead.logs_to_check), "theories": theories,
+                "models": list(verdict.models), "notes": list(verdict.notes),
+                "deploy": _deploy_summary(context.get("deploy"))}
+        return verdict, data
+
+    async def _diagnose_and_propose(self, inc: Incident, opening: Opening, policy: Policy) -> Incident:
+        """DIAGNOSED (AI council, or the heuristic), then policy PROPOSES the service's action."""
+        self._contexts[(inc.tenant, inc.id)] = diagnosis_context(inc, opening)
+        verdict, data = await self._run_council(inc, self._contexts[(inc.tenant, inc.id)], policy)
         diagnosed = await engine.run(self.db, engine.transition(
             inc.tenant, inc.id, engine.DIAGNOSED, verdict.actor, decision=verdict.decision,
-            confidence=verdict.confidence, policy_version=policy.version, reason=verdict.reason[:1000],
-            data={"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,
-                  "suggested_action": verdict.lead.suggested_action, "evidence": list(verdict.lead.evidence),
-                  "logs_to_check": list(verdict.lead.logs_to_check), "theories": theories,
-                  "models": list(verdict.models), "notes": list(verdict.notes),
-                  "deploy": _deploy_summary(context.get("deploy"))}))
+            confidence=verdict.confidence, policy_version=policy.version, reason=verdict.reason[:1000], data=data))
         if not inc.action:
             return diagnosed
         proposed = await engine.run(self.db, engine.transition(
@@ -267,6 +276,29 @@ class Detector:
             await self.on_proposed(inc)
         else:
             await self._tell(inc, "proposed", f"recommended action: {inc.action}", policy)
+
+    def _material_change(self, inc: Incident, why: str, policy: Policy, breaches: list[str] | None = None) -> None:
+        """Diagnose again, as an annotation (no stage change), on a material change only: the
+        priority went up, or a kind of signal not seen before for this incident appeared."""
+        context = self._contexts.get((inc.tenant, inc.id))
+        if context is None:
+            return
+        if breaches is not None:
+            seen = {b["kind"] for b in context.get("breaches", [])}
+            if set(breaches) <= seen:
+                return
+            context["breaches"] = context.get("breaches", []) + [{"kind": k} for k in breaches if k not in seen]
+        context["incident"] = {**context["incident"], "priority": inc.priority}
+
+        async def again() -> None:
+            verdict, data = await self._run_council(inc, context, policy)
+            await self.db.append(LedgerEvent(
+                kind="diagnosis.updated", tenant=inc.tenant, incident=inc.id, stage=inc.stage, actor=verdict.actor,
+                decision=verdict.decision, confidence=verdict.confidence, policy_version=policy.version,
+                reason=f"re-diagnosed ({why}): {verdict.reason}"[:1000], data=data))
+        task = asyncio.get_running_loop().create_task(again())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _repropose(self, inc: Incident, policy: Policy, why: str) -> Incident:
         """The outage goes on after the approval window closed: policy proposes again (new approvals)."""

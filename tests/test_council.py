@@ -244,3 +244,20 @@ async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnth
 def _data_for(db: Database):  # type: ignore[no-untyped-def]
     from alertengine.appliance import open_data_dir
     return open_data_dir(db.path.parent)
+
+
+async def test_a_material_change_diagnoses_again_but_not_every_poll(ward: Ward, fake: FakeAnthropic) -> None:
+    for _ in range(2):
+        fake.answer(FAST, triage("database", 70))
+        fake.answer(STRONG, triage("database", 70))
+    await ward.outage()
+    for _ in range(5):  # the same signal again and again: no new diagnosis
+        await ward.detector.on_reading(ward.service, SLOW)
+    await asyncio.gather(*ward.detector.background)
+    assert len(fake.requests_for(FAST)) == 1
+    down = HealthReading("unreachable", "plain", detail="connection refused")
+    await ward.detector.on_reading(ward.service, down)  # priority up: P2 -> P1
+    await asyncio.gather(*ward.detector.background)
+    assert len(fake.requests_for(FAST)) == 2
+    assert ward.kinds().count("diagnosis.updated") == 1
+    ward.replay_clean()
