@@ -144,6 +144,7 @@ def record_deploy(tenant: str, body: Mapping[str, Any], actor: str,
     service = body.get("service")
     files = tuple(dict.fromkeys(body.get("files", ())))
     message = redact(body.get("message", ""))     # credentials never rest in the table either
+    author, additions, deletions = body.get("author"), body.get("additions"), body.get("deletions")
 
     def write(tx: WriteTx) -> Deploy:
         if tx.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant,)).fetchone() is None:
@@ -152,8 +153,8 @@ def record_deploy(tenant: str, body: Mapping[str, Any], actor: str,
                          (tenant, sha, service)).fetchone()
         if row is not None:
             return _from_row(row, duplicate=True)
-        deploy = Deploy(new_deploy_id(), tenant, service, sha, message, body.get("author"), files,
-                        body.get("additions"), body.get("deletions"), normal_ts(when) or utc_timestamp(), source)
+        deploy = Deploy(new_deploy_id(), tenant, service, sha, message, author, files, additions, deletions,
+                        normal_ts(when) or utc_timestamp(), source)
         tx.execute(f"INSERT INTO deploys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (deploy.id, tenant, service, sha, deploy.message, deploy.author, json.dumps(list(files)),
                     deploy.additions, deploy.deletions, deploy.deployed_at, source))

@@ -19,7 +19,8 @@ from alertengine.schema import SchemaError
 from alertengine.store import Database
 from alertengine.tenants import create_tenant
 
-# The migration to add (kept here verbatim; the tests create the table with exactly this SQL).
+# The deploys table and its indexes, verbatim as in migration m007_deploys (the tests create them
+# with this SQL where the migration is not there yet, and check that the two agree).
 DEPLOYS_DDL = (
     """CREATE TABLE deploys (
             id TEXT PRIMARY KEY,
@@ -47,10 +48,22 @@ EMAIL = "ada.lovelace@example.com"
 @pytest.fixture
 def tenant(db: Database) -> str:
     def create(tx: Any) -> None:
-        for sql in DEPLOYS_DDL:
-            tx.execute(sql)
+        if tx.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deploys'").fetchone() is None:
+            for sql in DEPLOYS_DDL:
+                tx.execute(sql)
     db.write_sync(create)
     return db.write_sync(create_tenant("acme", "test")).id
+
+
+def _words(sql: str) -> str:
+    return " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())
+
+
+def test_the_table_is_the_one_the_migration_creates(db: Database, tenant: str) -> None:
+    with db.reader() as conn:
+        stored = [r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'deploys' "
+                                             "AND sql IS NOT NULL ORDER BY type DESC, name")]
+    assert sorted(map(_words, stored)) == sorted(map(_words, DEPLOYS_DDL))
 
 
 def at(seconds: float, base: str = OPENED) -> str:
