@@ -185,7 +185,8 @@ def describe() -> list[tuple[str, str, str]]:
     return [(s.name, str(s.default), s.help) for s in SETTINGS]
 
 
-def council_settings(cfg: Config) -> "CouncilSettings | None":
+def council_settings(cfg: Config) -> Any:
+    """The council's settings (a ``diagnosis.council.CouncilSettings``), or None without a key."""
     from .diagnosis.council import CouncilSettings
     if not cfg.ai_api_key:
         return None

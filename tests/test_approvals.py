@@ -7,8 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import time
-from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
@@ -318,7 +316,6 @@ async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Dat
 
 
 async def test_dissent_offers_both_theories_and_records_the_choice(flow: Flow) -> None:
-    from alertengine.tenants import set_shadow  # noqa: F401
     with Receiver() as receiver:
         receiver.secret = flow.add_service(f"{receiver.url}/recover")
         opening = engine.Opening(flow.tenant, "health:dissent", "poller", "checkout: errors", "P1", flow.service.id,

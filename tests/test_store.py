@@ -10,7 +10,7 @@ import pytest
 
 from alertengine.errors import LedgerInputError
 from alertengine.ledger.audit import verify_database
-from alertengine.ledger.entry import LedgerEvent, fingerprint
+from alertengine.ledger.entry import fingerprint
 from alertengine.store import Database, WriteTx
 from tests.conftest import event
 

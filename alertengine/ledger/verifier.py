@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import io
 import json
 import os
 import sys
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 FORMAT = "alertengine-audit-bundle/1"
 ZERO_HASH_HEX = "0" * 64

@@ -35,12 +35,23 @@ _MAX_DEPTH = 16
 
 
 class RouteTemplates:
-    """Full route templates of route objects, found once by walking the app's route tree (mounts included)."""
+    """Full route templates of the routes requests ended in.
+
+    FastAPI (with lazily included routers) names the full template of the route it chose in its own
+    scope entry; it is used when present, behind the mount prefix the request came through. Otherwise
+    the app's route tree is walked once (Starlette mounts and hosts included) and remembered by route
+    object; a route not found there is named by its own ``path``.
+    """
 
     def __init__(self) -> None:
         self._known: dict[int, tuple[object, str]] = {}
 
-    def of(self, root: object, route: object) -> str:
+    def of(self, scope: Scope, root: object, route: object) -> str:
+        fastapi_scope = scope.get("fastapi")
+        if isinstance(fastapi_scope, dict):
+            chosen = getattr(fastapi_scope.get("effective_route_context"), "path_format", None)
+            if isinstance(chosen, str) and chosen.startswith("/"):
+                return _mount_prefix(scope) + chosen
         entry = self._known.get(id(route))
         if entry is not None and entry[0] is route:
             return entry[1]
@@ -54,6 +65,14 @@ class RouteTemplates:
         if len(found) <= _MAX_TEMPLATES:
             self._known = found
         return entry[1]
+
+
+def _mount_prefix(scope: Scope) -> str:
+    """The (concrete) path prefix of the Starlette mounts a request went through, if any."""
+    app_root, root = scope.get("app_root_path"), scope.get("root_path", "")
+    if isinstance(app_root, str) and isinstance(root, str) and root.startswith(app_root):
+        return root[len(app_root):]
+    return ""
 
 
 def _walk(routes: object, prefix: str, out: dict[int, tuple[object, str]], depth: int) -> None:
@@ -159,8 +178,8 @@ class AlertEngineMiddleware:
                 else:
                     final, ended = 500, perf_counter()
                 route = scope.get("route")
-                template = UNMATCHED if route is None else self._templates.of(root if root is not None
-                                                                               else scope.get("app"), route)
+                template = UNMATCHED if route is None else self._templates.of(
+                    scope, root if root is not None else scope.get("app"), route)
                 if not self._excluded(template):
                     self.monitor.record(scope.get("method", "GET"), template, final, (ended - started) * 1000.0)
             except Exception as exc:  # noqa: BLE001

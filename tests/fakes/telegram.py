@@ -19,17 +19,18 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+
+from tests.fakes.http import TrackingServer
 
 METHODS = ("getMe", "sendMessage", "editMessageText", "answerCallbackQuery", "setWebhook", "deleteWebhook",
            "getWebhookInfo")
@@ -378,36 +379,7 @@ class FakeTelegram:
 # HTTP plumbing
 # ----------------------------------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    """Tracks open connections so that close() can end idle keep-alive connections and join their threads."""
-
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeTelegram) -> None:
-        self.fake = fake
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._open_lock:
-            open_now = list(self._open)
-        for sock in open_now:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+_Server = TrackingServer
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from alertengine.appliance import DataDir
 from alertengine.ledger.entry import canonical
 from alertengine.ledger.keys import LedgerSigner
 from alertengine.ledger.verifier import b64, leaf_hash
