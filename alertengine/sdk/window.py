@@ -6,8 +6,9 @@ window holds buckets ``i - n + 1 .. i`` (``n - 1`` full buckets and the current,
 requests arrive, so a service that stops getting traffic ends with an empty window.
 
 Each time a bucket closes (a bucket boundary is crossed) ``on_tick`` receives the overall statistics
-of the window as of that boundary: the monitor learns its baseline and score history from these, so
-both depend on time only. The class is not thread-safe on its own; the monitor holds a lock around it.
+of the window as of that boundary (after a quiet gap of several buckets, only the first boundary
+ticks): the monitor learns its baseline and score history from these, so both depend on time only.
+The class is not thread-safe on its own; the monitor holds a lock around it.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class _Cell:
 
     def summary(self) -> Summary:
         has = self.requests > 0 and bool(self.counts)
-        p50, p95, p99 = quantiles(self.counts, QUANTILES, self.lowest, self.highest) if has else (None, None, None)
-        return Summary(self.requests, self.errors, p50, p95, p99, self.highest if has else None,
+        p50, p95, p99, top = quantiles(self.counts, (*QUANTILES, 1.0), self.lowest, self.highest) if has \
+            else (None, None, None, None)
+        return Summary(self.requests, self.errors, p50, p95, p99, top,
                        {name: n for name, n in zip(STATUS_CLASSES, self.classes)})
 
 
@@ -177,15 +179,18 @@ class RollingWindow:
         idx = self.index(now)
         if idx <= self._current:
             return
+        first = self._current + 1
         last = min(idx, self._current + self._n)     # after n boundaries everything has expired
-        for boundary in range(self._current + 1, last + 1):
+        for boundary in range(first, last + 1):
             slot = boundary % self._n
             old = self._ring[slot]
             if old is not None and old.index <= boundary - self._n:
                 self._expire(old)
                 self._ring[slot] = None
             self._current = boundary
-            if self._on_tick is not None and self._total.requests > 0:
+            # One tick per closed bucket while traffic flows; after a quiet gap only the first boundary
+            # (the bucket that last saw traffic) ticks: the emptier windows after it teach nothing new.
+            if boundary == first and self._on_tick is not None and self._total.requests > 0:
                 self._on_tick(self._stats(boundary * self.bucket_seconds, routes=False))
         self._current = idx
 
@@ -214,10 +219,13 @@ class RollingWindow:
         span = (self._n - 1) * self.bucket_seconds + max(0.0, now - self._current * self.bucket_seconds)
         covered = max(0.0, min(span, now - self._started))
         lowest, highest = math.inf, 0.0
-        for bucket in live:
-            for cell in bucket.cells.values():
-                lowest = min(lowest, cell.lowest)
-                highest = max(highest, cell.highest)
+        if routes:                    # exact extremes for reports; ticks make do with the histogram's
+            for bucket in live:
+                for cell in bucket.cells.values():
+                    lowest = min(lowest, cell.lowest)
+                    highest = max(highest, cell.highest)
+        else:
+            lowest, highest = 0.0, math.inf
         total = self._total
         overall = _Cell()
         overall.counts, overall.requests, overall.errors = total.counts, total.requests, total.errors
