@@ -19,26 +19,6 @@ from alertengine.schema import SchemaError
 from alertengine.store import Database
 from alertengine.tenants import create_tenant
 
-# The deploys table and its indexes, verbatim as in migration m007_deploys (the tests create them
-# with this SQL where the migration is not there yet, and check that the two agree).
-DEPLOYS_DDL = (
-    """CREATE TABLE deploys (
-            id TEXT PRIMARY KEY,
-            tenant TEXT NOT NULL,
-            service TEXT,
-            sha TEXT NOT NULL,
-            message TEXT NOT NULL,
-            author TEXT,
-            files TEXT NOT NULL,
-            additions INTEGER,
-            deletions INTEGER,
-            deployed_at TEXT NOT NULL,
-            source TEXT NOT NULL,
-            UNIQUE (tenant, sha, service)
-        )""",
-    "CREATE INDEX deploys_by_time ON deploys(tenant, deployed_at)",
-    "CREATE UNIQUE INDEX deploys_one_serviceless ON deploys(tenant, sha) WHERE service IS NULL",
-)
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
 OPENED = "2026-03-01T12:00:00.000000Z"
 TOKEN = "xoxb-1234567890-abcdefghij"
@@ -47,23 +27,7 @@ EMAIL = "ada.lovelace@example.com"
 
 @pytest.fixture
 def tenant(db: Database) -> str:
-    def create(tx: Any) -> None:
-        if tx.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deploys'").fetchone() is None:
-            for sql in DEPLOYS_DDL:
-                tx.execute(sql)
-    db.write_sync(create)
-    return db.write_sync(create_tenant("acme", "test")).id
-
-
-def _words(sql: str) -> str:
-    return " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())
-
-
-def test_the_table_is_the_one_the_migration_creates(db: Database, tenant: str) -> None:
-    with db.reader() as conn:
-        stored = [r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'deploys' "
-                                             "AND sql IS NOT NULL ORDER BY type DESC, name")]
-    assert sorted(map(_words, stored)) == sorted(map(_words, DEPLOYS_DDL))
+    return db.write_sync(create_tenant("acme", "test")).id  # the deploys table comes with the migrations
 
 
 def at(seconds: float, base: str = OPENED) -> str:
