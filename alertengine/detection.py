@@ -300,6 +300,18 @@ class Detector:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    def on_new_deploy(self, tenant: str, service: str | None) -> int:
+        """A deploy was recorded: open incidents of that service (or all, for a service-less deploy)
+        are diagnosed again. Returns how many."""
+        policy = self.policy(tenant)
+        count = 0
+        for inc in engine.list_incidents(self.db.read_conn(), tenant, open_only=True, limit=1000):
+            if service is None or inc.service_name == service:
+                if (inc.tenant, inc.id) in self._contexts:
+                    self._material_change(inc, "a new deploy", policy)
+                    count += 1
+        return count
+
     async def _repropose(self, inc: Incident, policy: Policy, why: str) -> Incident:
         """The outage goes on after the approval window closed: policy proposes again (new approvals)."""
         again = await engine.run(self.db, engine.transition(

@@ -261,3 +261,18 @@ async def test_a_material_change_diagnoses_again_but_not_every_poll(ward: Ward, 
     assert len(fake.requests_for(FAST)) == 2
     assert ward.kinds().count("diagnosis.updated") == 1
     ward.replay_clean()
+
+
+async def test_a_new_deploy_diagnoses_again_and_emails_never_reach_the_model(ward: Ward, fake: FakeAnthropic) -> None:
+    from alertengine.deploys import record_deploy
+    for _ in range(2):
+        fake.answer(FAST, triage("database", 70))
+        fake.answer(STRONG, triage("database", 70))
+    await ward.outage()
+    deploy = ward.db.write_sync(record_deploy(ward.tenant, {
+        "sha": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "service": "checkout",
+        "message": "fix pool (reported by grace.hopper@example.com)", "files": ["db/migrations/1.sql"]}, "test"))
+    assert ward.detector.on_new_deploy(ward.tenant, deploy.service) == 1
+    await asyncio.gather(*ward.detector.background)
+    assert len(fake.requests_for(FAST)) == 2 and "diagnosis.updated" in ward.kinds()
+    assert "grace.hopper@example.com" not in fake.wire_text()

@@ -5,11 +5,13 @@ instructions; the model can only answer through the triage tool."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable
 
 from ..ledger.entry import redact
 
 MAX_TEXT = 500
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")  # personal data stays home
 MAX_ITEMS = 20
 LENSES = (
     "an application and data-layer reliability engineer: you look first at the service's own code, "
@@ -37,7 +39,7 @@ def clean(value: Any, secrets: Iterable[str] = ()) -> Any:
     if isinstance(value, str):
         for secret in known:
             value = value.replace(secret, "[redacted]")
-        value = redact(value)
+        value = _EMAIL.sub("[email]", redact(value))
         if len(value) > MAX_TEXT:
             value = value[:MAX_TEXT] + "…[cut]"
         return value.replace("<", "‹").replace(">", "›")

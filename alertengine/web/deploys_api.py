@@ -24,7 +24,10 @@ DEPLOY = {"type": "object", "required": ["id", "tenant", "sha", "message", "file
                    response=DEPLOY, status=201, tags=("deploys",),
                    summary="Record a deploy (commit context for diagnosis); the same sha again is a no-op")
 async def record_deploy_endpoint(call: Call) -> Any:
-    return (await call.state.db.write(record_deploy(call.tenant, call.body, call.actor))).public()
+    deploy = await call.state.db.write(record_deploy(call.tenant, call.body, call.actor))
+    if not deploy.duplicate:
+        call.state.detector.on_new_deploy(call.tenant, deploy.service)  # a material change: diagnose again
+    return deploy.public()
 
 
 @deploys_api.route("GET", "/api/tenants/{tenant}/deploys", permission="service.read", tags=("deploys",),
@@ -58,5 +61,7 @@ async def github_push(call: Call) -> Any:
     except (PayloadError, ValueError) as exc:
         raise ApiError(400, "bad_payload", getattr(exc, "message", str(exc)), getattr(exc, "field", None)) from None
     for body in bodies:
-        await call.state.db.write(record_deploy(tenant, body, "ingest:github", source="github"))
+        deploy = await call.state.db.write(record_deploy(tenant, body, "ingest:github", source="github"))
+        if not deploy.duplicate:
+            call.state.detector.on_new_deploy(tenant, deploy.service)
     return {"recorded": len(bodies)}
