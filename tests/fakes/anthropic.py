@@ -29,7 +29,7 @@ from typing import Any, Iterator, Mapping, Union
 
 import pytest
 
-from tests.fakes.http import TrackingServer
+from tests.fakes.http import FakeService, TrackingServer
 
 MAX_BODY = 32 * 1024 * 1024          # the real API's request size limit
 API_VERSION = "2023-06-01"
@@ -109,11 +109,12 @@ def error_body(status: int, error_type: str | None = None, message: str | None =
             "request_id": _request_id()}
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeService):
     """The Messages API for one API key. ``requests`` holds every ``POST /v1/messages`` as
     ``{"headers": {lower-case name: value}, "body": parsed JSON or None}``, in arrival order."""
 
     def __init__(self, api_key: str | None = None, *, default: ToolUse | None = None) -> None:
+        super().__init__()
         self.api_key = api_key or "sk-ant-api03-fake-" + secrets.token_urlsafe(24)
         self.default = default
         self.requests: list[dict[str, Any]] = []
@@ -121,44 +122,14 @@ class FakeAnthropic:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> FakeAnthropic:
-        if self._httpd is not None:
-            raise RuntimeError("FakeAnthropic is already running")
-        self._stop.clear()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name="fake-anthropic", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
+    def before_close(self) -> None:
         self._stop.set()                            # wakes every Hang
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()                        # joins the connection threads
-        if thread is not None:
-            thread.join(5)
-        self._httpd = self._thread = None
 
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def base_url(self) -> str:
-        """The server root, as the SDK's ``base_url`` wants it (no ``/v1``)."""
-        if self._httpd is None:
-            raise RuntimeError("FakeAnthropic is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+    def start(self) -> FakeAnthropic:
+        self._stop.clear()
+        return super().start()
 
     # --- test controls -------------------------------------------------------------------------
     def answer(self, model: str, *replies: Reply) -> None:
@@ -307,7 +278,6 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
 # HTTP plumbing
 # ----------------------------------------------------------------------------------------------
 
-_Server = TrackingServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -315,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-anthropic"
     sys_version = ""
     timeout = 30
-    server: _Server
+    server: TrackingServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
@@ -364,3 +334,6 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     """A running FakeAnthropic for one test (import this name into a test module or conftest to use it)."""
     with FakeAnthropic() as fake:
         yield fake
+
+
+FakeAnthropic.handler = _Handler

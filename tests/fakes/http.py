@@ -40,3 +40,51 @@ class TrackingServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class FakeService:
+    """Lifecycle shared by the fake services: a TrackingServer on 127.0.0.1 in a background thread.
+    Subclasses set ``handler`` (their request handler class) and may override ``before_close``."""
+
+    handler: type[BaseHTTPRequestHandler]
+
+    def __init__(self) -> None:
+        self._httpd: TrackingServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Any:
+        if self._httpd is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        self._httpd = TrackingServer(("127.0.0.1", 0), self.handler, self)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                                        name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def before_close(self) -> None:
+        """Wake whatever a handler may be waiting on."""
+
+    def close(self) -> None:
+        httpd, thread = self._httpd, self._thread
+        if httpd is None:
+            return
+        self.before_close()
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()                       # joins the connection threads
+        if thread is not None:
+            thread.join(5)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def base_url(self) -> str:
+        """The server root."""
+        if self._httpd is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from tests.fakes.http import TrackingServer
+from tests.fakes.http import FakeService, TrackingServer
 
 METHODS = ("getMe", "sendMessage", "editMessageText", "answerCallbackQuery", "setWebhook", "deleteWebhook",
            "getWebhookInfo")
@@ -122,10 +122,11 @@ def _check_markup(markup: Any, inline_only: bool) -> dict[str, Any] | None:
     return markup
 
 
-class FakeTelegram:
+class FakeTelegram(FakeService):
     """A Telegram Bot API on 127.0.0.1 for one bot token; records every accepted call in ``calls``."""
 
     def __init__(self, token: str | None = None) -> None:
+        super().__init__()
         self.token = token or f"{1_000_000_000 + secrets.randbelow(8_999_999_999)}:{secrets.token_urlsafe(26)}"
         self.bot_id = int(self.token.split(":", 1)[0]) if self.token.split(":", 1)[0].isdigit() else 1
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -139,44 +140,11 @@ class FakeTelegram:
         self._next_update_id = 900_001
         self._open_queries: set[str] = set()
         self._usernames: dict[str, int] = {}
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
     # ------------------------------------------------------------------------------------------
 
-    def start(self) -> FakeTelegram:
-        if self._httpd is not None:
-            raise RuntimeError("FakeTelegram is already running")
-        self._httpd = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name="fake-telegram", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()                       # joins the connection threads
-        if thread is not None:
-            thread.join(5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeTelegram:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("FakeTelegram is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     # ------------------------------------------------------------------------------------------
     # test controls
@@ -379,7 +347,6 @@ class FakeTelegram:
 # HTTP plumbing
 # ----------------------------------------------------------------------------------------------
 
-_Server = TrackingServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -387,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "nginx/1.18.0"
     sys_version = ""
     timeout = 30
-    server: _Server
+    server: TrackingServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
         pass
@@ -466,3 +433,6 @@ def fake_telegram() -> Iterator[FakeTelegram]:
     """A running FakeTelegram for one test (import this name into a test module or conftest to use it)."""
     with FakeTelegram() as fake:
         yield fake
+
+
+FakeTelegram.handler = _Handler
