@@ -3,6 +3,7 @@ deterministic evaluation of health readings and alerts against it. Policy alone 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -148,7 +149,7 @@ class Policy:
     doc: dict[str, Any]
     source: str  # the TOML text it came from
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         canonical = json.dumps(self.doc, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(canonical).hexdigest()[:12]
@@ -170,8 +171,10 @@ class Policy:
         return self.doc["priority"]["severity"][severity]
 
 
+@functools.lru_cache(maxsize=512)
 def parse_policy(text: str) -> Policy:
-    """Parse and validate a TOML policy; raise PolicyError naming the bad key."""
+    """Parse and validate a TOML policy; raise PolicyError naming the bad key. Cached by text: the
+    poller asks for a tenant's policy on every reading, and it changes rarely."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
