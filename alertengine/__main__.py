@@ -2,7 +2,7 @@
 
 import multiprocessing
 
-from alertengine.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .urlpolicy import UrlPolicy
+from .net.urlpolicy import UrlPolicy
 
 ENV_PREFIX = "ALERTENGINE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -10,23 +10,23 @@ import sqlite3
 
 import httpx
 
-from . import timers
 from .appliance import DataDir
-from .channels.remote import remote_channels
-from .approvals import ApprovalTokens
-from .channels.settings import channel_secrets
 from .config import Config, council_settings
 from .diagnosis.council import Council
-from .detection import Detector, ServiceRef
-from .gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
-from .heartbeats import claim_missed, heartbeat_signal
-from .modes import ModeTracker
-from .orchestrator import Orchestrator
+from .incidents import timers
+from .incidents.detection import Detector, ServiceRef
 from .ledger.entry import utc_timestamp
-from .poller import Poller, PollTarget
+from .notify.channels.remote import remote_channels
+from .notify.channels.settings import channel_secrets
+from .notify.gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
+from .recovery.approvals import ApprovalTokens
+from .recovery.orchestrator import Orchestrator
 from .signals import HealthReading
+from .signals.heartbeats import claim_missed, heartbeat_signal
+from .signals.poller import Poller, PollTarget
 from .store import Database
-from .vault import SecretVault
+from .store.modes import ModeTracker
+from .tenancy.vault import SecretVault
 
 log = logging.getLogger("alertengine.runtime")
 

@@ -17,8 +17,8 @@ from alertengine.config import Config
 from alertengine.ledger.entry import LedgerEvent
 from alertengine.store import Database
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = SHARED / "spec" / "vectors"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VECTORS = FIXTURES / "ledger"
 
 
 @pytest.fixture(scope="session")

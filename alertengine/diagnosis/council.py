@@ -20,7 +20,14 @@ from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..store import Database
 from .heuristic import heuristic_theory
 from .prompt import LENSES, build_prompt
-from .theory import TOOL_NAME, TRIAGE_TOOL, Diagnosis, InvalidAnswerError, Theory, read_theory
+from .theory import (
+    TOOL_NAME,
+    TRIAGE_TOOL,
+    Diagnosis,
+    InvalidAnswerError,
+    Theory,
+    read_theory,
+)
 
 log = logging.getLogger("alertengine.diagnosis")
 

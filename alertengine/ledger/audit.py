@@ -16,8 +16,19 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .verifier import (ZERO_HASH_HEX, NoteError, Result, RootBuilder, VerificationFailure, VerifierKey, b64,
-                       leaf_hash, open_note, parse_checkpoint, parse_entry)
+from .verifier import (
+    ZERO_HASH_HEX,
+    NoteError,
+    Result,
+    RootBuilder,
+    VerificationFailure,
+    VerifierKey,
+    b64,
+    leaf_hash,
+    open_note,
+    parse_checkpoint,
+    parse_entry,
+)
 
 CHUNK = 32_768
 PARALLEL_FROM = 4 * CHUNK  # smaller ledgers are checked in this process

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from ..errors import LedgerInputError
 from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, utc_timestamp
 from .verifier import RootBuilder, leaf_hash
-from ..errors import LedgerInputError
 
 _ZERO = bytes(32)
 

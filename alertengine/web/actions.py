@@ -17,14 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
-from .. import approvals, engine
-from ..approvals import TokenError
 from ..errors import NotFoundError
-from ..orchestrator import dissent_theories, service_target
+from ..incidents import engine
+from ..recovery import approvals
+from ..recovery.approvals import TokenError
+from ..recovery.orchestrator import dissent_theories, service_target
 from .routing import Call, Registry
 
 actions_api = Registry()
-_pages = Environment(loader=PackageLoader("alertengine", "templates"), autoescape=select_autoescape(["html"]))
+_pages = Environment(loader=PackageLoader("alertengine.web", "templates"), autoescape=select_autoescape(["html"]))
 CSRF_COOKIE = "ae_csrf"
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}

@@ -12,16 +12,42 @@ from typing import Any
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse
 
-from ..access import TENANT_ROLES
 from ..errors import ExportError
-from ..ledger.bundle import export_bundle
 from ..ledger.entry import is_rfc3339, normal_ts
+from ..notify.channels.settings import (
+    CHANNEL_INPUT,
+    CHANNEL_OUTPUT,
+    KINDS,
+    list_channels,
+    put_channel,
+)
 from ..store import Where
-from ..channels.settings import CHANNEL_INPUT, CHANNEL_OUTPUT, KINDS, list_channels, put_channel
-from ..services import SERVICE_INPUT, SERVICE_OUTPUT, create_service, get_service, list_services, normalise
-from ..services import remove_service, rotate_secret, update_service
-from ..tenants import NAME_SCHEMA, create_integration, create_key, create_tenant, get_tenant, list_integrations
-from ..tenants import list_keys, list_tenants, revoke_integration, revoke_key, set_shadow
+from ..store.export import export_bundle
+from ..tenancy.access import TENANT_ROLES
+from ..tenancy.services import (
+    SERVICE_INPUT,
+    SERVICE_OUTPUT,
+    create_service,
+    get_service,
+    list_services,
+    normalise,
+    remove_service,
+    rotate_secret,
+    update_service,
+)
+from ..tenancy.tenants import (
+    NAME_SCHEMA,
+    create_integration,
+    create_key,
+    create_tenant,
+    get_tenant,
+    list_integrations,
+    list_keys,
+    list_tenants,
+    revoke_integration,
+    revoke_key,
+    set_shadow,
+)
 from .routing import ApiError, Call, Registry
 
 api = Registry()

@@ -16,8 +16,8 @@ from ..appliance import DataDir
 from ..config import Config
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..ledger.verifier import b64
-from ..store import Database
 from ..runtime import Runtime
+from ..store import Database
 from .actions import actions_api
 from .api import api
 from .bots import bots_api

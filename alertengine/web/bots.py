@@ -13,9 +13,9 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from ..channels.settings import channel_secrets
-from ..channels.telegram import TelegramClient, parse_callback, secret_token_ok
 from ..errors import NotFoundError
+from ..notify.channels.settings import channel_secrets
+from ..notify.channels.telegram import TelegramClient, parse_callback, secret_token_ok
 from .routing import ApiError, Call, Registry
 
 bots_api = Registry()

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..channels.settings import channel_secrets
-from ..deploys import DEPLOY_SCHEMA, list_deploys, parse_github_push, record_deploy, verify_github_signature
-from ..ingest import PayloadError
+from ..diagnosis.deploys import (
+    DEPLOY_SCHEMA,
+    list_deploys,
+    parse_github_push,
+    record_deploy,
+    verify_github_signature,
+)
+from ..notify.channels.settings import channel_secrets
+from ..signals.ingest import PayloadError
 from .routing import ApiError, Call, Registry
 
 deploys_api = Registry()

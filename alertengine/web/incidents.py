@@ -8,15 +8,16 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
-from .. import deadletters, engine
-from ..dryrun import dry_run
+from ..incidents import engine
+from ..incidents.dryrun import dry_run
+from ..incidents.policy import load_policy, parse_policy, put_policy
 from ..ledger.entry import is_rfc3339, normal_ts
-from ..policy import load_policy, parse_policy, put_policy
-from ..shadow_report import shadow_report
+from ..notify.shadow_report import shadow_report
+from ..recovery import deadletters
 from .routing import ApiError, Call, Registry
 
 incidents_api = Registry()
-_templates = Environment(loader=PackageLoader("alertengine", "templates"), autoescape=select_autoescape(["html"]))
+_templates = Environment(loader=PackageLoader("alertengine.web", "templates"), autoescape=select_autoescape(["html"]))
 _templates.filters["when"] = lambda ts: f"{ts[:10]} {ts[11:19]} UTC" if ts else "—"
 
 INCIDENT = {"type": "object",

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..detection import Detector, service_ref
-from ..heartbeats import heartbeat_signal, record_beat
-from ..ingest import PayloadError, parse_alertmanager, parse_event, parse_grafana, parse_pagerduty
+from ..incidents.detection import Detector, service_ref
 from ..signals import AlertSignal
+from ..signals.heartbeats import heartbeat_signal, record_beat
+from ..signals.ingest import (
+    PayloadError,
+    parse_alertmanager,
+    parse_event,
+    parse_grafana,
+    parse_pagerduty,
+)
 from .routing import ApiError, Call, Registry
 
 ingest_api = Registry()

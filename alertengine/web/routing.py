@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..access import AccessError, Principal, authenticate, authorize
-from ..engine import IllegalTransitionError
 from ..errors import ConflictError, FieldError, NotFoundError, StoreError
+from ..incidents.engine import IllegalTransitionError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from ..schema import validate
-from ..tenants import get_tenant, integration_tenant, touch_key
+from ..tenancy.access import AccessError, Principal, authenticate, authorize
+from ..tenancy.tenants import get_tenant, integration_tenant, touch_key
 
 log = logging.getLogger("alertengine.web")
 MAX_BODY = 256 * 1024

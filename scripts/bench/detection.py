@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from alertengine.appliance import init_data_dir  # noqa: E402
 from alertengine.config import Config  # noqa: E402
-from alertengine.policy import put_policy  # noqa: E402
+from alertengine.incidents.policy import put_policy  # noqa: E402
 from alertengine.runtime import Runtime  # noqa: E402
-from alertengine.services import create_service, normalise  # noqa: E402
-from alertengine.tenants import create_integration, create_tenant, set_shadow  # noqa: E402
-from alertengine.vault import SecretVault  # noqa: E402
+from alertengine.tenancy.services import create_service, normalise  # noqa: E402
+from alertengine.tenancy.tenants import create_integration, create_tenant, set_shadow  # noqa: E402
+from alertengine.tenancy.vault import SecretVault  # noqa: E402
 from alertengine.web.app import create_app  # noqa: E402
 
 GOOD = json.dumps({"sdk": "alertengine", "status": "ok", "window_seconds": 60,

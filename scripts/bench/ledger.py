@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from alertengine.appliance import init_data_dir  # noqa: E402
 from alertengine.config import Config  # noqa: E402
 from alertengine.ledger.audit import verify_database  # noqa: E402
-from alertengine.ledger.bundle import export_bundle  # noqa: E402
 from alertengine.ledger.entry import LedgerEvent  # noqa: E402
 from alertengine.ledger.verifier import verify_bundle  # noqa: E402
-from alertengine.migrations import apply_migrations  # noqa: E402
 from alertengine.store import Database, connect  # noqa: E402
+from alertengine.store.export import export_bundle  # noqa: E402
+from alertengine.store.migrations import apply_migrations  # noqa: E402
 
 
 def make_event(i: int) -> LedgerEvent:

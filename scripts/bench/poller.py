@@ -30,8 +30,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from alertengine.poller import Poller, PollTarget  # noqa: E402
 from alertengine.signals import HealthReading  # noqa: E402
+from alertengine.signals.poller import Poller, PollTarget  # noqa: E402
 
 P99_TARGET_MS = 250.0
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Mapping, NamedTuple
 
-from alertengine.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from alertengine.net.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 DEFAULT_BODY = json.dumps({"ok": True}).encode()
 ENDLESS_CAP_BYTES = 256 * 1024 * 1024   # an "endless" body stops here even if nobody hangs up

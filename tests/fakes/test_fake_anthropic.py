@@ -10,7 +10,15 @@ import anthropic
 import httpx
 import pytest
 
-from tests.fakes.anthropic import FakeAnthropic, Hang, Malformed, Refusal, Status, Text, ToolUse
+from tests.fakes.anthropic import (
+    FakeAnthropic,
+    Hang,
+    Malformed,
+    Refusal,
+    Status,
+    Text,
+    ToolUse,
+)
 
 MODEL = "claude-fast-test"
 TRIAGE_TOOL = {"name": "triage", "description": "Report a diagnosis.",

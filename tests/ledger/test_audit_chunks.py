@@ -58,6 +58,7 @@ def test_tenant_chain_break_across_chunks(data_dir: DataDir, monkeypatch: pytest
         # the entry at seq 66 (first of its tenant in its chunk) claims the wrong tprev; prev links
         # and stored hashes are recomputed so that only the tenant chain is broken
         import json
+
         from alertengine.ledger.entry import canonical
         rows = conn.execute("SELECT seq, body FROM ledger ORDER BY seq").fetchall()
         prev = None

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from alertengine.errors import LedgerInputError
-from alertengine.ledger.entry import MAX_BODY_BYTES, LedgerEvent, canonical, fingerprint, new_event_id
+from alertengine.ledger.entry import (
+    MAX_BODY_BYTES,
+    LedgerEvent,
+    canonical,
+    fingerprint,
+    new_event_id,
+)
 from alertengine.ledger.verifier import parse_entry
 
 CASES = [

@@ -12,8 +12,18 @@ import pytest
 
 from alertengine.ledger.keys import LedgerSigner
 from alertengine.ledger.merkle import MerkleTree
-from alertengine.ledger.verifier import (RootBuilder, VerifierKey, b64, leaf_hash, merkle_root, open_note,
-                                         parse_entry, root_from_inclusion, verify_bundle, verify_consistency)
+from alertengine.ledger.verifier import (
+    RootBuilder,
+    VerifierKey,
+    b64,
+    leaf_hash,
+    merkle_root,
+    open_note,
+    parse_entry,
+    root_from_inclusion,
+    verify_bundle,
+    verify_consistency,
+)
 from tests.conftest import VECTORS
 
 

@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from alertengine import engine
-from alertengine.detection import Detector, ServiceRef
-from alertengine.gateway import Gateway, JsonLinesChannel
-from alertengine.poller import Poller, PollTarget
+from alertengine.incidents import engine
+from alertengine.incidents.detection import Detector, ServiceRef
+from alertengine.notify.gateway import Gateway, JsonLinesChannel
 from alertengine.sdk import instrument
 from alertengine.signals import HealthReading
+from alertengine.signals.poller import Poller, PollTarget
 from alertengine.store import Database
-from alertengine.tenants import create_tenant
+from alertengine.tenancy.tenants import create_tenant
 from tests.sdk.test_apps import serve
 
 POLL_INTERVAL = 0.25

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alertengine.sdk.histogram import MAX_RELATIVE_ERROR, MIN_VALUE, Histogram, bounds_of, key_of
+from alertengine.sdk.histogram import (
+    MAX_RELATIVE_ERROR,
+    MIN_VALUE,
+    Histogram,
+    bounds_of,
+    key_of,
+)
 
 QS = (0.5, 0.9, 0.95, 0.99, 0.999)
 N = 50_000

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alertengine.poller import read_health
 from alertengine.sdk import SCHEMA_VERSION
+from alertengine.signals.poller import read_health
+from tests.conftest import FIXTURES
 from tests.sdk.test_scoring import Traffic, normal_latency, share
 
-HOSTED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "hosted-sdk"
+HOSTED = FIXTURES / "hosted-sdk"
 # with no data ours says "no score" (null), where the hosted product says 100
 NULL_WHEN_IDLE = {"health_score.score", "health_score.components.latency", "health_score.components.errors",
                   "health_score.components.anomalies"}

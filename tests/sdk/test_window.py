@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from alertengine.poller import read_health
 from alertengine.sdk import Monitor
 from alertengine.sdk.histogram import Histogram
 from alertengine.sdk.window import OVERFLOW_ROUTE, RollingWindow, WindowStats
+from alertengine.signals.poller import read_health
 
 START = 1000.0                        # a bucket boundary for 5 s buckets
 

@@ -8,11 +8,11 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from alertengine.access import APPLIANCE_ADMIN, TENANT_ROLES
 from alertengine.appliance import DataDir
 from alertengine.config import Config
 from alertengine.store import Database
-from alertengine.tenants import create_key, create_tenant, revoke_key
+from alertengine.tenancy.access import APPLIANCE_ADMIN, TENANT_ROLES
+from alertengine.tenancy.tenants import create_key, create_tenant, revoke_key
 from alertengine.web.app import create_app
 from alertengine.web.routing import FailureThrottle
 

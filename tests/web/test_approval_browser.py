@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from alertengine import engine
 from alertengine.appliance import DataDir
 from alertengine.config import Config
-from alertengine.detection import ServiceRef
-from alertengine.services import create_service, normalise
+from alertengine.incidents import engine
+from alertengine.incidents.detection import ServiceRef
 from alertengine.store import Database
-from alertengine.tenants import create_tenant, set_shadow
+from alertengine.tenancy.services import create_service, normalise
+from alertengine.tenancy.tenants import create_tenant, set_shadow
 from alertengine.web.app import create_app
 from tests.fakes.receiver import Receiver
-from tests.test_approvals import SLOW
+from tests.recovery.test_approvals import SLOW
 
 
 def _chromium() -> str:

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from alertengine.access import PERMISSIONS, TENANT_ROLES
-from alertengine.engine import Opening, open_incident
+from alertengine.incidents.engine import Opening, open_incident
+from alertengine.tenancy.access import PERMISSIONS, TENANT_ROLES
 from alertengine.web.routing import Endpoint
 from tests.web.conftest import World
 
@@ -29,7 +29,7 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     tenant = world.tenants[tenant_label]
     values = {"tenant": tenant, "key_id": world.key_ids[tenant_label], "kind": "webhook"}
     if "{integration_id}" in path:
-        from alertengine.tenants import create_integration
+        from alertengine.tenancy.tenants import create_integration
         item, _ = await world.db.write(create_integration(tenant, f"i-{uuid.uuid4().hex[:8]}", "test"))
         values["integration_id"] = item.id
     if "{letter}" in path:
@@ -73,7 +73,7 @@ def _protected(world: World) -> list[tuple[str, str, Endpoint]]:
 
 
 async def test_ingest_routes_refuse_missing_wrong_revoked_and_api_keys(world: World) -> None:
-    from alertengine.tenants import create_integration, revoke_integration
+    from alertengine.tenancy.tenants import create_integration, revoke_integration
     item, dead = await world.db.write(create_integration(world.tenants["a"], "old", "test"))
     await world.db.write(revoke_integration(world.tenants["a"], item.id, "test"))
     ingest = [(m, p) for m, p, ep in declared_routes(world.app) if ep is not None and ep.integration]

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 import json
 
-from alertengine.channels.settings import put_channel
-from alertengine.detection import ServiceRef
+from alertengine.incidents.detection import ServiceRef
+from alertengine.notify.channels.settings import put_channel
 from alertengine.signals import HealthReading
 from tests.conftest import run_cli
 from tests.web.conftest import World

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from alertengine import engine
-from alertengine.detection import ServiceRef
+from alertengine.incidents import engine
+from alertengine.incidents.detection import ServiceRef
 from alertengine.signals import HealthReading
 from tests.web.conftest import World
 

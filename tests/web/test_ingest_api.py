@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from alertengine import engine
-from alertengine.heartbeats import claim_missed, heartbeat_signal
-from alertengine.ledger.replay import replay_database
-from alertengine.tenants import create_integration
-from tests.conftest import SHARED
+from alertengine.incidents import engine
+from alertengine.incidents.replay import replay_database
+from alertengine.signals.heartbeats import claim_missed, heartbeat_signal
+from alertengine.tenancy.tenants import create_integration
+from tests.conftest import FIXTURES as ALL_FIXTURES
 from tests.web.conftest import World
 
-FIXTURES = SHARED / "fixtures" / "alertmanager"
+FIXTURES = ALL_FIXTURES / "alertmanager"
 
 
 @pytest.fixture

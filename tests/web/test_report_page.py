@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alertengine.detection import ServiceRef
+from alertengine.incidents.detection import ServiceRef
 from alertengine.signals import HealthReading
 from tests.web.conftest import World
 

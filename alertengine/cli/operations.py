@@ -1,0 +1,124 @@
+"""``alertengine dlq | telegram | deploy``: dead letters, the Telegram webhook and deploy records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..tenancy.tenants import get_tenant
+from .common import Fail, appliance, cli_actor, data_dir_option, echo_json
+
+# --- dead letters -------------------------------------------------------------------------------
+
+@click.group()
+def dlq() -> None:
+    """Inspect the dead-letter queue of failed recovery calls."""
+
+
+@dlq.command("list")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose dead letters to list.")
+@click.pass_context
+def dlq_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
+    """List a tenant's dead letters as JSON, newest first."""
+    from ..recovery.deadletters import list_dead_letters
+    with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        echo_json([d.public() for d in list_dead_letters(db.read_conn(), tenant_id)])
+
+
+@dlq.command("show")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that owns the dead letter.")
+@click.argument("letter_id")
+@click.pass_context
+def dlq_show(ctx: click.Context, data_dir: Path | None, tenant_id: str, letter_id: str) -> None:
+    """Show one dead letter: payload, attempts and the final answer."""
+    from ..recovery.deadletters import get_dead_letter
+    with appliance(ctx, data_dir) as (db, _vault, _config):
+        echo_json(get_dead_letter(db.read_conn(), tenant_id, letter_id).public())
+
+
+# --- telegram -----------------------------------------------------------------------------------
+
+@click.group()
+def telegram() -> None:
+    """Connect a tenant's Telegram bot to this appliance."""
+
+
+@telegram.command("set-webhook")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant whose bot to connect.")
+@click.option("--url", default=None, help="Public URL Telegram should call (default: public_url/bot/telegram/<tenant>).")
+@click.pass_context
+def telegram_set_webhook(ctx: click.Context, data_dir: Path | None, tenant_id: str, url: str | None) -> None:
+    """Register the bot webhook with Telegram (setWebhook), creating the webhook secret if missing."""
+    import asyncio
+    import secrets as random
+
+    import httpx
+
+    from ..notify.channels.settings import channel_secrets, put_channel
+    from ..notify.channels.telegram import TelegramClient
+
+    with appliance(ctx, data_dir) as (db, vault, config):
+        get_tenant(db.read_conn(), tenant_id)
+        stored = channel_secrets(db.read_conn(), tenant_id, "telegram", vault)
+        if not stored.get("bot_token"):
+            raise Fail("the tenant has no telegram bot_token: set it with PUT /api/notifications/channels/telegram")
+        if not stored.get("webhook_secret"):
+            stored["webhook_secret"] = random.token_urlsafe(32)
+            db.write_sync(put_channel(tenant_id, "telegram", {"secrets": {"webhook_secret": stored["webhook_secret"]}},
+                                   config.url_policy, vault, cli_actor()))
+        row = db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'telegram'",
+                                     (tenant_id,)).fetchone()
+        base = json.loads(row[0]).get("api_base_url") or "https://api.telegram.org"
+        target = url or f"{config.base_url}/bot/telegram/{tenant_id}"
+
+        async def register() -> Any:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                return await TelegramClient(base, stored["bot_token"], http).set_webhook(target, stored["webhook_secret"])
+        delivery = asyncio.run(register())
+        if not delivery.delivered:
+            raise Fail(f"Telegram refused setWebhook: {delivery.detail}")
+        echo_json({"tenant": tenant_id, "webhook": target, "result": delivery.detail})
+
+
+# --- deploys ------------------------------------------------------------------------------------
+
+@click.group()
+def deploy() -> None:
+    """Record deploys: the commit context the diagnosis reads."""
+
+
+@deploy.command("record")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The tenant that deployed.")
+@click.option("--sha", required=True, help="Commit id (7-64 hex digits).")
+@click.option("--message", default="", help="Commit message.")
+@click.option("--author", default=None, help="Author (ledgered only as a fingerprint).")
+@click.option("--service", default=None, help="The service deployed (default: any).")
+@click.option("--file", "files", multiple=True, help="A changed path (repeatable).")
+@click.option("--additions", type=click.IntRange(min=0), default=None, help="Lines added.")
+@click.option("--deletions", type=click.IntRange(min=0), default=None, help="Lines deleted.")
+@click.option("--time", "when", default=None, help="When it was deployed (RFC 3339; default now).")
+@click.pass_context
+def deploy_record(ctx: click.Context, data_dir: Path | None, tenant_id: str, sha: str, message: str,
+                  author: str | None, service: str | None, files: tuple[str, ...], additions: int | None,
+                  deletions: int | None, when: str | None) -> None:
+    """Record a deploy; recording the same sha again changes nothing."""
+    from ..diagnosis.deploys import record_deploy
+    body: dict[str, Any] = {"sha": sha, "message": message, "files": list(files)}
+    for name, value in (("author", author), ("service", service), ("additions", additions),
+                        ("deletions", deletions), ("time", when)):
+        if value is not None:
+            body[name] = value
+    with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
+        echo_json(db.write_sync(record_deploy(tenant_id, body, cli_actor(), source="cli")).public())
+
+
+COMMANDS = (dlq, telegram, deploy)

@@ -1,0 +1,355 @@
+"""Detection: health readings and ingested alerts, judged by the tenant's policy, become incidents.
+
+Policy alone opens, escalates and recovers incidents (actor ``policy``); ingested "resolved"
+alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human or on AI."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..diagnosis import deploys
+from ..diagnosis.council import Council
+from ..ledger.entry import LedgerEvent, redact
+from ..notify.gateway import Gateway, Message
+from ..signals import AlertSignal, HealthReading
+from ..store import Database, WriteTx
+from ..store.modes import ModeTracker
+from . import engine, timers
+from .engine import Incident, Opening
+from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
+
+log = logging.getLogger("alertengine.detection")
+_ALERT_NS = uuid.UUID("5d7d1f0e-6a63-4c55-9a52-2f5c3c6b1a10")  # event ids of alert deliveries, for idempotency
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """What detection needs to know of a service."""
+
+    tenant: str
+    id: str
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Streak:
+    breaches: int = 0
+    healthy: int = 0
+
+
+def health_fingerprint(service_id: str) -> str:
+    return f"health:{service_id}"
+
+
+# Sources whose own key already names the incident (PagerDuty's dedup_key; a heartbeat's name):
+# their follow-ups (acknowledge, resolve) carry nothing else to group by.
+_KEYED_SOURCES = frozenset({"pagerduty", "heartbeat"})
+
+
+def alert_fingerprint(signal: AlertSignal) -> str:
+    """The incident an alert belongs to. Alertmanager, Grafana and generic alerts of one service and
+    one rule group into one incident, whatever instance fired."""
+    if signal.source in _KEYED_SOURCES:
+        return f"{signal.source}:{signal.fingerprint}"
+    rule = signal.labels.get("alertname") or signal.title
+    return f"{signal.source}:{signal.service or '-'}:{rule}"
+
+
+class Detector:
+    def __init__(self, db: Database, gateway: Gateway,
+                 on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
+                 council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
+                 ai_budget: float = 60.0) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.streaks: dict[tuple[str, str], Streak] = {}
+        # Who asks humans once policy has proposed (the orchestrator); without it, a plain notice.
+        self.on_proposed = on_proposed
+        self.council = council
+        self.modes = modes
+        self.secrets = secrets or (lambda tenant: [])
+        self.ai_budget = ai_budget   # detection never waits on the AI longer than this
+        self.background: set[asyncio.Task[None]] = set()
+        self._contexts: dict[tuple[str, str], dict[str, Any]] = {}  # what each open incident was diagnosed on
+
+    def policy(self, tenant: str) -> Policy:
+        return load_policy(self.db.read_conn(), tenant)
+
+    # --- health polls ---------------------------------------------------------------------------
+    async def on_reading(self, service: ServiceRef, reading: HealthReading) -> Incident | None:
+        policy = self.policy(service.tenant)
+        rules = policy.rules(service.name, service.overrides)
+        breaches = evaluate_reading(reading, rules)
+        streak = self.streaks.setdefault((service.tenant, service.id), Streak())
+        fingerprint = health_fingerprint(service.id)
+        current = engine.open_incident_for(self.db.read_conn(), service.tenant, fingerprint)
+        data = {"service": service.id, "service_name": service.name, "reading": reading.as_data(),
+                "breaches": [b.as_data() for b in breaches]}
+        if breaches:
+            streak.breaches += 1
+            streak.healthy = 0
+            await self.db.append(LedgerEvent(
+                kind="signal.breach", tenant=service.tenant, incident=current.id if current else None,
+                actor="policy", policy_version=policy.version, decision="breach",
+                reason=", ".join(f"{b.kind} {b.value} (threshold {b.threshold})" for b in breaches),
+                data={**data, "consecutive": streak.breaches}))
+            priority = worst_priority(policy, breaches)
+            if current is None and streak.breaches >= rules.breaches_to_open:
+                return await self._open(Opening(
+                    service.tenant, fingerprint, "poller", f"{service.name}: {', '.join(b.kind for b in breaches)}",
+                    priority, service.id, service.name, rules.action, policy.version,
+                    f"{streak.breaches} consecutive breaching polls: {', '.join(b.kind for b in breaches)}", data))
+            if current is not None:
+                raised = await self.db.write(engine.escalate(
+                    service.tenant, current.id, priority, reason=f"worse signal: {breaches[0].kind}",
+                    policy_version=policy.version, data=data))
+                if raised is not None:
+                    await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+                    self._material_change(raised, f"priority raised to {priority}", policy)
+                else:
+                    self._material_change(current, "a new kind of signal", policy, [b.kind for b in breaches])
+                if current.stage == engine.EXPIRED and current.action:
+                    return await self._repropose(current, policy, "the service is still failing")
+            return current
+        streak.breaches = 0
+        if current is None:
+            streak.healthy = 0
+            return None
+        streak.healthy += 1
+        await self.db.append(LedgerEvent(
+            kind="signal.healthy", tenant=service.tenant, incident=current.id, actor="policy",
+            policy_version=policy.version, decision="healthy",
+            reason=f"healthy poll {streak.healthy} of {rules.healthy_to_recover} needed for recovery",
+            data={**data, "consecutive": streak.healthy}))
+        if streak.healthy >= rules.healthy_to_recover:
+            recovered = await engine.run(self.db, engine.transition(
+                service.tenant, current.id, engine.RECOVERED, "policy", policy_version=policy.version,
+                reason=f"{streak.healthy} consecutive healthy polls", decision="recovered", data=data))
+            streak.healthy = 0
+            await self._tell(recovered, "recovered", f"{service.name} is healthy again", policy)
+            return recovered
+        return current
+
+    # --- ingested alerts ------------------------------------------------------------------------
+    async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None) -> Incident | None:
+        """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent)."""
+        signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
+                                     annotations=redact(dict(signal.annotations)),
+                                     url=redact(signal.url) if signal.url else None)
+        event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
+                                             f"{signal.starts_at}"))
+        conn = self.db.read_conn()
+        fingerprint = alert_fingerprint(signal)
+        current = engine.open_incident_for(conn, tenant, fingerprint)
+        if conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
+            return current
+        policy = self.policy(tenant)
+        rules = policy.rules(service.name if service else signal.service, service.overrides if service else None)
+        data = {"source": signal.source, "alert_fingerprint": signal.fingerprint, "status": signal.status,
+                "severity": signal.severity, "title": signal.title, "service_name": signal.service,
+                "labels": dict(signal.labels), "annotations": dict(signal.annotations), "url": signal.url,
+                "starts_at": signal.starts_at, "ends_at": signal.ends_at}
+        result = current
+        if signal.status == "resolved":
+            if current is not None and not self._still_firing(tenant, current.id, signal):
+                result = await engine.run(self.db, engine.transition(
+                    tenant, current.id, engine.RESOLVED, f"ingest:{signal.source}", policy_version=policy.version,
+                    decision="resolved", reason=f"{signal.source} reports {signal.title!r} resolved", data=data))
+                await self._tell(result, "resolved", f"{signal.title} resolved at the source", policy)
+        elif signal.status == "firing" and alert_opens(signal, rules):
+            priority = policy.severity_priority(signal.severity)
+            if current is None:
+                result = await self._open(Opening(
+                    tenant, fingerprint, signal.source, signal.title, priority, service.id if service else None,
+                    service.name if service else signal.service, rules.action if service else None, policy.version,
+                    f"{signal.severity} alert from {signal.source}: {signal.title}", data))
+            else:
+                raised = await self.db.write(engine.escalate(
+                    tenant, current.id, priority, policy_version=policy.version,
+                    reason=f"{signal.severity} alert {signal.title!r}", data=data))
+                if raised is not None:
+                    await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+        received = LedgerEvent(
+            kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=f"ingest:{signal.source}",
+            policy_version=policy.version, decision=signal.status, event_id=event_id,
+            reason=f"{signal.source}: {signal.title} is {signal.status}", data=data)
+        auto_resolve = result is not None and result.is_open and signal.status == "firing" and rules.auto_resolve_after > 0
+
+        def record(tx: WriteTx) -> None:
+            entry = tx.append(received)
+            if auto_resolve and not entry.duplicate:
+                timers.schedule(tx, tenant, result.id, "auto_resolve", timers.due_in(rules.auto_resolve_after),
+                                {"after": rules.auto_resolve_after, "policy_version": policy.version})
+        await self.db.write(record)
+        return result
+
+    async def on_timer(self, timer: timers.Timer) -> None:
+        """A stored deadline came due."""
+        if timer.kind == "auto_resolve" and timer.incident is not None:
+            inc = engine.get_incident(self.db.read_conn(), timer.tenant, timer.incident)
+            if inc.is_open:
+                resolved = await engine.run(self.db, engine.transition(
+                    timer.tenant, inc.id, engine.RESOLVED, "policy", decision="auto_resolved",
+                    policy_version=timer.data.get("policy_version"),
+                    reason=f"no firing alert for {timer.data.get('after')} s: auto-resolved by policy"))
+                await self._tell(resolved, "resolved", "auto-resolved: the alert stopped firing",
+                                 self.policy(timer.tenant))
+
+    def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
+        """Alert fingerprints of the incident still firing once ``resolved`` is counted (from the ledger)."""
+        state: dict[str, str] = {}
+        for (body,) in self.db.read_conn().execute(
+                "SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'alert.received' ORDER BY seq",
+                (tenant, incident)):
+            data = json.loads(body)["data"]
+            state[data["alert_fingerprint"]] = data["status"]
+        state[resolved.fingerprint] = "resolved"
+        return [fp for fp, status in state.items() if status == "firing"]
+
+    # --- shared -------------------------------------------------------------------------------
+    async def _open(self, opening: Opening) -> Incident:
+        inc, new = await self.db.write(engine.open_incident(opening))
+        if not new:
+            return inc
+        policy = self.policy(opening.tenant)
+        await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)  # never waits on the AI
+        if self.council is not None and self.council.available:
+            task = asyncio.get_running_loop().create_task(self._diagnose_and_propose(inc, opening, policy))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+            return inc
+        return await self._diagnose_and_propose(inc, opening, policy)
+
+    async def _run_council(self, inc: Incident, context: dict[str, Any], policy: Policy) -> tuple[Any, dict[str, Any]]:
+        """The verdict and its ledger data; never longer than ``ai_budget``."""
+        near = deploys.deploys_near(self.db.read_conn(), inc.tenant, inc.opened_at, inc.service_name)
+        best = deploys.most_relevant(near, inc.service_name, inc.opened_at)
+        if best is not None:
+            context["deploy"] = {"sha": best.sha, "service": best.service, "message": best.message[:500],
+                                 "files": list(best.files[:30]), "risky": best.risky, "deployed_at": best.deployed_at,
+                                 "additions": best.additions, "deletions": best.deletions}
+            context["other_deploys"] = [{"sha": d.sha, "deployed_at": d.deployed_at, "risky": d.risky}
+                                        for d in near if d is not best][:5]
+        dissent_at = int(policy.doc["diagnosis"]["dissent_confidence"])
+        council = self.council or Council(self.db, None)
+        try:
+            verdict = await asyncio.wait_for(
+                council.diagnose(inc.tenant, inc.id, context, context["allowed_actions"],
+                                 self.secrets(inc.tenant), dissent_at), self.ai_budget)
+        except asyncio.TimeoutError:
+            verdict = council._heuristic(context, f"the AI took longer than {self.ai_budget:g} s")
+        if self.modes is not None:
+            await self.modes.set("ai_unavailable", verdict.decision == "heuristic", "; ".join(verdict.notes))
+        theories = [t.as_data(label) for t, label in zip(verdict.theories, "AB")] if verdict.decision == "dissent" \
+            else [t.as_data() for t in verdict.theories]
+        data = {"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,
+                "suggested_action": verdict.lead.suggested_action, "evidence": list(verdict.lead.evidence),
+                "logs_to_check": list(verdict.lead.logs_to_check), "theories": theories,
+                "models": list(verdict.models), "notes": list(verdict.notes),
+                "deploy": _deploy_summary(context.get("deploy"))}
+        return verdict, data
+
+    async def _diagnose_and_propose(self, inc: Incident, opening: Opening, policy: Policy) -> Incident:
+        """DIAGNOSED (AI council, or the heuristic), then policy PROPOSES the service's action."""
+        self._contexts[(inc.tenant, inc.id)] = diagnosis_context(inc, opening)
+        verdict, data = await self._run_council(inc, self._contexts[(inc.tenant, inc.id)], policy)
+        diagnosed = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.DIAGNOSED, verdict.actor, decision=verdict.decision,
+            confidence=verdict.confidence, policy_version=policy.version, reason=verdict.reason[:1000], data=data))
+        if not inc.action:
+            return diagnosed
+        proposed = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.PROPOSED, "policy", decision="propose", policy_version=policy.version,
+            reason=f"policy proposes: {inc.action}", data={"action": inc.action, "service": inc.service_id}))
+        await self._proposed(proposed, policy)
+        return proposed
+
+    async def _proposed(self, inc: Incident, policy: Policy) -> None:
+        if self.on_proposed is not None:
+            await self.on_proposed(inc)
+        else:
+            await self._tell(inc, "proposed", f"recommended action: {inc.action}", policy)
+
+    def _material_change(self, inc: Incident, why: str, policy: Policy, breaches: list[str] | None = None) -> None:
+        """Diagnose again, as an annotation (no stage change), on a material change only: the
+        priority went up, or a kind of signal not seen before for this incident appeared."""
+        context = self._contexts.get((inc.tenant, inc.id))
+        if context is None:
+            return
+        if breaches is not None:
+            seen = {b["kind"] for b in context.get("breaches", [])}
+            if set(breaches) <= seen:
+                return
+            context["breaches"] = context.get("breaches", []) + [{"kind": k} for k in breaches if k not in seen]
+        context["incident"] = {**context["incident"], "priority": inc.priority}
+
+        async def again() -> None:
+            verdict, data = await self._run_council(inc, context, policy)
+            await self.db.append(LedgerEvent(
+                kind="diagnosis.updated", tenant=inc.tenant, incident=inc.id, stage=inc.stage, actor=verdict.actor,
+                decision=verdict.decision, confidence=verdict.confidence, policy_version=policy.version,
+                reason=f"re-diagnosed ({why}): {verdict.reason}"[:1000], data=data))
+        task = asyncio.get_running_loop().create_task(again())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def on_new_deploy(self, tenant: str, service: str | None) -> int:
+        """A deploy was recorded: open incidents of that service (or all, for a service-less deploy)
+        are diagnosed again. Returns how many."""
+        policy = self.policy(tenant)
+        count = 0
+        for inc in engine.list_incidents(self.db.read_conn(), tenant, open_only=True, limit=1000):
+            if service is None or inc.service_name == service:
+                if (inc.tenant, inc.id) in self._contexts:
+                    self._material_change(inc, "a new deploy", policy)
+                    count += 1
+        return count
+
+    async def _repropose(self, inc: Incident, policy: Policy, why: str) -> Incident:
+        """The outage goes on after the approval window closed: policy proposes again (new approvals)."""
+        again = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.PROPOSED, "policy", decision="propose", policy_version=policy.version,
+            reason=f"policy proposes again: {why}", data={"action": inc.action, "service": inc.service_id}))
+        await self._proposed(again, policy)
+        return again
+
+    async def _tell(self, inc: Incident, event: str, text: str, policy: Policy) -> None:
+        await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority, text,
+                                          data={"stage": inc.stage, "service": inc.service_name}),
+                                  policy_version=policy.version)
+
+
+def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> ServiceRef | None:
+    """The tenant's service of that name (what ingested alerts name), if it is registered."""
+    if not name:
+        return None
+    row = conn.execute("SELECT id, name, spec FROM services WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
+    return ServiceRef(tenant, row[0], row[1], json.loads(row[2]).get("policy", {})) if row else None
+
+
+def diagnosis_context(inc: Incident, opening: Opening) -> dict[str, Any]:
+    """What the council (or the heuristic) is told: structured facts, never free instructions."""
+    data = opening.data
+    alert = None
+    if "alert_fingerprint" in data:
+        alert = {k: data.get(k) for k in ("title", "severity", "labels", "annotations", "source", "starts_at")}
+    return {"incident": {"id": inc.id, "title": inc.title, "priority": inc.priority, "opened_at": inc.opened_at,
+                         "service": inc.service_name, "source": inc.source},
+            "breaches": data.get("breaches", []), "reading": data.get("reading"), "alert": alert,
+            "action": inc.action, "allowed_actions": [inc.action] if inc.action else [], "deploy": None}
+
+
+def _deploy_summary(deploy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the ledger keeps of the most relevant deploy (no author; the message redacted and cut)."""
+    if not deploy:
+        return None
+    return {"sha": deploy["sha"], "service": deploy.get("service"), "deployed_at": deploy.get("deployed_at"),
+            "risky": deploy.get("risky", [])[:10], "message": redact(deploy.get("message", ""))[:200]}

@@ -1,0 +1,284 @@
+"""The orchestrator: asks humans to approve what policy proposed, and runs what they authorized.
+
+On PROPOSED it mints one single-use approval per contact (links) plus chat buttons, and sends
+them through the gateway (in shadow mode: nothing minted, the suppression ledgered). On an
+authorization it moves the incident to EXECUTING, calls the service's recovery webhook (signed,
+retried) and records EXECUTED, or FAILED with a dead letter. Only ``orchestrator`` does this."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..errors import NotFoundError
+from ..incidents import engine
+from ..incidents.policy import load_policy
+from ..incidents.timers import Timer
+from ..ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from ..net.webhooks import post_signed
+from ..notify.gateway import Gateway, Message
+from ..store import Database, WriteTx
+from ..tenancy.vault import SecretVault
+from . import approvals
+from .approvals import ApprovalTokens, Verdict
+
+log = logging.getLogger("alertengine.orchestrator")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a service's recovery goes: its webhook and signing secret."""
+
+    url: str | None
+    secret: str | None
+    contacts: dict[str, Any]
+    approvers: dict[str, list[str]]
+
+
+def service_target(conn: sqlite3.Connection, vault: SecretVault, tenant: str, service_id: str | None) -> Target:
+    if service_id is None:
+        return Target(None, None, {}, {})
+    row = conn.execute("SELECT spec, webhook_secret FROM services WHERE tenant = ? AND id = ?",
+                       (tenant, service_id)).fetchone()
+    if row is None:
+        return Target(None, None, {}, {})
+    spec = json.loads(row[0])
+    secret = vault.decrypt(bytes(row[1]), context=f"tenant:{tenant}/service:{service_id}/webhook_secret")
+    return Target(spec.get("recovery_webhook_url"), secret, spec.get("contacts", {}), spec.get("approvers", {}))
+
+
+def recipients(target: Target) -> list[str]:
+    """Who gets an approval link: each named contact, or the on-call role when none is named."""
+    out = []
+    for role in ("primary", "secondary"):
+        contact = target.contacts.get(role)
+        if contact:
+            out.append(f"{role}:{contact.get('name') or role}")
+    return out or ["on-call"]
+
+
+def dissent_theories(conn: sqlite3.Connection, tenant: str, incident: str) -> list[dict[str, Any]]:
+    """The two theories of the incident's latest diagnosis, when the council dissented.
+
+    A dissent is an ``incident.diagnosed`` entry with decision ``dissent`` and
+    ``data.theories = [{"label": "A", "root_cause", "category", "confidence", "logs_to_check"}, {"label": "B", …}]``."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (tenant, incident)).fetchone()
+    if row is None:
+        return []
+    entry = json.loads(row[0])
+    theories = entry["data"].get("theories") if entry.get("decision") == "dissent" else None
+    if not isinstance(theories, list) or not all(isinstance(t, dict) and isinstance(t.get("label"), str)
+                                                 for t in theories):
+        return []
+    return theories
+
+
+def deploy_line(conn: sqlite3.Connection, tenant: str, incident: str) -> str:
+    """The most relevant deploy, as the diagnosis recorded it, for the message."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (tenant, incident)).fetchone()
+    deploy = json.loads(row[0])["data"].get("deploy") if row else None
+    if not deploy:
+        return ""
+    risky = f"; risky: {', '.join(deploy['risky'][:3])}" if deploy.get("risky") else ""
+    return f"\nMost relevant deploy: {deploy['sha'][:10]} at {deploy.get('deployed_at')}: {deploy.get('message', '')[:120]}{risky}"
+
+
+def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[str, Any]]) -> str:
+    calls = f", calling {host}" if host else " (no recovery webhook: approval is recorded only)"
+    if not theories:
+        return f"{inc.title} ({inc.priority}). Recommended action: {inc.action}{calls}"
+    lines = [f"{inc.title} ({inc.priority}). The two diagnoses disagree; choose which to trust."]
+    for t in theories:
+        logs = ", ".join(str(x) for x in t.get("logs_to_check", [])[:5]) or "none named"
+        lines.append(f"Theory {t['label']} ({t.get('category', 'unknown')}, {t.get('confidence', '?')}%): "
+                     f"{t.get('root_cause', '')}. Logs to check: {logs}.")
+    lines.append(f"Either approval runs: {inc.action}{calls}.")
+    return "\n".join(lines)
+
+
+class Orchestrator:
+    def __init__(self, db: Database, gateway: Gateway, vault: SecretVault, tokens: ApprovalTokens, base_url: str,
+                 client: httpx.AsyncClient) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.vault = vault
+        self.tokens = tokens
+        self.base_url = base_url.rstrip("/")
+        self.client = client  # owned by the runtime
+        self.background: set[asyncio.Task[None]] = set()
+
+    # --- asking for approval --------------------------------------------------------------------
+    async def propose(self, inc: engine.Incident) -> None:
+        """Ask for approval: one single-use link per contact (per theory, when the diagnosis is a
+        dissent), and chat buttons carrying short references."""
+        conn = self.db.read_conn()
+        policy = load_policy(conn, inc.tenant)
+        rules = policy.rules(inc.service_name)
+        target = service_target(conn, self.vault, inc.tenant, inc.service_id)
+        people = recipients(target)
+        host = urlsplit(target.url).hostname if target.url else None
+        theories = dissent_theories(conn, inc.tenant, inc.id)
+        choices: list[str | None] = [t["label"] for t in theories] or [None]
+        text = proposal_text(inc, host, theories) + deploy_line(conn, inc.tenant, inc.id)
+        if self.gateway.is_shadow(inc.tenant):
+            await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
+                                        {"action": inc.action, "recipients": [fingerprint(p) for p in people],
+                                         "choices": choices, "ttl_seconds": rules.ttl_seconds})
+            await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text,
+                                              data={"service": inc.service_name, "action": inc.action}),
+                                      policy_version=policy.version)
+            return
+        links: dict[str, str] = {}
+        refs: dict[str | None, str] = {}
+        for choice in choices:
+            for person in people:
+                token, claims = self.tokens.mint(inc.tenant, inc.id, inc.action or "", choice, person,
+                                                 ttl=rules.ttl_seconds)
+                ref = approvals.new_ref()
+                refs.setdefault(choice, ref)
+                await self.db.write(approvals.record_request(claims, ref, "link", policy.version))
+                links[person if choice is None else f"{person} (trust {choice})"] = \
+                    f"{self.base_url}/action/recover/{token}"
+        if theories:
+            buttons = [[(f"Trust {c}", f"ap:{refs[c]}:y") for c in choices], [("Reject", f"ap:{refs[choices[0]]}:n")]]
+        else:
+            buttons = [[("Approve", f"ap:{refs[None]}:y"), ("Reject", f"ap:{refs[None]}:n")]]
+        await self.gateway.notify(Message(inc.tenant, inc.id, "dissent" if theories else "proposed", inc.priority,
+                                          text, recipient=", ".join(people), links=links, buttons=buttons,
+                                          data={"service": inc.service_name, "action": inc.action}),
+                                  policy_version=policy.version)
+
+    # --- a human decides ------------------------------------------------------------------------
+    async def decide_by_link(self, token: str, decision: str) -> Verdict:
+        claims = self.tokens.read(token)
+        return await self._decide((claims.jti, None), claims.tenant, f"link:{claims.recipient}", decision, "link")
+
+    async def decide_by_chat(self, tenant: str, ref: str, user: str, channel: str, decision: str) -> Verdict:
+        """A chat button: only the service's allowed approvers on that channel may press it."""
+        conn = self.db.read_conn()
+        approval = approvals.find_approval(conn, ref=ref, tenant=tenant)
+        inc = engine.get_incident(conn, tenant, approval.incident)
+        target = service_target(conn, self.vault, tenant, inc.service_id)
+        allowed = [str(i) for i in target.approvers.get(channel, [])]
+        identity = f"{channel}:{user}"
+        if user not in allowed:
+            await self.db.append(LedgerEvent(
+                kind="approval.refused", tenant=tenant, incident=inc.id, stage=inc.stage, actor=f"engineer:{identity}",
+                decision="not_an_approver", reason=f"{channel} user is not an allowed approver of this service",
+                data={"user": fingerprint(identity), "via": channel, "ref": ref}))
+            return Verdict("not_an_approver", inc, approval, detail="you are not an allowed approver")
+        jti = approval.jti
+        if approval.used_at is not None and approval.used_by != identity:
+            jti = await self.db.write(self._second_approval(approval))  # the two-person rule: a fresh approval
+        return await self._decide((jti, None), tenant, identity, decision, channel)
+
+    def _second_approval(self, first: approvals.Approval) -> Callable[[WriteTx], str]:
+        def write(tx: WriteTx) -> str:
+            jti = secrets.token_hex(16)
+            tx.execute("INSERT INTO approvals (jti, ref, tenant, incident, proposal, action, choice, recipient, "
+                       "created, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (jti, approvals.new_ref(), first.tenant, first.incident, first.proposal, first.action,
+                        first.choice, "chat", utc_timestamp(), first.expires))
+            return jti
+        return write
+
+    async def _decide(self, key: tuple[str | None, str | None], tenant: str, approver: str, decision: str,
+                      via: str) -> Verdict:
+        conn = self.db.read_conn()
+        approval = approvals.find_approval(conn, jti=key[0], ref=key[1], tenant=tenant)
+        inc = engine.get_incident(conn, tenant, approval.incident)
+        policy = load_policy(conn, tenant)
+        required = policy.rules(inc.service_name).required
+        verdict = await self.db.write(approvals.consume(key, tenant, approver, decision, via, required, policy.version))
+        if verdict.outcome == "authorized":
+            self._spawn(self.execute(verdict))
+        elif verdict.outcome == "rejected":
+            await self.gateway.notify(Message(tenant, inc.id, "rejected", inc.priority,
+                                              f"{approver} rejected {inc.action!r}"), policy_version=policy.version)
+        return verdict
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # --- running what was authorized ------------------------------------------------------------
+    async def execute(self, verdict: Verdict) -> engine.Incident:
+        inc = verdict.incident
+        policy = load_policy(self.db.read_conn(), inc.tenant)
+        target = service_target(self.db.read_conn(), self.vault, inc.tenant, inc.service_id)
+        key = approvals.idempotency_key(inc.tenant, inc.id, verdict.approval.jti)
+        payload = {"incident": inc.id, "action": inc.action, "choice": verdict.approval.choice,
+                   "approved_by": list(verdict.approvers) or [verdict.approval.used_by],
+                   "approved_at": verdict.approval.used_at, "idempotency_key": key, "tenant": inc.tenant,
+                   "service": inc.service_name}
+        running = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.EXECUTING, "orchestrator", decision="executing", policy_version=policy.version,
+            reason=f"calling the recovery webhook of {inc.service_name}",
+            data={"host": urlsplit(target.url).hostname if target.url else None, "idempotency_key": key}))
+        if self.gateway.is_shadow(inc.tenant) or not target.url or not target.secret:
+            why = "shadow mode" if self.gateway.is_shadow(inc.tenant) else "the service has no recovery webhook"
+            if why == "shadow mode":
+                await self.gateway.suppress(inc.tenant, "webhook", inc.id, policy.version, {"payload": payload})
+            return await self._failed(running, policy.version, why, payload, target, (), None)
+        result = await post_signed(self.client, target.url, target.secret, payload, idempotency_key=key)
+        attempts = [{"n": a.number, "status": a.status, "error": a.error, "ms": round(a.duration_ms, 1)}
+                    for a in result.attempts]
+        if not result.delivered:
+            return await self._failed(running, policy.version, result.detail, payload, target, attempts,
+                                      result.final_status)
+        done = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.EXECUTED, "orchestrator", decision="executed", policy_version=policy.version,
+            reason=f"recovery webhook answered {result.final_status}",
+            data={"status": result.final_status, "attempts": attempts, "idempotency_key": key}))
+        await self.gateway.notify(Message(inc.tenant, inc.id, "executed", inc.priority,
+                                          f"{inc.action} ran (HTTP {result.final_status}); watching for recovery"),
+                                  policy_version=policy.version)
+        return done
+
+    async def _failed(self, inc: engine.Incident, policy_version: str, detail: str, payload: dict[str, Any],
+                      target: Target, attempts: Any, status: int | None) -> engine.Incident:
+        letter = "dlq_" + secrets.token_hex(8)
+
+        def write(tx: WriteTx) -> engine.Incident | engine.IllegalTransitionError:
+            tx.execute("INSERT INTO dead_letters (id, tenant, incident, url, payload, attempts, final_status, detail, "
+                       "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (letter, inc.tenant, inc.id, target.url or "", json.dumps(payload), json.dumps(attempts),
+                        status, detail, utc_timestamp()))
+            return engine.apply_transition(tx, inc, engine.FAILED, "orchestrator", decision="failed",
+                                           policy_version=policy_version, reason=f"recovery failed: {detail}",
+                                           data={"status": status, "attempts": attempts, "dead_letter": letter})
+        failed = await engine.run(self.db, write)
+        await self.gateway.notify(Message(inc.tenant, inc.id, "failed", inc.priority,
+                                          f"{inc.action} failed: {detail}. Dead letter {letter}."),
+                                  policy_version=policy_version)
+        return failed
+
+    # --- deadlines ------------------------------------------------------------------------------
+    async def on_timer(self, timer: Timer) -> None:
+        if timer.kind != "approval_expiry" or timer.incident is None:
+            return
+        policy = load_policy(self.db.read_conn(), timer.tenant)
+        try:
+            expired = await engine.run(self.db, approvals.expire(timer.tenant, timer.incident,
+                                                                 int(timer.data.get("proposal", 0)), policy.version))
+        except NotFoundError:
+            return
+        if expired is not None:
+            await self.gateway.notify(Message(timer.tenant, timer.incident, "expired", expired.priority,
+                                              "no approval in time: the proposal expired"),
+                                      policy_version=policy.version)
+
+    async def close(self) -> None:
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)

@@ -1,0 +1,10 @@
+"""Signals in: what the appliance observes before policy decides anything.
+
+Owns: ``model`` (HealthReading, AlertSignal), ``poller`` (health polling), ``ingest/``
+(Alertmanager, Grafana, PagerDuty and generic event bodies) and ``heartbeats``.
+May import: ``store``, ``ledger``, ``errors``; never incidents, notify or anything above.
+"""
+
+from .model import OUTCOMES, SELF_STATUSES, SEVERITIES, AlertSignal, HealthReading
+
+__all__ = ["OUTCOMES", "SELF_STATUSES", "SEVERITIES", "AlertSignal", "HealthReading"]

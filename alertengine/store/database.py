@@ -1,0 +1,472 @@
+"""The SQLite store: one writer thread with group commit, read connections, signed checkpoints.
+
+Every write goes through :meth:`Database.write` (async) or :meth:`Database.write_sync`. A write
+is a function ``fn(tx: WriteTx) -> T`` run on the writer thread inside the batch's transaction,
+in its own savepoint: it may change working tables with ``tx.execute`` and append ledger entries
+with ``tx.append`` — both commit together or not at all. Concurrent writes are batched into one
+``BEGIN IMMEDIATE … COMMIT`` with ``synchronous=FULL``; each caller is answered only after the
+commit is durable. A write function that raises rolls back its own savepoint only and its
+caller gets the exception; the rest of the batch commits.
+
+After a commit, the writer signs a checkpoint if one is due (at most every
+``checkpoint_interval`` seconds while entries are appended), and always on
+:meth:`Database.checkpoint` (export) and :meth:`Database.close` (shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import aiosqlite
+
+from ..errors import RollbackDetectedError, StoreError
+from ..ledger.chain import ChainHead
+from ..ledger.entry import Entry, LedgerEvent, utc_timestamp
+from ..ledger.keys import LedgerSigner
+from ..ledger.verifier import NoteError, b64, open_note, parse_checkpoint
+from .migrations import apply_migrations
+
+T = TypeVar("T")
+log = logging.getLogger("alertengine.store")
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    reason: str
+    created: str
+
+
+class WriteTx:
+    """What a write function gets: the transaction's connection and the ledger."""
+
+    def __init__(self, conn: sqlite3.Connection, head: ChainHead) -> None:
+        self.conn = conn
+        self._head = head
+        self._after_commit: list[Callable[[], None]] = []
+        self.appended: list[Entry] = []
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def append(self, event: LedgerEvent) -> Entry:
+        """Append one ledger entry in this transaction (a no-op returning the stored entry if its
+        ``event_id`` is already in the ledger)."""
+        entry = self._head.append(self.conn, event)
+        if not entry.duplicate:
+            self.appended.append(entry)
+        return entry
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the writer thread once this write has committed. Keep it short."""
+        self._after_commit.append(callback)
+
+
+class _Request:
+    """One write (or control) request. Async callers get an asyncio future on their own loop;
+    the writer resolves all of a batch's futures of one loop with a single thread-safe call."""
+
+    __slots__ = ("fn", "control", "loop", "future")
+
+    def __init__(self, fn: Callable[[WriteTx], Any] | None, control: str | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.fn = fn
+        self.control = control
+        self.loop = loop
+        self.future: concurrent.futures.Future | asyncio.Future = (
+            loop.create_future() if loop is not None else concurrent.futures.Future())
+
+
+Outcome = tuple[_Request, Any, "BaseException | None"]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        req = outcome[0]
+        if req.loop is None:
+            _settle([outcome])
+        else:
+            by_loop.setdefault(req.loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    for req, result, exc in outcomes:
+        fut = req.future
+        if fut.done():  # an async caller gave up (cancelled); the write itself stands
+            continue
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Database:
+    """Owns the database file: migrations, the single writer, read connections, checkpoints."""
+
+    def __init__(self, path: Path | str, *, signer: LedgerSigner | None = None,
+                 checkpoint_interval: float = 1.0, checkpoint_file: Path | None = None,
+                 batch_max: int = 1000) -> None:
+        self.path = Path(path)
+        self.signer = signer
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_file = checkpoint_file
+        self.batch_max = batch_max
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._head = ChainHead()
+        self._last_cp_size = -1
+        self._last_cp_time = 0.0
+        self._closed = False
+        self._latest: StoredCheckpoint | None = None
+        self._dead: BaseException | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._stats = {"batches": 0, "writes": 0}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> "Database":
+        """Apply migrations, load the ledger head, refuse a rolled-back database, start the writer."""
+        conn = connect(self.path)
+        try:
+            apply_migrations(conn)
+            self._head.load(conn)
+            self._check_rollback(conn)
+            self._latest = latest_checkpoint(conn)
+            self._last_cp_size = self._latest.size if self._latest else -1
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="alertengine-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, *, final_checkpoint: bool = True) -> None:
+        """Sign a final checkpoint (if asked and possible), stop the writer, close connections."""
+        if self._closed or self._thread is None:
+            return
+        if self._dead is not None:
+            self._thread.join()
+            self._closed = True
+            return
+        if final_checkpoint and self.signer is not None:
+            with contextlib.suppress(Exception):
+                self._submit(_Request(None, "checkpoint:shutdown")).result()
+        self._submit(_Request(None, "stop")).result()
+        self._thread.join()
+        self._closed = True
+        for conn in self._readers:
+            conn.close()
+
+    def __enter__(self) -> "Database":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_rollback(self, conn: sqlite3.Connection) -> None:
+        size = self._head.size
+        row = conn.execute("SELECT max(size) FROM checkpoints").fetchone()
+        if row[0] is not None and row[0] > size:
+            raise RollbackDetectedError(
+                f"ROLLBACK: the database holds {size} ledger entries but a checkpoint of size {row[0]} was "
+                f"signed; entries were removed or an old copy of the database was restored. Refusing to start.")
+        if self.checkpoint_file and self.checkpoint_file.exists() and self.signer is not None:
+            try:
+                cp = parse_checkpoint(open_note(self.checkpoint_file.read_text(encoding="utf-8"),
+                                                self.signer.verifier))
+            except NoteError as exc:
+                raise RollbackDetectedError(f"{self.checkpoint_file} does not verify: {exc.detail}") from None
+            if cp.size > size:
+                raise RollbackDetectedError(
+                    f"ROLLBACK: the database holds {size} ledger entries but this appliance signed a checkpoint "
+                    f"of size {cp.size} ({self.checkpoint_file}); an old copy of the database was restored. "
+                    "Refusing to start.")
+
+    # --- writing -----------------------------------------------------------------------------
+    def _submit(self, req: _Request) -> Any:
+        if self._closed or self._thread is None:
+            raise StoreError("the database is not open for writing")
+        if self._dead is not None:
+            raise StoreError(f"the database writer stopped: {self._dead}")
+        self._queue.put(req)
+        return req.future
+
+    async def write(self, fn: Callable[[WriteTx], T]) -> T:
+        """Run ``fn`` in the writer's transaction; return its result once committed.
+
+        If the awaiting task is cancelled the write may still commit: it is not undone."""
+        return await self._submit(_Request(fn, loop=asyncio.get_running_loop()))
+
+    def write_sync(self, fn: Callable[[WriteTx], T]) -> T:
+        return self._submit(_Request(fn)).result()
+
+    async def append(self, *events: LedgerEvent) -> list[Entry]:
+        return await self.write(lambda tx: [tx.append(e) for e in events])
+
+    def append_sync(self, *events: LedgerEvent) -> list[Entry]:
+        return self.write_sync(lambda tx: [tx.append(e) for e in events])
+
+    def checkpoint_sync(self, reason: str = "requested") -> StoredCheckpoint | None:
+        """Sign (or return the existing) checkpoint of everything committed so far."""
+        return self._submit(_Request(None, f"checkpoint:{reason}")).result()
+
+    async def checkpoint(self, reason: str = "requested") -> StoredCheckpoint | None:
+        return await self._submit(_Request(None, f"checkpoint:{reason}", loop=asyncio.get_running_loop()))
+
+    # --- the writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            while True:
+                timeout = None
+                if self.signer is not None and self._head.size > max(self._last_cp_size, 0):
+                    timeout = max(0.0, self._last_cp_time + self.checkpoint_interval - time.monotonic())
+                try:
+                    first = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    self._safe_checkpoint("interval", force=False)
+                    continue
+                if first.control is not None:
+                    if self._control(first):
+                        return
+                    continue
+                batch = [first]
+                control = None
+                while len(batch) < self.batch_max:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt.control is not None:
+                        control = nxt
+                        break
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+                self._safe_checkpoint("interval", force=False)
+                if control is not None and self._control(control):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - the writer must never die silently
+            log.critical("the database writer stopped: %s", exc, exc_info=True)
+            self._dead = exc
+            while True:  # fail whatever is still queued instead of leaving callers waiting
+                try:
+                    req = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                _deliver([(req, None, StoreError(f"the database writer stopped: {exc}"))])
+        finally:
+            conn.close()
+
+    def _control(self, req: _Request) -> bool:
+        if req.control == "stop":
+            _deliver([(req, None, None)])
+            return True
+        reason = req.control.split(":", 1)[1]
+        try:
+            _deliver([(req, self._checkpoint(reason, force=True), None)])
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            _deliver([(req, None, exc)])
+        return False
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        head = self._head
+        outcomes: list[tuple[_Request, Any, BaseException | None, WriteTx]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            _deliver([(req, None, StoreError(f"could not begin a write transaction: {exc}")) for req in batch])
+            return
+        try:
+            self._sync_head(conn)
+            batch_mark = head.mark()
+            for i, req in enumerate(batch):
+                tx = WriteTx(conn, head)
+                mark = head.mark()
+                conn.execute(f"SAVEPOINT w{i}")
+                try:
+                    result = req.fn(tx)
+                    conn.execute(f"RELEASE w{i}")
+                    outcomes.append((req, result, None, tx))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    conn.execute(f"ROLLBACK TO w{i}")
+                    conn.execute(f"RELEASE w{i}")
+                    head.undo(mark)
+                    outcomes.append((req, None, exc, tx))
+            if head.size != batch_mark.size:
+                head.save(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - the whole batch failed
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            head.load(conn)
+            err = StoreError(f"write transaction failed: {exc}")
+            _deliver([(req, None, err) for req in batch])
+            return
+        head.forget_journal()
+        self._stats["batches"] += 1
+        self._stats["writes"] += len(batch)
+        for _req, _result, exc, tx in outcomes:
+            if exc is None:
+                for cb in tx._after_commit:
+                    try:
+                        cb()
+                    except Exception:  # noqa: BLE001 - the write committed; a hook cannot undo it
+                        log.exception("an after-commit hook failed")
+        _deliver([(req, result, exc) for req, result, exc, _tx in outcomes])
+
+    def _sync_head(self, conn: sqlite3.Connection) -> None:
+        """Reload the head if another process appended since our last transaction."""
+        row = conn.execute("SELECT max(seq) FROM ledger").fetchone()
+        size = row[0] + 1 if row[0] is not None else 0
+        if size != self._head.size:
+            self._head.load(conn)
+
+    def _safe_checkpoint(self, reason: str, *, force: bool) -> None:
+        try:
+            self._checkpoint(reason, force=force)
+        except Exception as exc:  # noqa: BLE001 - retried after the next interval; entries stay chained
+            self._last_cp_time = time.monotonic()
+            log.error("could not sign a ledger checkpoint (will retry): %s", exc)
+
+    def _checkpoint(self, reason: str, *, force: bool) -> StoredCheckpoint | None:
+        if self.signer is None:
+            return None
+        conn = self._conn
+        assert conn is not None
+        now = time.monotonic()
+        if not force and (now - self._last_cp_time < self.checkpoint_interval or self._head.size <= self._last_cp_size):
+            return None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._sync_head(conn)
+            size = self._head.size
+            row = conn.execute("SELECT size, root, note, reason, created FROM checkpoints "
+                               "ORDER BY size DESC LIMIT 1").fetchone()
+            if row is not None and row[0] >= size:
+                conn.execute("COMMIT")
+                self._last_cp_size, self._last_cp_time = row[0], now
+                self._latest = StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3], row[4])
+                return self._latest
+            root = self._head.root()
+            note = self.signer.sign_note(f"{self.signer.name}\n{size}\n{b64(root)}\n")
+            cp = StoredCheckpoint(size, root, note, reason, utc_timestamp())
+            conn.execute("INSERT INTO checkpoints (size, root, note, reason, created) VALUES (?, ?, ?, ?, ?)",
+                         (cp.size, cp.root, cp.note, cp.reason, cp.created))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._last_cp_size, self._last_cp_time = size, now
+        self._latest = cp
+        if self.checkpoint_file is not None:
+            _write_atomic(self.checkpoint_file, note.encode())
+        return cp
+
+    # --- reading -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection for synchronous callers (CLI, verify, export)."""
+        conn = connect(self.path, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def read_conn(self) -> sqlite3.Connection:
+        """This thread's read-only connection, kept open: for short lookups on the request path
+        (a WAL reader never waits for the writer)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, readonly=True)
+            self._readers.append(conn)
+        return conn
+
+    def read_async(self) -> aiosqlite.Connection:
+        """A read-only aiosqlite connection: ``async with db.read_async() as conn: ...``."""
+        return aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+
+    @property
+    def writer_failed(self) -> bool:
+        """The writer thread stopped on an error: nothing can be written any more."""
+        return self._dead is not None
+
+    @property
+    def ledger_size(self) -> int:
+        """Entries committed so far, as the writer knows them."""
+        return self._head.size
+
+    @property
+    def latest(self) -> StoredCheckpoint | None:
+        """The newest checkpoint this process signed or found at start (no I/O)."""
+        return self._latest
+
+
+class Where:
+    """A WHERE clause from optional conditions; a condition whose value is None is left out.
+
+    ``w = Where().eq("tenant", tenant).add("ts >= ?", since)`` then
+    ``conn.execute("SELECT … FROM ledger" + w.sql(), w.params)``. Terms are code, never user input."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, term: str, value: Any) -> "Where":
+        if value is not None:
+            self.terms.append(term)
+            self.params.append(value)
+        return self
+
+    def eq(self, column: str, value: Any) -> "Where":
+        return self.add(f"{column} = ?", value)
+
+    def sql(self) -> str:
+        return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
+
+
+def latest_checkpoint(conn: sqlite3.Connection) -> StoredCheckpoint | None:
+    row = conn.execute("SELECT size, root, note, reason, created FROM checkpoints "
+                       "ORDER BY size DESC LIMIT 1").fetchone()
+    return StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3], row[4]) if row else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,257 @@
+"""Schema migrations: small named functions, applied in order and recorded in ``_migrations``."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+from ..ledger.entry import utc_timestamp
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def _append_only(conn: sqlite3.Connection, table: str) -> None:
+    for op in ("UPDATE", "DELETE"):
+        conn.execute(
+            f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+
+
+@migration
+def m001_ledger(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE ledger (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL,
+            tseq INTEGER NOT NULL,
+            incident TEXT,
+            kind TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            body BLOB NOT NULL,
+            leaf_hash BLOB NOT NULL
+        )""")
+    conn.execute("CREATE UNIQUE INDEX ledger_tenant_tseq ON ledger(tenant, tseq)")
+    conn.execute("CREATE INDEX ledger_incident ON ledger(incident, tenant) WHERE incident IS NOT NULL")
+    _append_only(conn, "ledger")
+    # Working state of the Merkle tree (not evidence: rebuilt from leaf hashes if it disagrees).
+    conn.execute("CREATE TABLE ledger_head (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, "
+                 "frontier BLOB NOT NULL)")
+    conn.execute("""
+        CREATE TABLE checkpoints (
+            size INTEGER PRIMARY KEY,
+            root BLOB NOT NULL,
+            note TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created TEXT NOT NULL
+        )""")
+    _append_only(conn, "checkpoints")
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utc_timestamp()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+@migration
+def m002_tenancy(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            shadow INTEGER NOT NULL DEFAULT 1,
+            created TEXT NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT REFERENCES tenants(id),
+            role TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_hash BLOB NOT NULL,
+            created TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked TEXT,
+            last_used TEXT
+        )""")
+    conn.execute("CREATE INDEX api_keys_tenant ON api_keys(tenant)")
+    conn.execute("""
+        CREATE TABLE services (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            webhook_secret BLOB NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            UNIQUE (tenant, name)
+        )""")
+    conn.execute("""
+        CREATE TABLE channels (
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            kind TEXT NOT NULL,
+            config TEXT NOT NULL,
+            secrets BLOB,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (tenant, kind)
+        )""")
+
+
+@migration
+def m003_engine(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE policies (tenant TEXT PRIMARY KEY REFERENCES tenants(id), source TEXT NOT NULL, "
+                 "version TEXT NOT NULL, updated TEXT NOT NULL)")
+    conn.execute("CREATE TABLE incident_counters (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+    conn.execute("""
+        CREATE TABLE incidents (
+            tenant TEXT NOT NULL,
+            id TEXT NOT NULL,
+            service_id TEXT,
+            service_name TEXT,
+            fingerprint TEXT NOT NULL,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            priority TEXT NOT NULL,
+            action TEXT,
+            is_open INTEGER NOT NULL,
+            acknowledged_by TEXT,
+            opened_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            closed_at TEXT,
+            PRIMARY KEY (tenant, id)
+        )""")
+    # Exactly one open incident per service and fingerprint, whatever races the writer sees.
+    conn.execute("CREATE UNIQUE INDEX incidents_one_open ON incidents(tenant, fingerprint) WHERE is_open = 1")
+    conn.execute("CREATE INDEX incidents_by_stage ON incidents(tenant, is_open, opened_at)")
+    conn.execute("""
+        CREATE TABLE timers (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT,
+            kind TEXT NOT NULL,
+            due TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            done TEXT
+        )""")
+    conn.execute("CREATE INDEX timers_due ON timers(due) WHERE done IS NULL")
+    conn.execute("""
+        CREATE TABLE integration_keys (
+            key_hash BLOB PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            created TEXT NOT NULL,
+            revoked TEXT
+        )""")
+
+
+@migration
+def m004_heartbeats(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE heartbeats (
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            name TEXT NOT NULL,
+            interval REAL NOT NULL,
+            last_seen TEXT NOT NULL,
+            due TEXT NOT NULL,
+            missed INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (tenant, name)
+        )""")
+    conn.execute("CREATE INDEX heartbeats_due ON heartbeats(due) WHERE missed = 0")
+
+
+@migration
+def m005_approvals(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE approvals (
+            jti TEXT PRIMARY KEY,
+            ref TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            proposal INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            choice TEXT,
+            recipient TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            used_at TEXT,
+            used_by TEXT,
+            outcome TEXT
+        )""")
+    conn.execute("CREATE INDEX approvals_incident ON approvals(tenant, incident)")
+    conn.execute("""
+        CREATE TABLE dead_letters (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            url TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts TEXT NOT NULL,
+            final_status INTEGER,
+            detail TEXT NOT NULL,
+            created TEXT NOT NULL,
+            retried_at TEXT
+        )""")
+    conn.execute("CREATE INDEX dead_letters_tenant ON dead_letters(tenant, created)")
+
+
+@migration
+def m006_diagnosis(conn: sqlite3.Connection) -> None:
+    # Full prompts and responses of every AI exchange (already redacted); the ledger holds their hashes.
+    conn.execute("""
+        CREATE TABLE ai_exchanges (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT,
+            model TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            response TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            created TEXT NOT NULL
+        )""")
+    conn.execute("CREATE INDEX ai_exchanges_tenant ON ai_exchanges(tenant, created)")
+
+
+@migration
+def m007_deploys(conn: sqlite3.Connection) -> None:
+    # Commit context for diagnosis (deploys.py).
+    conn.execute("""
+        CREATE TABLE deploys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            service TEXT,
+            sha TEXT NOT NULL,
+            message TEXT NOT NULL,
+            author TEXT,
+            files TEXT NOT NULL,
+            additions INTEGER,
+            deletions INTEGER,
+            deployed_at TEXT NOT NULL,
+            source TEXT NOT NULL,
+            UNIQUE (tenant, sha, service)
+        )""")
+    conn.execute("CREATE INDEX deploys_by_time ON deploys(tenant, deployed_at)")
+    conn.execute("CREATE UNIQUE INDEX deploys_one_serviceless ON deploys(tenant, sha) WHERE service IS NULL")

@@ -1,0 +1,272 @@
+"""Detection and the incident engine: policy opens, proposes, escalates and recovers; nothing
+reaches AUTHORIZED without a human; shadow mode sends nothing; replay equals the tables."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from alertengine.incidents import engine
+from alertengine.incidents.detection import Detector, ServiceRef
+from alertengine.incidents.policy import put_policy
+from alertengine.incidents.replay import replay_database
+from alertengine.notify.gateway import Gateway, JsonLinesChannel
+from alertengine.signals import AlertSignal, HealthReading
+from alertengine.store import Database
+from alertengine.tenancy.tenants import create_tenant, set_shadow
+
+HEALTHY = HealthReading("answered", "sdk", 200, 12.0, "ok", p95_ms=180.0, error_rate=0.001, health_score=97.0,
+                        sample_size=500)
+LONG_TAIL = HealthReading("answered", "sdk", 200, 12.0, "ok", p95_ms=1500.0, error_rate=0.01, health_score=80.0,
+                          anomaly_score=0.5, sample_size=500)
+SLOW = HealthReading("answered", "sdk", 200, 12.0, "warning", p95_ms=9000.0, error_rate=0.0, health_score=70.0,
+                     sample_size=500)
+ERRORS = HealthReading("answered", "hosted", 200, 12.0, "critical", p95_ms=300.0, error_rate=0.19, health_score=60.0,
+                       sample_size=200)
+UNREACHABLE = HealthReading("unreachable", "plain", detail="connection refused")
+TIMEOUT = HealthReading("timeout", "plain", detail="no answer in 3 s")
+NO_DATA = HealthReading("answered", "hosted", 200, 5.0, "no_data", p95_ms=0.0, error_rate=0.0, health_score=100.0,
+                        sample_size=0)
+NOT_FOUND = HealthReading("http_error", "plain", 404, 3.0, detail="HTTP 404")
+
+
+class Harness:
+    def __init__(self, db: Database, tmp: Path) -> None:
+        self.db = db
+        self.outbox = tmp / "notifications.jsonl"
+        self.detector = Detector(db, Gateway(db, [JsonLinesChannel(self.outbox)]))
+        self.tenant = db.write_sync(create_tenant("acme", "test")).id
+        self.service = ServiceRef(self.tenant, "svc_0000000000000001", "checkout")
+
+    async def feed(self, *readings: HealthReading) -> engine.Incident | None:
+        result = None
+        for r in readings:
+            result = await self.detector.on_reading(self.service, r)
+        return result
+
+    def incidents(self) -> list[engine.Incident]:
+        return engine.list_incidents(self.db.read_conn(), self.tenant)
+
+    def kinds(self) -> list[str]:
+        return [r[0] for r in self.db.read_conn().execute("SELECT kind FROM ledger WHERE tenant = ? ORDER BY seq",
+                                                          (self.tenant,))]
+
+    def assert_replay_clean(self) -> None:
+        with self.db.reader() as conn:
+            report = replay_database(conn)
+        assert report.differences == []
+
+
+@pytest.fixture
+def h(db: Database, tmp_path: Path) -> Harness:
+    return Harness(db, tmp_path)
+
+
+@pytest.mark.parametrize("reading,priority", [(SLOW, "P2"), (ERRORS, "P1"), (UNREACHABLE, "P1"), (TIMEOUT, "P1")])
+async def test_each_signal_opens_an_incident_on_its_own(h: Harness, reading: HealthReading, priority: str) -> None:
+    assert await h.feed(reading, reading) is None
+    inc = await h.feed(reading)
+    assert inc is not None and inc.id == "INC-1" and inc.priority == priority
+    assert inc.stage == engine.PROPOSED and inc.action == "restart service"
+    detected = json.loads(h.db.read_conn().execute("SELECT body FROM ledger WHERE kind = 'incident.detected'").fetchone()[0])
+    assert detected["actor"] == "policy" and detected["policy_version"].startswith("sha256:")
+    h.assert_replay_clean()
+
+
+@pytest.mark.parametrize("reading", [HEALTHY, LONG_TAIL, NO_DATA, NOT_FOUND])
+async def test_healthy_long_tail_no_data_and_plain_4xx_open_nothing(h: Harness, reading: HealthReading) -> None:
+    await h.feed(*[reading] * 10)
+    assert h.incidents() == []
+
+
+async def test_4xx_storm_opens_when_policy_counts_4xx(h: Harness) -> None:
+    h.db.write_sync(put_policy(h.tenant, "[thresholds]\nhttp_4xx_is_error = true\n", "test"))
+    inc = await h.feed(*[NOT_FOUND] * 3)
+    assert inc is not None and inc.priority == "P1"
+    [changed] = [k for k in h.kinds() if k == "policy.changed"]
+    assert changed
+
+
+async def test_flapping_opens_no_incident_storm(h: Harness) -> None:
+    await h.feed(*[SLOW, SLOW, HEALTHY] * 10)
+    assert h.incidents() == []
+
+
+async def test_full_outage_without_a_human_never_passes_proposed_then_recovers_and_reopens(h: Harness) -> None:
+    first = await h.feed(*[SLOW] * 20)
+    assert first is not None and first.stage == engine.PROPOSED
+    assert not any(k in h.kinds() for k in ("incident.authorized", "incident.executing", "incident.executed"))
+    recovered = await h.feed(*[HEALTHY] * 3)
+    assert recovered is not None and recovered.stage == engine.RECOVERED and not recovered.is_open
+    second = await h.feed(*[ERRORS] * 3)
+    assert second is not None and second.id == "INC-2" and second.is_open
+    assert [i.id for i in h.incidents()] == ["INC-2", "INC-1"]
+    h.assert_replay_clean()
+
+
+async def test_worse_signal_escalates_priority(h: Harness) -> None:
+    await h.feed(*[SLOW] * 3)
+    inc = await h.feed(UNREACHABLE)
+    assert inc is not None
+    assert engine.get_incident(h.db.read_conn(), h.tenant, "INC-1").priority == "P1"
+    assert "incident.escalated" in h.kinds()
+    h.assert_replay_clean()
+
+
+@pytest.mark.parametrize("dst,actor", [(engine.AUTHORIZED, "policy"), (engine.AUTHORIZED, "ai:model"),
+                                       (engine.EXECUTING, "orchestrator"), (engine.RECOVERED, "engineer:x"),
+                                       (engine.DETECTED, "policy")])
+async def test_illegal_transitions_are_refused_ledgered_and_raise(h: Harness, dst: str, actor: str) -> None:
+    await h.feed(*[SLOW] * 3)
+    with pytest.raises(engine.IllegalTransitionError):
+        await engine.run(h.db, engine.transition(h.tenant, "INC-1", dst, actor, reason="try"))
+    assert engine.get_incident(h.db.read_conn(), h.tenant, "INC-1").stage == engine.PROPOSED
+    assert h.kinds()[-1] == "incident.transition_refused"
+    h.assert_replay_clean()
+
+
+async def test_an_engineer_may_authorize_and_reject(h: Harness) -> None:
+    await h.feed(*[SLOW] * 3)
+    inc = await engine.run(h.db, engine.transition(h.tenant, "INC-1", engine.AUTHORIZED, "engineer:telegram:42",
+                                                   reason="approved"))
+    assert inc.stage == engine.AUTHORIZED
+    h.assert_replay_clean()
+
+
+async def test_fifty_concurrent_identical_alerts_open_one_incident(h: Harness) -> None:
+    alert = AlertSignal("alertmanager", "3fbf8b0e6f12a856", "firing", "critical", "P95 latency 2.8s", "checkout",
+                        {"alertname": "CheckoutHighLatency"}, {}, "2026-11-22T13:49:44Z")
+    results = await asyncio.gather(*(h.detector.on_alert(h.tenant, alert, h.service) for _ in range(50)))
+    assert {r.id for r in results if r is not None} == {"INC-1"}
+    assert len(h.incidents()) == 1
+    assert h.kinds().count("alert.received") == 1  # repeats are idempotent
+    h.assert_replay_clean()
+
+
+async def test_fifty_concurrent_openings_race_to_one(h: Harness) -> None:
+    opening = engine.Opening(h.tenant, "health:x", "poller", "x down", "P1", "x", "x", None, "sha256:0", "race", {})
+    results = await asyncio.gather(*(h.db.write(engine.open_incident(opening)) for _ in range(50)))
+    assert sum(new for _, new in results) == 1 and len({inc.id for inc, _ in results}) == 1
+
+
+async def test_alert_group_resolves_only_when_every_alert_resolved(h: Harness) -> None:
+    def alert(fp: str, status: str) -> AlertSignal:
+        return AlertSignal("alertmanager", fp, status, "critical", "P95 latency", "checkout",
+                           {"alertname": "CheckoutHighLatency"}, {}, "2026-11-22T13:49:44Z")
+    await h.detector.on_alert(h.tenant, alert("a1", "firing"), None)
+    await h.detector.on_alert(h.tenant, alert("a2", "firing"), None)
+    still = await h.detector.on_alert(h.tenant, alert("a1", "resolved"), None)
+    assert still is not None and still.is_open
+    done = await h.detector.on_alert(h.tenant, alert("a2", "resolved"), None)
+    assert done is not None and done.stage == engine.RESOLVED
+    resolved = [json.loads(r[0]) for r in h.db.read_conn().execute("SELECT body FROM ledger WHERE kind = 'incident.resolved'")]
+    assert resolved[0]["actor"] == "ingest:alertmanager"
+    h.assert_replay_clean()
+
+
+async def test_shadow_mode_sends_nothing_and_ledgers_what_would_have_gone(h: Harness) -> None:
+    await h.feed(*[SLOW] * 3)
+    assert not h.outbox.exists()
+    suppressed = [json.loads(r[0]) for r in h.db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind = 'notification.suppressed' ORDER BY seq")]
+    assert [s["data"]["would_have"]["event"] for s in suppressed] == ["detected", "proposed"]
+    assert all(s["actor"] == "shadow_mode" for s in suppressed)
+    h.db.write_sync(set_shadow(h.tenant, False, "test"))
+    await h.feed(*[HEALTHY] * 3)
+    lines = [json.loads(line) for line in h.outbox.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["recovered"]
+    assert "notification.sent" in h.kinds()
+
+
+async def test_failing_notifications_make_the_appliance_degraded_until_they_work(db: Database, tmp_path: Path) -> None:
+    from alertengine.notify.channels.base import Delivery, RetryPolicy
+    from alertengine.notify.gateway import Message
+    from alertengine.store.modes import ModeTracker
+
+    class Flaky:
+        name = "flaky"
+        broken = True
+        calls = 0
+
+        async def send(self, message: Message) -> Delivery:
+            self.calls += 1
+            if self.broken:
+                return Delivery(False, True, "provider unreachable")
+            return Delivery(True, False, "sent", provider_id="id-1")
+
+    flaky = Flaky()
+    modes = ModeTracker(db)
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    gateway = Gateway(db, [], modes, remote=lambda tenant: [flaky], retry=RetryPolicy(attempts=3), sleep=no_sleep)
+    tenant = db.write_sync(create_tenant("live", "test")).id
+    db.write_sync(set_shadow(tenant, False, "test"))
+    await gateway.notify(Message(tenant, "INC-1", "detected", "P1", "down"))
+    assert flaky.calls == 3 and len(waits) == 2  # retried with backoff
+    assert modes.snapshot() == {"mode": "DEGRADED", "conditions": {"notifications_failing": "flaky: provider unreachable"}}
+    flaky.broken = False
+    await gateway.notify(Message(tenant, "INC-1", "recovered", "P1", "up"))
+    assert modes.snapshot()["mode"] == "NORMAL"
+    changes = [json.loads(r[0])["data"] for r in db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind = 'appliance.mode_changed' ORDER BY seq")]
+    assert [(c["from"], c["to"]) for c in changes] == [("NORMAL", "DEGRADED"), ("DEGRADED", "NORMAL")]
+    entries = [json.loads(r[0]) for r in db.read_conn().execute(
+        "SELECT body FROM ledger WHERE tenant = ? AND kind LIKE 'notification.%' ORDER BY seq", (tenant,))]
+    assert [(e["kind"], e["data"]["attempt"]) for e in entries] == [
+        ("notification.failed", 1), ("notification.failed", 2), ("notification.failed", 3), ("notification.sent", 1)]
+
+
+async def test_a_failing_primary_falls_back_to_the_next_channel(db: Database) -> None:
+    from alertengine.notify.channels.base import Delivery
+    from alertengine.notify.gateway import Message
+
+    class Fixed:
+        def __init__(self, name: str, ok: bool) -> None:
+            self.name, self.ok, self.sent = name, ok, 0
+
+        async def send(self, message: Message) -> Delivery:
+            self.sent += 1
+            return Delivery(self.ok, False, "ok" if self.ok else "HTTP 400: chat not found")
+
+    primary, fallback = Fixed("telegram", False), Fixed("webhook", True)
+    gateway = Gateway(db, [], None, remote=lambda tenant: [primary, fallback])
+    tenant = db.write_sync(create_tenant("live", "test")).id
+    db.write_sync(set_shadow(tenant, False, "test"))
+    await gateway.notify(Message(tenant, "INC-1", "detected", "P1", "down"))
+    assert (primary.sent, fallback.sent) == (1, 1)  # a 4xx is not retried; the fallback delivers
+
+
+async def test_auto_resolve_is_a_stored_deadline_that_survives_a_restart(data_dir, config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from alertengine.runtime import Runtime
+    db = data_dir.open_database(config)
+    h = Harness(db, tmp_path)
+    db.write_sync(put_policy(h.tenant, "[detection]\nauto_resolve_after = 60.0\n", "test"))
+    alert = AlertSignal("events", "f1", "firing", "high", "queue backlog", "billing", {}, {}, "2026-11-22T13:00:00Z")
+    inc = await h.detector.on_alert(h.tenant, alert, None)
+    assert inc is not None and inc.is_open
+    pending = db.read_conn().execute("SELECT kind, due FROM timers WHERE done IS NULL").fetchall()
+    assert [k for k, _ in pending] == ["auto_resolve"]
+    db.close()  # a restart: the deadline is in the database, not in memory
+    db = data_dir.open_database(config)
+    try:
+        runtime = Runtime(config, db, data_dir)
+        await runtime.timer_round("2000-01-01T00:00:00.000000Z")
+        assert engine.get_incident(db.read_conn(), h.tenant, inc.id).is_open  # not due yet
+        await runtime.timer_round("2999-01-01T00:00:00.000000Z")
+        done = engine.get_incident(db.read_conn(), h.tenant, inc.id)
+        assert done.stage == engine.RESOLVED
+        last = json.loads(db.read_conn().execute(
+            "SELECT body FROM ledger WHERE kind = 'incident.resolved'").fetchone()[0])
+        assert last["actor"] == "policy" and last["decision"] == "auto_resolved"
+        await runtime.timer_round("2999-01-01T00:00:01.000000Z")  # fires once
+        assert db.read_conn().execute("SELECT count(*) FROM ledger WHERE kind = 'incident.resolved'").fetchone()[0] == 1
+        with db.reader() as conn:
+            assert replay_database(conn).differences == []
+    finally:
+        db.close()

@@ -1,0 +1,419 @@
+"""The health poller: reading each answer format, and the poll loop against real local HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertengine.signals import OUTCOMES, SELF_STATUSES, HealthReading
+from alertengine.signals.poller import MAX_BODY_BYTES, Poller, PollTarget, read_health
+from tests.conftest import FIXTURES
+
+HOSTED = FIXTURES / "hosted-sdk"
+JSON = "application/json"
+
+
+def hosted(name: str) -> bytes:
+    return (HOSTED / f"{name}.json").read_bytes()
+
+
+def body(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode()
+
+
+SDK_BODY = body({
+    "sdk": "alertengine", "status": "warning", "window_seconds": 60,
+    "metrics": {"overall_p95_ms": 812.5, "p50_ms": 40.0, "error_rate": 0.031, "anomaly_score": 1.7,
+                "sample_size": 1200},
+    "health_score": {"score": 78.0, "status": "degraded", "trend": "degrading"},
+})
+
+
+# --------------------------------------------------------------------------------------------
+# read_health
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("healthy", dict(status="ok", p95_ms=30.2, error_rate=0.0, anomaly_score=0.622, health_score=99.2,
+                     sample_size=60)),
+    # the top-level status says critical, health_score.status says healthy: the worse one wins
+    ("errors", dict(status="critical", p95_ms=30.3, error_rate=0.185, anomaly_score=0.971, health_score=71.7,
+                    sample_size=200)),
+    ("slow", dict(status="critical", p95_ms=1306.7, error_rate=0.2, anomaly_score=4.231, health_score=49.9,
+                  sample_size=200)),
+    # says "ok", score 100 — but nothing was measured: that is no_data, never ok
+    ("idle", dict(status="no_data", sample_size=0, health_score=100.0)),
+])
+def test_hosted_fixtures_are_read_with_the_worse_status_and_no_data_for_idle(name: str, expected: dict) -> None:
+    reading = read_health(200, hosted(name), JSON, 12.5)
+    assert reading.outcome == "answered"
+    assert reading.format == "hosted"
+    assert reading.http_status == 200
+    assert reading.latency_ms == 12.5
+    assert reading.detail == ""
+    for key, value in expected.items():
+        assert getattr(reading, key) == value, key
+
+
+def test_our_sdk_body_is_read_as_sdk_format() -> None:
+    reading = read_health(200, SDK_BODY, JSON, 3.0)
+    assert reading == HealthReading(outcome="answered", format="sdk", http_status=200, latency_ms=3.0,
+                                    status="warning", p95_ms=812.5, error_rate=0.031, anomaly_score=1.7,
+                                    health_score=78.0, sample_size=1200)
+
+
+def test_a_window_seconds_key_marks_the_sdk_format_without_the_sdk_marker() -> None:
+    doc = {"status": "ok", "window_seconds": 300, "metrics": {"sample_size": 10, "error_rate": 0.0}}
+    assert read_health(200, body(doc), JSON, 1.0).format == "sdk"
+
+
+@pytest.mark.parametrize(("top", "composite", "expected"), [
+    ("ok", "healthy", "ok"),
+    ("healthy", None, "ok"),
+    ("ok", "degraded", "warning"),
+    ("WARNING", "healthy", "warning"),
+    ("unhealthy", "healthy", "critical"),
+    ("down", None, "critical"),
+    (None, "degraded", "warning"),
+    (None, None, None),
+])
+def test_status_words_are_normalised_and_the_worse_of_both_fields_wins(
+        top: str | None, composite: str | None, expected: str | None) -> None:
+    doc: dict[str, Any] = {"metrics": {"sample_size": 5}, "health_score": {"score": 50}}
+    if top is not None:
+        doc["status"] = top
+    if composite is not None:
+        doc["health_score"]["status"] = composite
+    reading = read_health(200, body(doc), JSON, 1.0)
+    assert (reading.outcome, reading.status) == ("answered", expected)
+
+
+@pytest.mark.parametrize(("doc", "expected"), [
+    ({"status": "ok", "reason": "no_data", "metrics": {"sample_size": 40}}, "no_data"),
+    ({"status": "warning", "metrics": {"sample_size": 0}}, "no_data"),
+    ({"status": "no_data", "metrics": {}}, "no_data"),
+    ({"status": "critical", "metrics": {"sample_size": 0}}, "critical"),  # a critical claim is kept
+])
+def test_no_data_is_never_read_as_ok(doc: dict, expected: str) -> None:
+    assert read_health(200, body(doc), JSON, 1.0).status == expected
+
+
+@pytest.mark.parametrize(("sent", "read"), [(18.5, 0.185), (100, 1.0), (1, 1.0), (0.4, 0.4), (0, 0.0)])
+def test_an_error_rate_above_one_is_read_as_a_percentage(sent: float, read: float) -> None:
+    doc = {"status": "critical", "metrics": {"error_rate": sent, "sample_size": 10}}
+    reading = read_health(200, body(doc), JSON, 1.0)
+    assert reading.outcome == "answered"
+    assert reading.error_rate == pytest.approx(read)
+
+
+def test_a_hosted_body_with_an_http_error_keeps_its_metrics() -> None:
+    reading = read_health(503, hosted("slow"), JSON, 2.0)
+    assert (reading.outcome, reading.format, reading.http_status) == ("http_error", "hosted", 503)
+    assert reading.status == "critical"
+    assert reading.p95_ms == 1306.7
+    assert "503" in reading.detail
+
+
+@pytest.mark.parametrize(("code", "payload", "ctype"), [
+    (200, b"OK", "text/plain"),
+    (204, b"", ""),
+    (302, b"", "text/html"),
+    (200, b"<html><body>fine</body></html>", "text/html"),
+    (200, b'{"status": "UP"}', JSON),          # JSON, but neither SDK format: only the HTTP status speaks
+    (200, b"[1, 2, 3]", JSON),
+])
+def test_plain_answers_below_400_read_as_ok(code: int, payload: bytes, ctype: str) -> None:
+    reading = read_health(code, payload, ctype, 4.0)
+    assert (reading.outcome, reading.format, reading.status, reading.http_status) == ("answered", "plain", "ok", code)
+
+
+@pytest.mark.parametrize("code", [400, 404, 500, 503])
+def test_plain_answers_from_400_are_http_errors_with_a_detail(code: int) -> None:
+    reading = read_health(code, b"Service Unavailable", "text/plain", 4.0)
+    assert (reading.outcome, reading.format, reading.status) == ("http_error", "plain", None)
+    assert reading.detail.startswith(f"HTTP {code} ")
+
+
+@pytest.mark.parametrize("code", [200, 500])
+def test_garbage_bytes_are_plain_and_do_not_raise(code: int) -> None:
+    reading = read_health(code, b"\x00\xff\xfe{{{\x80garbage", JSON, 1.0)
+    assert reading.format == "plain"
+    assert reading.outcome == ("answered" if code == 200 else "http_error")
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ({"status": 5, "metrics": {}}, "status is int"),
+    ({"status": "ok", "metrics": ["sample_size", 3]}, "metrics is list"),
+    ({"status": "ok", "metrics": {"error_rate": "high"}}, "metrics.error_rate is str"),
+    ({"status": "ok", "metrics": {"overall_p95_ms": True}}, "metrics.overall_p95_ms is bool"),
+    ({"status": "ok", "metrics": {"sample_size": 2.5}}, "not a whole number"),
+    ({"status": "ok", "metrics": {"overall_p95_ms": -1}}, "non-negative"),
+    ({"status": "ok", "metrics": {"error_rate": 250}}, "neither a fraction nor a percentage"),
+    ({"status": "ok", "health_score": {"score": 140}}, "above 100"),
+    ({"status": "ok", "health_score": "good"}, "health_score is str"),
+    ({"status": "sideways", "metrics": {}}, "not a known status"),
+    ({"status": "ok", "reason": 7, "metrics": {}}, "reason is int"),
+    ({"sdk": "alertengine", "status": "ok", "metrics": {"anomaly_score": {"v": 1}}}, "anomaly_score is dict"),
+])
+def test_a_claimed_format_with_wrong_types_is_a_bad_payload(doc: dict, words: str) -> None:
+    reading = read_health(200, body(doc), JSON, 1.0)
+    assert reading.outcome == "bad_payload"
+    assert reading.status is None
+    assert words in reading.detail
+
+
+def test_non_finite_numbers_are_a_bad_payload() -> None:
+    reading = read_health(200, b'{"status": "ok", "metrics": {"overall_p95_ms": NaN}}', JSON, 1.0)
+    assert reading.outcome == "bad_payload"
+
+
+def test_wrong_types_behind_an_http_error_stay_an_http_error_and_say_why() -> None:
+    reading = read_health(500, body({"status": "ok", "metrics": {"error_rate": "x"}}), JSON, 1.0)
+    assert (reading.outcome, reading.format, reading.status) == ("http_error", "hosted", None)
+    assert "HTTP 500" in reading.detail and "error_rate" in reading.detail
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.integers(-5, 1000), payload=st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([hosted(n) for n in ("idle", "healthy", "errors", "slow")]).flatmap(
+        lambda full: st.integers(0, len(full)).map(lambda cut: full[:cut])),
+    st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                     st.sampled_from(["status", "metrics", "health_score", "sdk", "window_seconds", "reason",
+                                      "error_rate", "sample_size", "score", "overall_p95_ms"]), inner, max_size=4),
+                 max_leaves=12).map(lambda doc: json.dumps(doc).encode()),
+), ctype=st.sampled_from(["", JSON, "text/html"]), latency=st.floats())
+def test_read_health_never_raises_and_stays_in_vocabulary(code: int, payload: bytes, ctype: str,
+                                                          latency: float) -> None:
+    reading = read_health(code, payload, ctype, latency)
+    assert reading.outcome in OUTCOMES
+    assert reading.format in ("sdk", "hosted", "plain")
+    assert reading.status is None or reading.status in SELF_STATUSES
+    assert reading.error_rate is None or 0.0 <= reading.error_rate <= 1.0
+    assert reading.outcome != "answered" or reading.status is not None or reading.format != "plain"
+
+
+# --------------------------------------------------------------------------------------------
+# The poll loop, against a real threaded HTTP server on 127.0.0.1
+# --------------------------------------------------------------------------------------------
+
+INTERVAL = 0.2
+TIMEOUT = 0.3
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    release: threading.Event
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
+        pass
+
+    def _send(self, code: int, payload: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path
+        try:
+            if path.startswith("/healthy"):
+                self._send(200, hosted("healthy"), JSON)
+            elif path == "/slow":
+                self.release.wait(5 * TIMEOUT)   # far longer than the poll timeout
+                self._send(200, b"late", "text/plain")
+            elif path == "/500":
+                self._send(500, b"boom", "text/plain")
+            elif path == "/huge":
+                self._send(200, b"{" + b" " * (MAX_BODY_BYTES + 10) + b"}", JSON)
+            elif path == "/gzip":
+                self._send(200, gzip.compress(hosted("errors")), JSON, {"Content-Encoding": "gzip"})
+            elif path == "/bomb":
+                self._send(200, gzip.compress(b" " * (8 * MAX_BODY_BYTES)), JSON, {"Content-Encoding": "gzip"})
+            else:
+                self._send(404, b"no", "text/plain")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    release = threading.Event()
+    handler = type("Handler", (_Handler,), {"release": release})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/health"  # nothing listens there any more
+
+
+class Recorder:
+    """Collects readings per target key with the time they arrived."""
+
+    def __init__(self) -> None:
+        self.readings: dict[str, list[tuple[float, HealthReading, float]]] = defaultdict(list)
+
+    async def __call__(self, target: PollTarget, reading: HealthReading, lateness: float) -> None:
+        self.readings[target.key].append((time.monotonic(), reading, lateness))
+
+    def outcomes(self, key: str) -> set[str]:
+        return {reading.outcome for _, reading, _ in self.readings[key]}
+
+
+async def run_for(poller: Poller, seconds: float) -> None:
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(seconds)
+    await poller.stop()
+    await asyncio.wait_for(task, 2)
+
+
+async def test_each_target_gets_its_own_outcome_and_slow_ones_do_not_delay_the_fast(
+        server: str, dead_url: str) -> None:
+    targets = [PollTarget("t/fast", f"{server}/healthy", INTERVAL), PollTarget("t/slow", f"{server}/slow", INTERVAL),
+               PollTarget("t/error", f"{server}/500", INTERVAL), PollTarget("t/dead", dead_url, INTERVAL),
+               PollTarget("t/huge", f"{server}/huge", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: targets, record, concurrency=8, timeout=TIMEOUT, refresh=0.5)
+    await run_for(poller, 1.5)
+
+    assert record.outcomes("t/fast") == {"answered"}
+    assert record.outcomes("t/slow") == {"timeout"}
+    assert record.outcomes("t/error") == {"http_error"}
+    assert record.outcomes("t/dead") == {"unreachable"}
+    assert record.outcomes("t/huge") == {"bad_payload"}
+    fast = record.readings["t/fast"]
+    assert len(fast) >= 5
+    assert all(reading.status == "ok" and reading.format == "hosted" for _, reading, _ in fast)
+    assert max(lateness for _, _, lateness in fast) < 0.1
+    assert record.readings["t/slow"][0][1].latency_ms == pytest.approx(TIMEOUT * 1000, rel=0.5)
+    assert poller.stats.polls == sum(len(r) for r in record.readings.values())
+    assert len(poller.stats.lateness) == poller.stats.polls
+
+
+async def test_a_target_removed_from_the_list_stops_being_polled_and_an_added_one_starts(server: str) -> None:
+    current = [PollTarget("t/stays", f"{server}/healthy?a", INTERVAL),
+               PollTarget("t/goes", f"{server}/healthy?b", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: list(current), record, timeout=TIMEOUT, refresh=0.2)
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.7)
+    current[:] = [current[0], PollTarget("t/new", f"{server}/500", INTERVAL)]
+    removed_at = time.monotonic()
+    await asyncio.sleep(0.8)
+    await poller.stop()
+    await asyncio.wait_for(task, 2)
+
+    assert record.readings["t/goes"], "polled before removal"
+    settled = removed_at + 0.2 + TIMEOUT  # one refresh later, plus a poll that was already in flight
+    assert [t for t, _, _ in record.readings["t/goes"] if t > settled] == []
+    assert record.outcomes("t/new") == {"http_error"}
+    assert [t for t, _, _ in record.readings["t/stays"] if t > settled]
+
+
+async def test_a_changed_url_is_picked_up_at_the_next_refresh(server: str) -> None:
+    url = {"now": f"{server}/healthy"}
+    record = Recorder()
+    poller = Poller(lambda: [PollTarget("t/moving", url["now"], INTERVAL)], record, timeout=TIMEOUT, refresh=0.2)
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.6)
+    url["now"] = f"{server}/500"
+    await asyncio.sleep(0.9)
+    await poller.stop()
+    await asyncio.wait_for(task, 2)
+
+    outcomes = [reading.outcome for _, reading, _ in record.readings["t/moving"]]
+    assert outcomes[0] == "answered"
+    assert outcomes[-1] == "http_error"
+    assert outcomes == sorted(outcomes)  # every answered reading precedes every http_error one
+
+
+async def test_a_failing_on_reading_is_logged_and_polling_goes_on(server: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    async def explode(target: PollTarget, reading: HealthReading, lateness: float) -> None:
+        calls.append(target.key)
+        raise RuntimeError("downstream broke")
+
+    targets = [PollTarget("t/a", f"{server}/healthy", INTERVAL)]
+    poller = Poller(lambda: targets, explode, timeout=TIMEOUT)
+    await run_for(poller, 0.9)
+    assert len(calls) >= 3
+    assert poller.stats.callback_errors == len(calls)
+    assert "on_reading failed for t/a" in caplog.text
+
+
+async def test_a_failing_target_list_keeps_the_previous_targets(server: str) -> None:
+    state = {"fail": False}
+
+    def targets() -> list[PollTarget]:
+        if state["fail"]:
+            raise OSError("database locked")
+        return [PollTarget("t/a", f"{server}/healthy", INTERVAL)]
+
+    record = Recorder()
+    poller = Poller(targets, record, timeout=TIMEOUT, refresh=0.2)
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.3)
+    state["fail"] = True
+    failed_at = time.monotonic()
+    await asyncio.sleep(0.8)
+    await poller.stop()
+    await asyncio.wait_for(task, 2)
+    assert len([t for t, _, _ in record.readings["t/a"] if t > failed_at + 0.3]) >= 2
+
+
+async def test_compressed_bodies_are_read_and_decompression_bombs_are_cut_off(server: str) -> None:
+    targets = [PollTarget("t/gzip", f"{server}/gzip", INTERVAL), PollTarget("t/bomb", f"{server}/bomb", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: targets, record, timeout=TIMEOUT)
+    await run_for(poller, 0.5)
+    assert {(r.outcome, r.format, r.status) for _, r, _ in record.readings["t/gzip"]} == {
+        ("answered", "hosted", "critical")}
+    assert record.outcomes("t/bomb") == {"bad_payload"}
+    assert all("cut off" in r.detail for _, r, _ in record.readings["t/bomb"])
+
+
+async def test_stop_before_any_poll_returns_and_the_poller_does_not_run_twice(server: str) -> None:
+    poller = Poller(lambda: [PollTarget("t/a", f"{server}/healthy", 60.0)], Recorder())
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(poller.stop(), 1)
+    await asyncio.wait_for(task, 1)
+    with pytest.raises(RuntimeError):
+        await poller.run()
+
+
+def test_settings_out_of_range_are_refused() -> None:
+    async def sink(target: PollTarget, reading: HealthReading, lateness: float) -> None:
+        pass
+
+    for bad in ({"concurrency": 0}, {"timeout": 0}, {"jitter": 1.0}, {"refresh": -1}):
+        with pytest.raises(ValueError):
+            Poller(list, sink, **bad)  # type: ignore[arg-type]
