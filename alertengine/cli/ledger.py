@@ -116,7 +116,7 @@ def ledger_show(ctx: click.Context, data_dir: Path | None, tenant: str | None, i
 @click.pass_context
 def export(ctx: click.Context, data_dir: Path | None, tenant: str | None, incident: str | None,
            since: str | None, until: str | None, output: Path | None, progress: bool | None) -> None:
-    """Write an offline audit bundle (spec/ledger.md §4) with its own verify.py."""
+    """Write an offline audit bundle (docs/ledger-format.md) with its own verify.py."""
     from ..errors import ExportError
     from ..ledger.entry import is_rfc3339, normal_ts
     from ..store.export import export_bundle

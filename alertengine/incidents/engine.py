@@ -1,6 +1,6 @@
 """The incident state machine: the only place incident state changes.
 
-Every change goes through ``apply_transition``, which checks the transition table of DESIGN.md
+Every change goes through ``apply_transition``, which checks the transition table below
 (from stage, to stage, the actor kinds allowed) and writes the incident row and its ledger entry in
 the same transaction. A refused transition is ledgered and raises ``IllegalTransitionError``.
 """

@@ -1,4 +1,4 @@
-"""Verification of the live ledger database (``alertengine ledger verify``), spec/ledger.md §5.
+"""Verification of the live ledger database (``alertengine ledger verify``), as ledger-format.md describes.
 
 The entries are checked in chunks of consecutive ``seq``. Each chunk's entries are checked on their
 own (stored hash, canonical form, ``prev`` and tenant links inside the chunk), in worker processes

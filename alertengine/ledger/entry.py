@@ -75,7 +75,7 @@ def normal_ts(value: str | None) -> str | None:
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
-    """Canonical JSON bytes of spec/ledger.md section 1."""
+    """Canonical JSON bytes of an entry (ledger-format.md, "Entries")."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 

@@ -1,4 +1,4 @@
-"""Standalone verifier for AlertEngine ledgers and audit bundles (spec/ledger.md, version 1).
+"""Standalone verifier for AlertEngine ledgers and audit bundles (ledger format version 1, ledger-format.md).
 
 This file is copied verbatim into every audit bundle as ``verify.py``: it needs only the Python
 standard library and ``cryptography``, and imports nothing from AlertEngine. The appliance's own
@@ -485,7 +485,7 @@ def _lines(f: IO[bytes], digest: "hashlib._Hash") -> Iterator[bytes]:
 
 
 def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None = None) -> Result:
-    """Verify an audit bundle (spec/ledger.md section 5). Raises ValueError/OSError if it cannot run."""
+    """Verify an audit bundle (ledger-format.md, "Verification"). Raises ValueError/OSError if it cannot run."""
     res = Result()
     reader = BundleReader(path)
     try:

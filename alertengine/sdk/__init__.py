@@ -1,4 +1,9 @@
-"""AlertEngine SDK: ``instrument(app)`` gives a Starlette / FastAPI / ASGI service a trustworthy ``/health/alerts``."""
+"""AlertEngine SDK: ``instrument(app)`` gives a Starlette / FastAPI / ASGI service a trustworthy ``/health/alerts``.
+
+Owns: ``middleware`` (pure ASGI measurement and the health endpoint), ``monitor``, ``window``,
+``histogram``, ``scoring`` and ``report`` (the health document).
+May import: nothing of the appliance: services install the SDK on its own, beside Starlette.
+"""
 
 from .histogram import Histogram
 from .middleware import DEFAULT_HEALTH_PATH, AlertEngineMiddleware, instrument

@@ -246,7 +246,7 @@ async def put_channel_endpoint(call: Call) -> Any:
 
 LEDGER_PAGE = {"type": "object", "required": ["entries", "next_after"],
                "properties": {"entries": {"type": "array", "items": {"type": "object"},
-                                          "description": "entries as stored (spec/ledger.md), oldest first"},
+                                          "description": "entries as stored (docs/ledger-format.md), oldest first"},
                               "next_after": {"type": ["integer", "null"],
                                              "description": "pass as ?after= for the next page; null at the end"}}}
 EXPORT_REQUEST = {"type": "object", "additionalProperties": False,
@@ -272,7 +272,7 @@ async def ledger_entries_endpoint(call: Call) -> Any:
 
 
 @api.route("POST", "/api/tenants/{tenant}/ledger/export", permission="ledger.export",
-           summary="Export the tenant's audit bundle (spec/ledger.md §4), optionally one incident or a time range",
+           summary="Export the tenant's audit bundle (docs/ledger-format.md), optionally one incident or a time range",
            request=EXPORT_REQUEST, response={"type": "string", "contentMediaType": "application/gzip"},
            media_type="application/gzip", tags=("ledger",), errors=(422,))
 async def export_ledger_endpoint(call: Call) -> Any:

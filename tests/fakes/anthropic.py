@@ -1,6 +1,6 @@
 """A fake Anthropic Messages API on 127.0.0.1 (real wire format) answering each model from a script.
 
-Wire behaviour follows /work/shared/reference/protocols.md section 7: ``POST /v1/messages`` under the
+Wire behaviour follows Anthropic's Messages API reference: ``POST /v1/messages`` under the
 server root (the SDK's ``base_url`` has no ``/v1``); the API key in ``x-api-key`` — or in
 ``Authorization: Bearer``, which is what the installed SDK (2.x) sends for ``api_key=``; an
 ``anthropic-version`` header (any value); ``message`` responses with ``tool_use`` / ``text`` blocks,
@@ -233,7 +233,7 @@ class FakeAnthropic(FakeService):
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
-    """The API key a request carries: ``x-api-key`` (SDK 0.x, protocols.md) or ``Authorization: Bearer``
+    """The API key a request carries: ``x-api-key`` (SDK 0.x, as the API reference documents) or ``Authorization: Bearer``
     (what the installed SDK 2.x sends for ``api_key=``)."""
     if "x-api-key" in headers:
         return headers["x-api-key"]

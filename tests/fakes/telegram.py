@@ -1,6 +1,6 @@
 """A fake Telegram Bot API on 127.0.0.1 (real wire format, failure injection) that also sends webhook updates.
 
-Wire behaviour follows /work/shared/reference/protocols.md section 1: ``/bot<token>/<method>`` (method
+Wire behaviour follows the Telegram Bot API reference: ``/bot<token>/<method>`` (method
 names case-insensitive), the ``{"ok":...}`` envelope with the HTTP status equal to ``error_code``, JSON,
 form-encoded or query-string parameters (``reply_markup`` / ``allowed_updates`` as JSON strings in forms).
 Where the fake words an error that the reference does not quote, the description starts like Telegram's

@@ -69,7 +69,7 @@ async def test_requests_are_recorded_with_lower_case_headers_and_body(
     await triage(client)
     [request] = fake.requests
     headers = request["headers"]
-    # SDK 0.x sends x-api-key (protocols.md); the installed 2.x sends the key as a bearer token.
+    # SDK 0.x sends x-api-key (the API reference); the installed 2.x sends the key as a bearer token.
     assert fake.api_key in (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
     assert headers["anthropic-version"]
     assert request["body"]["tool_choice"] == {"type": "tool", "name": "triage"}

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 
 from alertengine.sdk import UNMATCHED, AlertEngineMiddleware, Monitor, instrument
 from alertengine.sdk.window import RouteStats
+from tests.waiting import wait_for
 
 HEALTH = "/health/alerts"
 
@@ -35,25 +36,14 @@ def serve(app: Any, *, lifespan: str = "on", log_level: str = "warning") -> Iter
                                            lifespan=lifespan, access_log=False))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_for(lambda: server.started or not thread.is_alive(), what="uvicorn started")
+    assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 async def _chunks(count: int, pause: float) -> Any:

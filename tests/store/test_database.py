@@ -13,6 +13,7 @@ from alertengine.ledger.audit import verify_database
 from alertengine.ledger.entry import fingerprint
 from alertengine.store import Database, WriteTx
 from tests.conftest import event
+from tests.waiting import wait_for
 
 
 def assert_verifies(db: Database) -> dict:
@@ -140,17 +141,25 @@ def test_bodies_are_stored_exactly_and_never_reserialised(db: Database) -> None:
 
 def test_checkpoints_are_signed_at_most_once_per_interval(data_dir, config) -> None:  # type: ignore[no-untyped-def]
     import time
-    db = Database(data_dir.db_path, signer=data_dir.signer, checkpoint_interval=0.5).open()
+    interval = 0.5
+    db = Database(data_dir.db_path, signer=data_dir.signer, checkpoint_interval=interval).open()
+
+    def interval_checkpoints() -> int:
+        with db.reader() as conn:
+            return conn.execute("SELECT count(*) FROM checkpoints WHERE reason = 'interval'").fetchone()[0]
+
     try:
-        deadline = time.monotonic() + 2.0
+        started = time.monotonic()
+        deadline = started + 60
         n = 0
-        while time.monotonic() < deadline:
+        while interval_checkpoints() < 3:  # keep appending until three are due and signed
+            assert time.monotonic() < deadline, "no interval checkpoints while appending"
             db.append_sync(event(n))
             n += 1
-        with db.reader() as conn:
-            interval_cps = conn.execute("SELECT count(*) FROM checkpoints WHERE reason = 'interval'").fetchone()[0]
-        assert 2 <= interval_cps <= 5, interval_cps
-        assert n > interval_cps * 10
+        elapsed = time.monotonic() - started
+        signed = interval_checkpoints()
+        assert signed <= elapsed / interval + 1, (signed, elapsed)  # never more often than the interval
+        assert n > signed  # many appends share one checkpoint
     finally:
         db.close()
     with sqlite3.connect(data_dir.db_path) as conn:
@@ -160,11 +169,8 @@ def test_checkpoints_are_signed_at_most_once_per_interval(data_dir, config) -> N
 
 
 def test_idle_appender_gets_a_checkpoint_without_more_writes(db: Database) -> None:
-    import time
     db.append_sync(event(1))
-    deadline = time.monotonic() + 3
-    while (db.latest is None or db.latest.size < 1) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: db.latest is not None and db.latest.size >= 1, what="a checkpoint of the idle ledger")
     assert db.latest is not None and db.latest.size == 1
 
 

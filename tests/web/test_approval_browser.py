@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from alertengine.tenancy.tenants import create_tenant, set_shadow
 from alertengine.web.app import create_app
 from tests.fakes.receiver import Receiver
 from tests.recovery.test_approvals import SLOW
+from tests.waiting import wait_for
 
 
 def _chromium() -> str:
@@ -54,9 +54,7 @@ def test_browser_preview_approve_and_reload(data_dir: DataDir, db: Database, tmp
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: server.started, what="the appliance started")
     try:
         with Receiver() as receiver:
             tenant = db.write_sync(create_tenant("acme", "test")).id
@@ -93,15 +91,9 @@ def test_browser_preview_approve_and_reload(data_dir: DataDir, db: Database, tmp
                 assert page.locator("h1").inner_text() == "Already used"
                 assert "link:primary:Ada" in page.locator("body").inner_text()
                 browser.close()
-            deadline = time.monotonic() + 10
-            while not receiver.requests and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: engine.get_incident(db.read_conn(), tenant, "INC-1").stage == engine.EXECUTED,
+                     what="INC-1 EXECUTED")
             assert len(receiver.requests) == 1 and receiver.requests[0].signature_ok
-            deadline = time.monotonic() + 10
-            while engine.get_incident(db.read_conn(), tenant, "INC-1").stage != engine.EXECUTED \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert engine.get_incident(db.read_conn(), tenant, "INC-1").stage == engine.EXECUTED
             if os.environ.get("ALERTENGINE_KEEP_SCREENSHOTS"):
                 shutil.copy(tmp_path / "preview.png", os.environ["ALERTENGINE_KEEP_SCREENSHOTS"])
     finally:

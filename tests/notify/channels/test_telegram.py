@@ -29,7 +29,7 @@ CHAT = -100123
 BUTTONS = [[("Approve", "ap:INC42:y"), ("Reject", "ap:INC42:n")]]
 KEYBOARD = {"inline_keyboard": [[{"text": "Approve", "callback_data": "ap:INC42:y"},
                                  {"text": "Reject", "callback_data": "ap:INC42:n"}]]}
-# the example Update of protocols.md section 1, verbatim
+# the example Update of the Telegram Bot API documentation, verbatim
 PROTOCOLS_UPDATE = json.loads("""
 {"update_id":900001,"callback_query":{"id":"4382bf1","from":{"id":111,"is_bot":false,"first_name":"Ann"},
  "message":{"message_id":42,"date":1760000000,"chat":{"id":-100123,"type":"supergroup","title":"ops"},

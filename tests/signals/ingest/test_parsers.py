@@ -49,7 +49,7 @@ def am_body(*alerts: dict[str, Any], version: str = "4") -> dict[str, Any]:
             "alerts": list(alerts) if alerts else [am_alert()]}
 
 
-# protocols.md section 6: Alertmanager's shape plus Grafana's own fields, one firing and one resolved.
+# Grafana's documented webhook example: Alertmanager's shape plus Grafana's own fields, one firing and one resolved.
 GRAFANA_BODY: dict[str, Any] = {
     "receiver": "appliance", "status": "firing", "orgId": 1, "version": "1",
     "groupKey": '{}/{grafana_folder="infra"}:{alertname="HighCPU"}', "truncatedAlerts": 0,
@@ -78,7 +78,7 @@ GRAFANA_BODY: dict[str, Any] = {
     ],
 }
 
-# protocols.md section 5.
+# PagerDuty Events API v2, as documented.
 PD_TRIGGER: dict[str, Any] = {
     "routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": "INC-42",
     "payload": {"summary": "Disk full on db1", "source": "db1.prod", "severity": "critical",
