@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,20 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
 
     config = load_settings(ctx, data_dir=data_dir, host=host, port=port)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = init_data_dir(config.data_dir)
-    lock = _lock_data_dir(data.path)
+    # Listen first: a port in use must fail before anything is created or minted (an admin key
+    # printed by a process that then dies is a secret shown for nothing).
+    listener = _listen(config.host, config.port)
+    try:
+        data = init_data_dir(config.data_dir)
+        lock = _lock_data_dir(data.path)
+    except BaseException:
+        listener.close()
+        raise
     try:
         db = data.open_database(config)
     except RollbackDetectedError as exc:
+        listener.close()
+        lock.close()
         raise Fail(str(exc), EXIT_FAIL) from None
     try:
         db.append_sync(*startup_events(data))
@@ -57,10 +67,26 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         # it found. With these no-op handlers a clean shutdown (final checkpoint signed) exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: None)
-        server.run()
+        server.run(sockets=[listener])
     finally:
+        listener.close()
         db.close()
         lock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else happens; a clear error if it cannot be."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise Fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAIL) from None
+    family = infos[0][0]
+    try:
+        listener = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise Fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_FAIL) from None
+    listener.set_inheritable(True)
+    return listener
 
 
 def _lock_data_dir(path: Path) -> Any:
