@@ -1,4 +1,4 @@
-"""Audit bundle export (spec/ledger.md §4): entries, signed checkpoint, proofs, verifier, manifest."""
+"""Audit bundle export (docs/ledger-format.md, "Audit bundles"): entries, signed checkpoint, proofs, verifier, manifest."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ EARLIER_CHECKPOINTS = 32
 VERIFY_MD = """\
 # Verifying this AlertEngine audit bundle
 
-This bundle follows the AlertEngine ledger format, version 1 (`spec/ledger.md`). You need the
+This bundle follows the AlertEngine ledger format, version 1, described in `ledger-format.md`
+beside this file (the normative document: entries, chains, tree, checkpoints, bundles). You need the
 appliance's verifier key, obtained from the appliance's operator through a channel you trust
 (`alertengine ledger key` prints it), and Python 3 with the `cryptography` package.
 
@@ -64,6 +65,11 @@ class ExportSummary:
 
 def verifier_source() -> bytes:
     return resources.files("alertengine.ledger").joinpath("verifier.py").read_bytes()
+
+
+def format_document() -> bytes:
+    """The normative format document (docs/ledger-format.md), shipped beside verify.py."""
+    return resources.files("alertengine.ledger").joinpath("ledger-format.md").read_bytes()
 
 
 def export_bundle(db: Database, out: Path, *, tenant: str | None = None, incident: str | None = None,
@@ -134,6 +140,7 @@ def export_bundle(db: Database, out: Path, *, tenant: str | None = None, inciden
                 files["consistency.jsonl"] = ("\n".join(lines) + "\n").encode()
             scope_desc = json.dumps(scope)
             files["verify.py"] = verifier_source()
+            files["ledger-format.md"] = format_document()
             files["VERIFY.md"] = VERIFY_MD.format(bundle=out.name, vkey=signer.vkey, scope=scope_desc,
                                                   size=n, root=b64(cp.root)).encode()
             manifest = {"format": FORMAT, "origin": signer.name, "vkey": signer.vkey, "scope": scope,
