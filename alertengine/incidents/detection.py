@@ -247,7 +247,9 @@ class Detector:
         except asyncio.TimeoutError:
             verdict = council._heuristic(context, f"the AI took longer than {self.ai_budget:g} s")
         if self.modes is not None:
-            await self.modes.set("ai_unavailable", verdict.decision == "heuristic", "; ".join(verdict.notes))
+            # No AI key is a configuration, not a fault: only a configured AI that fails degrades.
+            failed = verdict.decision == "heuristic" and council.available
+            await self.modes.set("ai_unavailable", failed, "; ".join(verdict.notes))
         theories = [t.as_data(label) for t, label in zip(verdict.theories, "AB")] if verdict.decision == "dissent" \
             else [t.as_data() for t in verdict.theories]
         data = {"category": verdict.lead.category, "root_cause": verdict.lead.root_cause,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -41,7 +40,8 @@ def triage(category: str, confidence: int, action: str | None = "restart service
 
 
 class Ward:
-    def __init__(self, db: Database, fake: FakeAnthropic | None, tmp: Path, timeout: float = 2.0) -> None:
+    def __init__(self, db: Database, fake: FakeAnthropic | None, tmp: Path, timeout: float = 20.0) -> None:
+        # generous: the fake answers at once, and a loaded machine must not turn an answer into a timeout
         self.db = db
         settings = CouncilSettings(fake.api_key, fake.base_url, (FAST, STRONG), timeout, 0) if fake else None
         self.council = Council(db, settings)
@@ -149,6 +149,8 @@ async def test_no_key_means_heuristic_without_any_call(db: Database, tmp_path: P
     inc = await w.outage()
     assert w.diagnosed()["decision"] == "heuristic" and inc.stage == engine.PROPOSED
     assert fake.requests_for(FAST) == [] and fake.requests_for(STRONG) == []
+    # no key is a configuration, not a fault: the appliance stays NORMAL
+    assert w.modes.snapshot() == {"mode": "NORMAL", "conditions": {}}
 
 
 async def test_a_suggested_action_outside_the_policy_is_dropped(ward: Ward, fake: FakeAnthropic) -> None:
@@ -201,11 +203,11 @@ async def test_a_hanging_ai_never_delays_detection(db: Database, fake: FakeAnthr
     w = Ward(db, fake, tmp_path, timeout=1.0)
     fake.answer(FAST, Hang(5))
     fake.answer(STRONG, Hang(5))
-    started = time.monotonic()
     for _ in range(3):
         inc = await w.detector.on_reading(w.service, SLOW)
-    detected_in = time.monotonic() - started
-    assert inc is not None and detected_in < 0.5  # DETECTED and the first notification, without the AI
+    # DETECTED and the first notification are done while the diagnosis is still waiting on the AI
+    assert inc is not None and w.detector.background
+    assert not any(task.done() for task in w.detector.background)
     assert "incident.detected" in w.kinds() and "notification.suppressed" in w.kinds()
     await asyncio.gather(*w.detector.background)
     assert w.diagnosed()["decision"] == "heuristic"  # the bounded wait ran out: the pipeline went on
