@@ -195,6 +195,17 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
         authorize(principal, ep.permission, tenant)
         if tenant is not None:
             get_tenant(state.db.read_conn(), tenant)  # 404 only for the appliance admin: others got 403 above
+    _read_query(ep, request, params)
+    body = None
+    if ep.request is not None:
+        body = await _json_body(request, ep.max_body)
+        if ep.validate_request:
+            validate(ep.request, body)
+    return Call(request, principal, tenant, body, params)
+
+
+def _read_query(ep: Endpoint, request: Request, params: dict[str, Any]) -> None:
+    """The declared query parameters that were given, checked against their schemas, into ``params``."""
     for name, schema in (ep.query or {}).items():
         raw = request.query_params.get(name)
         if raw is None:
@@ -206,12 +217,6 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
             value = int(raw)
         validate(schema, value, name)
         params[name] = value
-    body = None
-    if ep.request is not None:
-        body = await _json_body(request, ep.max_body)
-        if ep.validate_request:
-            validate(ep.request, body)
-    return Call(request, principal, tenant, body, params)
 
 
 async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]) -> Call:
@@ -229,6 +234,7 @@ async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]
         raise AccessError(401, "unauthenticated", "an ingest integration key is required (URL, bearer header"
                           + (f" or {ep.body_key}" if ep.body_key else "") + ")")
     params["integration"] = found[1]
+    _read_query(ep, request, params)
     return Call(request, None, found[0], body, params)
 
 

@@ -4,6 +4,7 @@ resolve, bad payloads get a 400 with the reason and change nothing."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -125,6 +126,28 @@ async def test_missed_heartbeat_opens_and_the_next_beat_resolves(world: World, i
     assert again.json()["incidents"] == [inc.id]
     assert not engine.get_incident(world.db.read_conn(), t, inc.id).is_open
     replay_clean(world)
+
+
+@pytest.mark.parametrize("interval, due_in", [(None, 90), (5, 7.5), (300, 450), (86_400, 129_600)])
+async def test_a_heartbeat_interval_sets_when_the_next_beat_is_due(world: World, ingest: str,
+                                                                 interval: int | None, due_in: float) -> None:
+    params = {} if interval is None else {"interval": interval}
+    before = datetime.now(timezone.utc)
+    beat = await world.client.post(f"/ingest/heartbeat/job-{interval}/{ingest}", params=params)
+    after = datetime.now(timezone.utc)
+    assert beat.status_code == 200, beat.text
+    assert beat.json()["interval"] == (interval or 60)
+    due = datetime.fromisoformat(beat.json()["next_due"].replace("Z", "+00:00"))
+    assert before + timedelta(seconds=due_in) <= due <= after + timedelta(seconds=due_in)  # 1.5 intervals
+
+
+@pytest.mark.parametrize("interval", ["4", "86401", "-60", "sixty", "1e3", "99999999999999999999"])
+async def test_a_heartbeat_interval_out_of_range_is_refused_and_records_nothing(world: World, ingest: str,
+                                                                               interval: str) -> None:
+    beat = await world.client.post(f"/ingest/heartbeat/odd/{ingest}", params={"interval": interval})
+    assert beat.status_code in (400, 422) and beat.json()["error"]["field"] == "interval"
+    rows = world.db.read_conn().execute("SELECT count(*) FROM heartbeats WHERE name = 'odd'").fetchone()[0]
+    assert rows == 0
 
 
 async def test_integration_keys_are_managed_and_shown_once(world: World) -> None:
