@@ -22,7 +22,7 @@ from ..incidents import engine
 from ..recovery import approvals
 from ..recovery.approvals import TokenError
 from ..recovery.orchestrator import dissent_theories, service_target
-from .routing import Call, Registry
+from .routing import ApiError, Call, Registry, read_body
 
 actions_api = Registry()
 _pages = Environment(loader=PackageLoader("alertengine.web", "templates"), autoescape=select_autoescape(["html"]))
@@ -82,13 +82,17 @@ async def preview_recovery(call: Call) -> Any:
     return reply
 
 
+MAX_FORM = 16_384  # a token, a CSRF value and a decision; nothing legitimate comes near it
+
+
 @actions_api.route("POST", "/action/recover/confirm", public=True, response=HTML, media_type="text/html",
                    summary="Approve or reject with a single-use token (form: token, csrf, decision)",
-                   tags=("approvals",), errors=(400, 403, 404, 409, 410))
+                   tags=("approvals",), errors=(400, 403, 404, 409, 410, 413))
 async def confirm_recovery(call: Call) -> Any:
-    raw = await call.request.body()
-    if len(raw) > 16_384:
-        return _refusal(400, "Refused", "the form is too large")
+    try:
+        raw = await read_body(call.request, MAX_FORM)
+    except ApiError:
+        return _refusal(413, "Refused", "the form is too large")
     form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), strict_parsing=False).items()}
     cookie = call.request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie, form.get("csrf", "")):

@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse
 from ..errors import NotFoundError
 from ..notify.channels.settings import channel_secrets
 from ..notify.channels.telegram import TelegramClient, parse_callback, secret_token_ok
-from .routing import ApiError, Call, Registry
+from .routing import ApiError, Call, Registry, read_body
 
 bots_api = Registry()
+MAX_UPDATE = 64 * 1024  # a callback update is a few KiB; Telegram messages are at most 4096 characters
 _DATA = re.compile(r"^ap:([a-z0-9]{12}):([yn])$")
 _ANSWERS = {"authorized": "Approved: the recovery runs now.", "waiting": "Approval recorded: one more person must approve.",
             "rejected": "Rejected: the action will not run.", "already_used": "Already decided.",
@@ -35,7 +36,7 @@ def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient 
     return TelegramClient(base, secrets["bot_token"], call.state.runtime.http)
 
 
-@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404),
+@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404, 413),
                 summary="Telegram bot webhook (authenticated by X-Telegram-Bot-Api-Secret-Token)",
                 response={"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"},
                                                                                "outcome": {"type": "string"}}})
@@ -45,7 +46,7 @@ async def telegram_webhook(call: Call) -> Any:
         if len(tenant) <= 64 else {}
     if not secret_token_ok(call.request.headers.get("x-telegram-bot-api-secret-token"), secrets.get("webhook_secret", "")):
         raise ApiError(401, "unauthenticated", "missing or wrong X-Telegram-Bot-Api-Secret-Token")
-    raw = await call.request.body()
+    raw = await read_body(call.request, MAX_UPDATE)
     try:
         query = parse_callback(json.loads(raw or b"null"))
     except ValueError as exc:

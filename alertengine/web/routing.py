@@ -274,15 +274,23 @@ def _touch(request: Request, principal: Principal) -> None:
     task.add_done_callback(state.background.discard)
 
 
-async def _json_body(request: Request, limit: int = MAX_BODY) -> Any:
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``: from a declared
+    length before anything is read, else while streaming it in. Every route reads bodies through
+    here, so no route, authenticated or not, ever holds more than ``limit`` bytes of one."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
-    raw = b""
+    raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > limit:
             raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
+    return bytes(raw)
+
+
+async def _json_body(request: Request, limit: int = MAX_BODY) -> Any:
+    raw = await read_body(request, limit)
     ctype = request.headers.get("content-type", "")
     if raw and "json" not in ctype:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
