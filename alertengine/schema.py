@@ -3,6 +3,7 @@ ones it enforces, and a failure names the offending field."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -28,6 +29,29 @@ def _type_ok(value: Any, name: str) -> bool:
     return isinstance(value, _TYPES[name])
 
 
+@functools.lru_cache(maxsize=512)
+def _pattern(source: str) -> re.Pattern[str]:
+    r"""A schema pattern with JSON Schema's (ECMA-262) meaning of ``$``: the end of the text.
+
+    Python's ``$`` also matches before a final newline, so ``^[0-9]+$`` would accept ``"42\n"``:
+    a pasted line break would pass validation. Every unescaped ``$`` outside a character class
+    becomes ``\Z``."""
+    out, i, in_class = [], 0, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            out.append(source[i:i + 2])
+            i += 2
+            continue
+        if ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        out.append("\\Z" if ch == "$" and not in_class else ch)
+        i += 1
+    return re.compile("".join(out))
+
+
 def validate(schema: Schema, value: Any, field: str = "") -> Any:
     """Check ``value`` against ``schema``; raise SchemaError naming the first bad field."""
     types = schema.get("type")
@@ -42,7 +66,7 @@ def validate(schema: Schema, value: Any, field: str = "") -> Any:
             raise SchemaError(field, f"must be at least {schema['minLength']} characters")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise SchemaError(field, f"must be at most {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
             raise SchemaError(field, f"does not match the pattern {schema['pattern']}")
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:

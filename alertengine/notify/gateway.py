@@ -100,7 +100,16 @@ class Gateway:
         return True if row is None else bool(row[0])  # unknown tenants never get egress
 
     async def notify(self, message: Message, *, policy_version: str | None = None) -> None:
-        remote = self.remote(message.tenant) if self.remote else []
+        """Deliver ``message``. Never raises: whatever a channel does (a bad setting, a provider
+        error, a bug) becomes a ledgered failed attempt, so the signal path that called this goes on."""
+        try:
+            remote = self.remote(message.tenant) if self.remote else []
+        except Exception as exc:  # noqa: BLE001 - unusable settings are a failed delivery, not a failed signal
+            log.warning("remote channels of %s unusable: %s", message.tenant, type(exc).__name__)
+            remote = []
+            if not self.is_shadow(message.tenant):
+                await self._ledger(message, "remote", Delivery(False, False, f"channel settings unusable: "
+                                                                            f"{type(exc).__name__}"), 1, policy_version)
         if self.is_shadow(message.tenant):
             await self.suppress(message.tenant, "notification", message.incident, policy_version,
                                 {"event": message.event, "priority": message.priority, "text": message.text,
@@ -121,7 +130,11 @@ class Gateway:
             async def send_once(c: Any = channel) -> Delivery:
                 nonlocal attempt
                 attempt += 1
-                result = await c.send(message)
+                try:
+                    result = await c.send(message)
+                except Exception as exc:  # noqa: BLE001 - a channel that breaks is a failed attempt, never fatal
+                    log.warning("channel %s raised %s", c.name, type(exc).__name__)
+                    result = Delivery(False, False, f"the channel failed: {type(exc).__name__}")
                 await self._ledger(message, c.name, result, attempt, policy_version)  # every attempt
                 return result
             delivery, _attempts = await deliver_with_retries(send_once, self.retry, self.sleep)

@@ -79,13 +79,13 @@ async def test_secrets_never_leave_in_clear(world: World, caplog: pytest.LogCapt
     caplog.set_level(logging.DEBUG)
     t, auth = world.tenants["a"], world.auth(world.keys[("a", "admin")])
     bot_token = "7777777777:AAFakeTelegramTokenForTestsOnly_abcdefgh"
-    signing = "slack-signing-secret-0123456789abcdef"
+    signing = "5e1f0c9a8b7d6e5f4a3b2c1d0e9f8a7b"  # the shape of a real Slack signing secret
     svc = await world.client.post(f"/api/tenants/{t}/services", json=SERVICE, headers=auth)
     webhook_secret = svc.json()["webhook_secret"]
     replies = [svc.text]
     for kind, body in (("telegram", {"config": {"api_base_url": "http://127.0.0.1:9001"},
                                      "secrets": {"bot_token": bot_token, "webhook_secret": "tg-hook-secret-123"}}),
-                       ("slack", {"secrets": {"signing_secret": signing, "bot_token": "xoxb-1-2-3"}})):
+                       ("slack", {"secrets": {"signing_secret": signing, "bot_token": "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"}})):
         reply = await world.client.put(f"/api/tenants/{t}/notifications/channels/{kind}", json=body, headers=auth)
         assert reply.status_code == 200, reply.text
         replies.append(reply.text)

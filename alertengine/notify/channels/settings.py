@@ -18,7 +18,17 @@ from ...tenancy.tenants import get_tenant
 from ...tenancy.vault import SecretVault
 
 URL = {"type": "string", "maxLength": 2048}
-SECRET = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096}
+# Secrets are checked for their provider's shape when saved, so that a pasted newline or a token of
+# the wrong service is refused at once instead of failing every delivery later. A null removes one.
+PRINTABLE_SECRET = {"type": ["string", "null"], "minLength": 1, "maxLength": 4096, "pattern": r"^[!-~]+$"}
+SECRET_SHAPES: dict[str, dict[str, Any]] = {
+    "telegram.bot_token": {"type": ["string", "null"], "maxLength": 128, "pattern": r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$"},
+    # Telegram allows 1-256 characters of A-Z, a-z, 0-9, _ and - in a webhook secret_token
+    "telegram.webhook_secret": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_-]{1,256}$"},
+    "twilio.auth_token": {"type": ["string", "null"], "pattern": r"^[0-9A-Za-z]{32}$"},
+    "slack.bot_token": {"type": ["string", "null"], "maxLength": 256, "pattern": r"^xox[abpr]-[A-Za-z0-9-]{8,250}$"},
+    "slack.signing_secret": {"type": ["string", "null"], "pattern": r"^[0-9A-Za-z]{16,128}$"},
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,8 @@ def input_schema(kind: ChannelKind) -> dict[str, Any]:
             "properties": {
                 "config": {"type": "object", "additionalProperties": False, "properties": kind.config},
                 "secrets": {"type": "object", "additionalProperties": False,
-                            "properties": {name: SECRET for name in kind.secrets},
+                            "properties": {name: SECRET_SHAPES.get(f"{kind.name}.{name}", PRINTABLE_SECRET)
+                                           for name in kind.secrets},
                             "description": "write-only; a null value removes the secret"},
             }}
 
