@@ -11,38 +11,79 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from tests.cli.test_cli import Server, start_server, stop
 from tests.conftest import CliResult, run_cli
+from tests.waiting import DEADLINE, wait_for
 
 T = TypeVar("T")
-DEADLINE = 30.0          # seconds any condition may take to come true on a loaded machine
 ADMIN_KEY_RE = re.compile(r"appliance admin API key \(shown once, store it now\): (\S+)")
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float = DEADLINE, every: float = 0.25,
-             explain: Callable[[], str] | None = None) -> T:
-    """Call ``probe`` until it returns something truthy and return that; fail naming ``what`` after
-    ``timeout`` seconds (with the last value seen, and ``explain()`` if given)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            extra = f"\n{explain()}" if explain else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last seen: {last!r}{extra}")
-        time.sleep(every)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path, scheme: str = "http") -> None:
+        self.proc, self.port, self.log, self.scheme = proc, port, log, scheme
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start_server(cwd: Path, *args: str, env: dict | None = None, verify: Path | bool = False) -> Server:
+    """``alertengine serve`` on a free port, once ``/healthz`` answers. With ``verify`` (the
+    certificate to trust, or True for the system's) it is reached over HTTPS."""
+    port = free_port()
+    log = cwd / f"serve-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTENGINE_")}
+    full_env.update(env or {})
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "alertengine", "serve", "--port", str(port), *args],
+                                cwd=cwd, env=full_env, stdout=f, stderr=subprocess.STDOUT)
+    server = Server(proc, port, log, "https" if verify else "http")
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early:\n{log.read_text()}")
+        ca = str(verify) if isinstance(verify, Path) and verify.exists() else verify
+        if isinstance(verify, Path) and not verify.exists():
+            return False  # the certificate is made at start-up: not there yet
+        try:
+            return httpx.get(f"{server.url}/healthz", timeout=5, verify=ca).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, what="serve answering /healthz", explain=lambda: log.read_text())
+    except AssertionError:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+    return server
+
+
+def stop(server: Server, sig: int = signal.SIGTERM) -> int:
+    server.proc.send_signal(sig)
+    return server.proc.wait(timeout=30)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -133,7 +174,7 @@ class Appliance:
         def probe() -> dict[str, Any] | None:
             reply = self.get(f"/api/tenants/{tenant}/incidents/{incident}", self.admin_key)
             return reply.json() if reply.status_code == 200 and reply.json()["stage"] == stage else None
-        return wait_for(f"{incident} to reach {stage}", probe, timeout,
+        return wait_for(probe, timeout, what=f"{incident} to reach {stage}",
                         explain=lambda: self.get(f"/api/tenants/{tenant}/incidents", self.admin_key).text)
 
     # --- the command line and the local channels ----------------------------------------------

@@ -14,15 +14,17 @@ DEADLINE = 30.0
 
 
 def wait_for(check: Callable[[], Any], timeout: float = DEADLINE, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Call ``check`` until it returns a truthy value, and return that value."""
+             what: str = "condition", explain: Callable[[], str] | None = None) -> Any:
+    """Call ``check`` until it returns a truthy value, and return that value; on time-out, fail naming
+    ``what`` with the last value seen (and ``explain()``, e.g. a server's output, when given)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s (last value {value!r})")
+            extra = f"\n{explain()}" if explain else ""
+            raise AssertionError(f"{what} not met within {timeout:g} s (last value {value!r}){extra}")
         time.sleep(interval)
 
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import click
@@ -19,14 +14,9 @@ import pytest
 from alertengine import __version__
 from alertengine.cli import cli
 from tests.conftest import run_cli
+from tests.serving import free_port, start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_version() -> None:
@@ -49,44 +39,6 @@ def test_every_command_and_option_is_documented() -> None:
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"`alertengine {name} {param.opts[0]}` has no help text"
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-def start_server(cwd: Path, *args: str, env: dict | None = None) -> Server:
-    port = free_port()
-    log = cwd / f"serve-{port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTENGINE_")}
-    full_env.update(env or {})
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "alertengine", "serve", "--port", str(port), *args],
-                                cwd=cwd, env=full_env, stdout=f, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return Server(proc, port, log)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"serve did not come up:\n{log.read_text()}")
-
-
-def stop(server: Server, sig: int = signal.SIGTERM) -> int:
-    server.proc.send_signal(sig)
-    return server.proc.wait(timeout=30)
 
 
 @pytest.mark.slow

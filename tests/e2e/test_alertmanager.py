@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_cli import free_port
-from tests.serving import DEADLINE, Appliance, running_appliance, wait_for
+from tests.serving import DEADLINE, Appliance, free_port, running_appliance, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +128,7 @@ def alertmanager(tmp_path: Path, setup: Setup) -> Iterator[Alertmanager]:
                 return httpx.get(f"{am.url}/-/ready", timeout=2, trust_env=False).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_for("alertmanager to be ready", ready, explain=am.output)
+        wait_for(what="alertmanager to be ready", check=ready, explain=am.output)
         yield am
     finally:
         am.stop()
@@ -152,7 +151,7 @@ def test_alertmanager_opens_then_resolves_an_incident(setup: Setup, alertmanager
     def explain() -> str:
         return f"appliance incidents: {app.incidents(tenant)}\n--- alertmanager ---\n{alertmanager.output()}"
 
-    [opened] = wait_for("the appliance to open an incident", lambda: app.incidents(tenant), NOTIFY_DEADLINE,
+    [opened] = wait_for(what="the appliance to open an incident", check=lambda: app.incidents(tenant), timeout=NOTIFY_DEADLINE,
                         explain=explain)
     assert opened["id"] == "INC-1" and opened["is_open"] and opened["source"] == "alertmanager"
     assert opened["service_name"] == "checkout" and opened["title"] == "checkout answers 503"

@@ -155,12 +155,12 @@ def test_approval_link_preview_then_confirm_calls_the_receiver_once(tmp_path: Pa
         def proposal() -> dict[str, Any] | None:
             return next((n for n in app.notifications() if n["event"] == "proposed" and n["incident"] == "INC-1"),
                         None)
-        notice = wait_for("the proposal in notifications.jsonl", proposal)
+        notice = wait_for(what="the proposal in notifications.jsonl", check=proposal)
         assert notice["tenant"] == tenant and "restart service" in notice["text"] and "127.0.0.1" in notice["text"]
         assert list(notice["links"]) == ["primary:Ada"]
         link = notice["links"]["primary:Ada"]
         assert link.startswith(f"{app.url}/action/recover/")
-        wait_for("the link on the console", lambda: f"primary:Ada: approve or reject at {link}" in app.output())
+        wait_for(what="the link on the console", check=lambda: f"primary:Ada: approve or reject at {link}" in app.output())
         token = link.rsplit("/", 1)[1]
         assert token not in json.dumps(app.ledger(tenant))   # tokens are never ledgered
 
@@ -216,6 +216,6 @@ def test_approval_link_preview_then_confirm_calls_the_receiver_once(tmp_path: Pa
         assert authorized["actor"] == "engineer:link:primary:Ada"
         [ran] = app.ledger(tenant, kind="incident.executed")
         assert ran["actor"] == "orchestrator" and ran["data"]["status"] == 200
-        wait_for("the executed notice", lambda: any(n["event"] == "executed" for n in app.notifications()))
+        wait_for(what="the executed notice", check=lambda: any(n["event"] == "executed" for n in app.notifications()))
         assert all(r.path == "/health" for r in health.requests)
         verify_after_stop(app)

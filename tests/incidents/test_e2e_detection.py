@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_cli import start_server, stop
 from tests.conftest import run_cli
+from tests.serving import start_server, stop
 from tests.waiting import wait_for
 
 HEALTHY = {"sdk": "alertengine", "status": "ok", "window_seconds": 60,

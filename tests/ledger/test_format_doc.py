@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from alertengine.appliance import CHECKPOINT_FILE, DB_FILE, INSTALL_FILE, LEDGER_KEY_FILE, init_data_dir
+from alertengine.appliance import (
+    CHECKPOINT_FILE,
+    DB_FILE,
+    INSTALL_FILE,
+    LEDGER_KEY_FILE,
+    init_data_dir,
+)
 from alertengine.config import Config, _validated
 from alertengine.errors import ConfigError
 from alertengine.ledger import entry as entry_module
