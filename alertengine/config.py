@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -29,6 +30,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address the web server listens on."),
     Setting("port", int, 8080, "TCP port the web server listens on."),
     Setting("public_url", str, "", "Base URL people and chat services reach this appliance at (default: http://host:port)."),
+    Setting("tls_cert_file", str, "", "PEM certificate (chain) to serve HTTPS with; needs tls_key_file."),
+    Setting("tls_key_file", str, "", "PEM private key of tls_cert_file (secret: keep it mode 0600)."),
+    Setting("tls_self_signed", bool, False,
+            "Without tls_cert_file: make a self-signed certificate in <data_dir>/tls at first start and serve HTTPS."),
+    Setting("trusted_proxies", str, "",
+            "Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+            "are believed; empty: none, the connecting address is the client."),
     Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
     Setting("checkpoint_interval", float, 1.0,
             "Seconds between signed ledger checkpoints while entries are being appended."),
@@ -56,6 +64,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_self_signed: bool = False
+    trusted_proxies: str = ""
     log_level: str = "info"
     checkpoint_interval: float = 1.0
     writer_batch_max: int = 1000
@@ -76,8 +88,16 @@ class Config:
         return UrlPolicy.from_strings(self.outbound_allow_cidrs, self.outbound_deny_cidrs)
 
     @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file or self.tls_self_signed)
+
+    @property
     def base_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+        return self.public_url.rstrip("/") or f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def proxies(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     def with_overrides(self, **values: Any) -> "Config":
         clean = {k: _coerce(k, v, "command line") for k, v in values.items() if v is not None}
@@ -141,6 +161,14 @@ def _validated(cfg: Config) -> Config:
         raise ConfigError("ai_max_retries", f"must be between 0 and 10, got {cfg.ai_max_retries}")
     if cfg.ai_base_url and not cfg.ai_base_url.startswith(("http://", "https://")):
         raise ConfigError("ai_base_url", f"must start with http:// or https://, got {cfg.ai_base_url!r}")
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        missing = "tls_key_file" if cfg.tls_cert_file else "tls_cert_file"
+        raise ConfigError(missing, "tls_cert_file and tls_key_file go together: set both or neither")
+    for proxy in cfg.proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError("trusted_proxies", f"{proxy!r} is not an IP address or CIDR") from None
     if cfg.public_url and not cfg.public_url.startswith(("http://", "https://")):
         raise ConfigError("public_url", f"must start with http:// or https://, got {cfg.public_url!r}")
     return cfg

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,11 @@ class Server:
         return self.log.read_text()
 
 
+def trusting(verify: Path | bool) -> ssl.SSLContext | bool:
+    """What httpx's ``verify`` takes: a context trusting exactly ``verify`` when it is a certificate."""
+    return ssl.create_default_context(cafile=str(verify)) if isinstance(verify, Path) else verify
+
+
 def start_server(cwd: Path, *args: str, env: dict | None = None, verify: Path | bool = False) -> Server:
     """``alertengine serve`` on a free port, once ``/healthz`` answers. With ``verify`` (the
     certificate to trust, or True for the system's) it is reached over HTTPS."""
@@ -64,11 +70,10 @@ def start_server(cwd: Path, *args: str, env: dict | None = None, verify: Path | 
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited early:\n{log.read_text()}")
-        ca = str(verify) if isinstance(verify, Path) and verify.exists() else verify
         if isinstance(verify, Path) and not verify.exists():
             return False  # the certificate is made at start-up: not there yet
         try:
-            return httpx.get(f"{server.url}/healthz", timeout=5, verify=ca).status_code == 200
+            return httpx.get(f"{server.url}/healthz", timeout=5, verify=trusting(verify)).status_code == 200
         except httpx.HTTPError:
             return False
 

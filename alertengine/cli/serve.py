@@ -17,6 +17,7 @@ from .. import __version__
 from ..appliance import init_data_dir, startup_events
 from ..config import describe, load_config, read_file
 from ..errors import ConfigError, RollbackDetectedError
+from ..web.tls import tls_files
 from .common import EXIT_FAIL, Fail, data_dir_option, load_settings
 
 # --- serve ------------------------------------------------------------------------------------
@@ -44,6 +45,12 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         listener.close()
         raise
     try:
+        tls = tls_files(config, data.path)   # before an admin key is minted: a bad certificate fails first
+    except ConfigError as exc:
+        listener.close()
+        lock.close()
+        raise Fail(f"configuration error: {exc}", EXIT_FAIL) from None
+    try:
         db = data.open_database(config)
     except RollbackDetectedError as exc:
         listener.close()
@@ -54,6 +61,9 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         from ..tenancy.tenants import ensure_admin_key
         admin_secret = db.write_sync(ensure_admin_key())
         click.echo(f"AlertEngine {__version__} serving on {config.base_url}")
+        if tls is not None:
+            click.echo(f"  TLS certificate: {tls.cert}" + ("  (self-signed: pin it)" if tls.self_signed else ""))
+            click.echo(f"  TLS certificate SHA-256: {tls.fingerprint}")
         click.echo(f"  data directory: {data.path.resolve()}" + ("  (created)" if data.created else ""))
         click.echo(f"  ledger verifier key: {data.signer.vkey}")
         click.echo(f"  ledger entries: {db.ledger_size}")
@@ -61,8 +71,12 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
             click.echo(f"  appliance admin API key (shown once, store it now): {admin_secret}")
         sys.stdout.flush()
         app = create_app(config, data, db)
-        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                                               access_log=False, lifespan="on", log_config=None))
+        # Forwarded headers are believed only from the proxies the operator listed: by default none,
+        # so a client cannot choose the address the authentication slow-down counts it under.
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=config.host, port=config.port, log_level=config.log_level, access_log=False, lifespan="on",
+            log_config=None, proxy_headers=bool(config.proxies), forwarded_allow_ips=config.proxies or None,
+            ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None))
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
         # it found. With these no-op handlers a clean shutdown (final checkpoint signed) exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
