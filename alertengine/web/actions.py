@@ -23,6 +23,7 @@ from ..recovery import approvals
 from ..recovery.approvals import TokenError
 from ..recovery.orchestrator import dissent_theories, service_target
 from .routing import ApiError, Call, Registry, read_body
+from .throttle import failed_auth
 
 actions_api = Registry()
 _pages = Environment(loader=PackageLoader("alertengine.web", "templates"), autoescape=select_autoescape(["html"]))
@@ -54,7 +55,7 @@ def _diagnosis(conn: Any, inc: engine.Incident, choice: str | None) -> str | Non
 
 @actions_api.route("GET", "/action/recover/{token}", public=True, response=HTML, media_type="text/html",
                    summary="Read-only preview of an approval link (authenticated by the signed, single-use token)",
-                   tags=("approvals",), errors=(400, 404, 409, 410))
+                   tags=("approvals",), errors=(400, 404, 409, 410, 429))
 async def preview_recovery(call: Call) -> Any:
     orchestrator = call.state.orchestrator
     try:
@@ -63,6 +64,8 @@ async def preview_recovery(call: Call) -> Any:
         approval = approvals.find_approval(conn, jti=claims.jti, tenant=claims.tenant)
         inc = engine.get_incident(conn, claims.tenant, claims.incident)
     except TokenError as exc:
+        if exc.code != "expired":   # a forged or mangled link is a failed authentication
+            await failed_auth(call.request, "approval link")
         return _refusal(400 if exc.code != "expired" else 410, "This link cannot be used", exc.message)
     except NotFoundError:
         return _refusal(404, "This link cannot be used", "no such approval")
@@ -87,7 +90,7 @@ MAX_FORM = 16_384  # a token, a CSRF value and a decision; nothing legitimate co
 
 @actions_api.route("POST", "/action/recover/confirm", public=True, response=HTML, media_type="text/html",
                    summary="Approve or reject with a single-use token (form: token, csrf, decision)",
-                   tags=("approvals",), errors=(400, 403, 404, 409, 410, 413))
+                   tags=("approvals",), errors=(400, 403, 404, 409, 410, 413, 429))
 async def confirm_recovery(call: Call) -> Any:
     try:
         raw = await read_body(call.request, MAX_FORM)
@@ -103,6 +106,8 @@ async def confirm_recovery(call: Call) -> Any:
     try:
         verdict = await call.state.orchestrator.decide_by_link(form.get("token", ""), decision)
     except TokenError as exc:
+        if exc.code != "expired":   # a forged or mangled link is a failed authentication
+            await failed_auth(call.request, "approval link")
         return _refusal(400 if exc.code != "expired" else 410, "This link cannot be used", exc.message)
     except NotFoundError:
         return _refusal(404, "This link cannot be used", "no such approval")

@@ -25,7 +25,8 @@ from .deploys_api import deploys_api
 from .incidents import incidents_api
 from .ingest import ingest_api
 from .openapi import openapi_document
-from .routing import Call, FailureThrottle, Registry, error_response
+from .routing import Call, Registry, error_response
+from .throttle import FailureThrottle
 
 system = Registry()
 HEALTH = {"type": "object", "required": ["status", "mode", "version", "install_id", "ledger"],

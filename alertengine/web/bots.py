@@ -17,6 +17,7 @@ from ..errors import NotFoundError
 from ..notify.channels.settings import channel_secrets
 from ..notify.channels.telegram import TelegramClient, parse_callback, secret_token_ok
 from .routing import ApiError, Call, Registry, read_body
+from .throttle import failed_auth
 
 bots_api = Registry()
 MAX_UPDATE = 64 * 1024  # a callback update is a few KiB; Telegram messages are at most 4096 characters
@@ -36,7 +37,7 @@ def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient 
     return TelegramClient(base, secrets["bot_token"], call.state.runtime.http)
 
 
-@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404, 413),
+@bots_api.route("POST", "/bot/telegram/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404, 413, 429),
                 summary="Telegram bot webhook (authenticated by X-Telegram-Bot-Api-Secret-Token)",
                 response={"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"},
                                                                                "outcome": {"type": "string"}}})
@@ -45,6 +46,7 @@ async def telegram_webhook(call: Call) -> Any:
     secrets = channel_secrets(call.state.db.read_conn(), tenant, "telegram", call.state.vault) \
         if len(tenant) <= 64 else {}
     if not secret_token_ok(call.request.headers.get("x-telegram-bot-api-secret-token"), secrets.get("webhook_secret", "")):
+        await failed_auth(call.request, "Telegram webhook secret")
         raise ApiError(401, "unauthenticated", "missing or wrong X-Telegram-Bot-Api-Secret-Token")
     raw = await read_body(call.request, MAX_UPDATE)
     try:

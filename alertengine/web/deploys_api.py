@@ -15,6 +15,7 @@ from ..diagnosis.deploys import (
 from ..notify.channels.settings import channel_secrets
 from ..signals.ingest import PayloadError
 from .routing import ApiError, Call, Registry, read_body
+from .throttle import failed_auth
 
 deploys_api = Registry()
 MAX_PUSH = 5 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB; pushes of interest are far smaller
@@ -45,7 +46,7 @@ async def list_deploys_endpoint(call: Call) -> Any:
     return {"deploys": [d.public() for d in list_deploys(call.state.db.read_conn(), call.tenant)]}
 
 
-@deploys_api.route("POST", "/ingest/github/{tenant}", public=True, tags=("deploys",), errors=(400, 401, 404, 413),
+@deploys_api.route("POST", "/ingest/github/{tenant}", public=True, tags=("deploys",), errors=(400, 401, 404, 413, 429),
                    summary="GitHub push webhook (authenticated by X-Hub-Signature-256 with the tenant's github "
                            "webhook_secret); each commit becomes a deploy record",
                    response={"type": "object", "required": ["recorded"],
@@ -56,6 +57,7 @@ async def github_push(call: Call) -> Any:
     secrets = channel_secrets(conn, tenant, "github", call.state.vault) if len(tenant) <= 64 else {}
     raw = await read_body(call.request, MAX_PUSH)
     if not verify_github_signature(secrets.get("webhook_secret", ""), call.request.headers.get("x-hub-signature-256"), raw):
+        await failed_auth(call.request, "GitHub signature")
         raise ApiError(401, "unauthenticated", "missing or wrong X-Hub-Signature-256")
     if call.request.headers.get("x-github-event", "push") == "ping":
         return {"recorded": 0}

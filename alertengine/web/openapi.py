@@ -10,6 +10,7 @@ from .routing import ERROR_SCHEMA, Endpoint
 _ERRORS = {400: "Bad request", 401: "No valid API key", 403: "This key may not do that", 404: "Not found",
            409: "Conflicts with an existing resource, or with the incident's stage", 410: "Expired", 413: "Body too large", 415: "Body is not JSON",
            422: "The body breaks the schema or a policy (the field is named)",
+           429: "Too many failed authentications from this address at once: retry later (Retry-After)",
            503: "A transient fault storing the request: retry (Retry-After)"}
 
 
@@ -36,11 +37,11 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
             op["security"] = []
         elif ep.integration:
             op["security"] = [{"integrationKey": []}]
-            codes |= {400, 401, 413, 415, 503}
+            codes |= {400, 401, 413, 415, 429, 503}
         else:
             op["security"] = [{"bearerAuth": []}]
             op["x-permission"] = ep.permission
-            codes |= {401, 403}
+            codes |= {401, 403, 429}
             if ep.path_params:
                 codes.add(404)
         error_content = ({"text/html": {"schema": {"type": "string"}}} if ep.media_type == "text/html" else

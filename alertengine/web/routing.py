@@ -18,10 +18,11 @@ from starlette.routing import Route
 
 from ..errors import ConflictError, FieldError, NotFoundError, StoreError
 from ..incidents.engine import IllegalTransitionError
-from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
+from ..ledger.entry import utc_timestamp
 from ..schema import validate
 from ..tenancy.access import AccessError, Principal, authenticate, authorize
 from ..tenancy.tenants import get_tenant, integration_tenant, touch_key
+from .throttle import TooManyFailuresError, failed_auth
 
 log = logging.getLogger("alertengine.web")
 MAX_BODY = 256 * 1024
@@ -128,31 +129,6 @@ class Registry:
         return out
 
 
-class FailureThrottle:
-    """Slows repeated authentication failures from one address; ledgers each burst once."""
-
-    def __init__(self, free: int = 5, window: float = 60.0, max_delay: float = 5.0) -> None:
-        self.free, self.window, self.max_delay = free, window, max_delay
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def record(self, address: str) -> tuple[float, bool]:
-        """Count a failure; return (seconds to delay the answer, whether a burst just began)."""
-        now = time.monotonic()
-        start, count = self._seen.get(address, (now, 0))
-        if now - start > self.window:
-            start, count = now, 0
-        count += 1
-        self._seen[address] = (start, count)
-        if len(self._seen) > 10_000:  # forget the oldest addresses rather than grow without bound
-            for key in sorted(self._seen, key=lambda a: self._seen[a][0])[:5_000]:
-                del self._seen[key]
-        over = count - self.free
-        return (min(self.max_delay, 0.1 * 2 ** (over - 1)) if over > 0 else 0.0), over == 1
-
-    def reset(self, address: str) -> None:
-        self._seen.pop(address, None)
-
-
 def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -162,6 +138,11 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return error_response(e.status, e.code, e.message, e.field)
         except AccessError as e:
             return error_response(e.status, e.code, e.message)
+        except TooManyFailuresError:
+            reply = error_response(429, "too_many_requests", "too many failed authentications from your address "
+                                                             "at once; retry later")
+            reply.headers["Retry-After"] = "5"
+            return reply
         except ConflictError as e:
             return error_response(409, "conflict", e.message, e.field)
         except IllegalTransitionError as e:
@@ -230,7 +211,7 @@ async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]
         key = body[ep.body_key]
     found = integration_tenant(request.app.state.db.read_conn(), key)
     if found is None:
-        await _failed_auth(request)
+        await failed_auth(request, "ingest key")
         raise AccessError(401, "unauthenticated", "an ingest integration key is required (URL, bearer header"
                           + (f" or {ep.body_key}" if ep.body_key else "") + ")")
     params["integration"] = found[1]
@@ -238,25 +219,12 @@ async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]
     return Call(request, None, found[0], body, params)
 
 
-async def _failed_auth(request: Request) -> None:
-    state = request.app.state
-    address = request.client.host if request.client else "unknown"
-    delay, burst = state.auth_throttle.record(address)
-    if burst:
-        await state.db.append(LedgerEvent(
-            kind="auth.failures", tenant=SYSTEM_TENANT, actor="system", decision="throttle",
-            reason=f"repeated authentication failures from {address}; answers are now slowed",
-            data={"address": address, "path": request.url.path}))
-    if delay:
-        await asyncio.sleep(delay)
-
-
 async def _authenticate(request: Request) -> Principal:
     state = request.app.state
     try:
         principal = authenticate(state.db.read_conn(), request.headers.get("authorization"))
     except AccessError:
-        await _failed_auth(request)
+        await failed_auth(request, "API key")
         raise
     _touch(request, principal)
     return principal

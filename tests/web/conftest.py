@@ -14,7 +14,7 @@ from alertengine.store import Database
 from alertengine.tenancy.access import APPLIANCE_ADMIN, TENANT_ROLES
 from alertengine.tenancy.tenants import create_key, create_tenant, revoke_key
 from alertengine.web.app import create_app
-from alertengine.web.routing import FailureThrottle
+from alertengine.web.throttle import FailureThrottle
 
 
 @dataclass
