@@ -32,9 +32,10 @@ import aiosqlite
 
 from ..errors import RollbackDetectedError, StoreError
 from ..ledger.chain import ChainHead
-from ..ledger.entry import Entry, LedgerEvent, utc_timestamp
+from ..ledger.entry import SYSTEM_TENANT, Entry, LedgerEvent, utc_timestamp
 from ..ledger.keys import LedgerSigner
-from ..ledger.verifier import NoteError, b64, open_note, parse_checkpoint
+from ..ledger.verifier import Checkpoint, NoteError, b64, open_note, parse_checkpoint
+from .anchor import Anchor, check_extends
 from .migrations import apply_migrations
 
 T = TypeVar("T")
@@ -149,6 +150,8 @@ class Database:
         self._closed = False
         self._latest: StoredCheckpoint | None = None
         self._dead: BaseException | None = None
+        self._anchor: Anchor | None = None   # the newest checkpoint signed or verified (see anchor.py)
+        self._reloaded = False               # the head was reloaded from the database since the anchor
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._stats = {"batches": 0, "writes": 0}
@@ -160,9 +163,15 @@ class Database:
         try:
             apply_migrations(conn)
             self._head.load(conn)
-            self._check_rollback(conn)
+            held = self._check_rollback(conn)
             self._latest = latest_checkpoint(conn)
             self._last_cp_size = self._latest.size if self._latest else -1
+            # the database must extend both what it says it signed and what was held outside it
+            candidates = sorted((Anchor(c.size, c.root) for c in (self._latest, held) if c is not None),
+                                key=lambda a: a.size)
+            for anchor in candidates:
+                check_extends(conn, self._head, anchor, reloaded=True)
+            self._anchor = candidates[-1] if candidates else None
         except BaseException:
             conn.close()
             raise
@@ -182,7 +191,9 @@ class Database:
         if final_checkpoint and self.signer is not None:
             with contextlib.suppress(Exception):
                 self._submit(_Request(None, "checkpoint:shutdown")).result()
-        self._submit(_Request(None, "stop")).result()
+        if self._dead is None:
+            with contextlib.suppress(StoreError):   # the writer may stop (a rollback found) meanwhile
+                self._submit(_Request(None, "stop")).result()
         self._thread.join()
         self._closed = True
         for conn in self._readers:
@@ -194,7 +205,9 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_rollback(self, conn: sqlite3.Connection) -> None:
+    def _check_rollback(self, conn: sqlite3.Connection) -> Checkpoint | None:
+        """Refuse a database smaller than a checkpoint signed for it; return the verified checkpoint
+        held outside the database (``latest-checkpoint.txt``), if any."""
         size = self._head.size
         row = conn.execute("SELECT max(size) FROM checkpoints").fetchone()
         if row[0] is not None and row[0] > size:
@@ -212,6 +225,8 @@ class Database:
                     f"ROLLBACK: the database holds {size} ledger entries but this appliance signed a checkpoint "
                     f"of size {cp.size} ({self.checkpoint_file}); an old copy of the database was restored. "
                     "Refusing to start.")
+            return cp
+        return None
 
     # --- writing -----------------------------------------------------------------------------
     def _submit(self, req: _Request) -> Any:
@@ -278,8 +293,10 @@ class Database:
                 if control is not None and self._control(control):
                     return
         except BaseException as exc:  # noqa: BLE001 - the writer must never die silently
-            log.critical("the database writer stopped: %s", exc, exc_info=True)
+            log.critical("the database writer stopped: %s", exc, exc_info=not isinstance(exc, RollbackDetectedError))
             self._dead = exc
+            if isinstance(exc, RollbackDetectedError):
+                self._ledger_alarm(conn, exc)
             while True:  # fail whatever is still queued instead of leaving callers waiting
                 try:
                     req = self._queue.get_nowait()
@@ -296,9 +313,29 @@ class Database:
         reason = req.control.split(":", 1)[1]
         try:
             _deliver([(req, self._checkpoint(reason, force=True), None)])
+        except RollbackDetectedError as exc:
+            self._dead = exc
+            _deliver([(req, None, exc)])
+            raise                      # the writer stops: nothing more is written or signed
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             _deliver([(req, None, exc)])
         return False
+
+    def _ledger_alarm(self, conn: sqlite3.Connection, exc: RollbackDetectedError) -> None:
+        """Record the refusal in the ledger when the database still takes writes (never signed)."""
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            self._head.load(conn)
+            self._head.append(conn, LedgerEvent(
+                kind="ledger.rollback_detected", tenant=SYSTEM_TENANT, actor="system", decision="refused",
+                reason=str(exc)[:2000], data={"anchor_size": self._anchor.size if self._anchor else None,
+                                              "database_size": self._head.size}))
+            self._head.save(conn)
+            conn.execute("COMMIT")
+        except Exception as alarm_exc:  # noqa: BLE001 - the refusal stands whether or not it is ledgered
+            log.error("could not ledger the rollback alarm: %s", alarm_exc)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
         head = self._head
@@ -327,6 +364,13 @@ class Database:
             if head.size != batch_mark.size:
                 head.save(conn)
             conn.execute("COMMIT")
+        except RollbackDetectedError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._dead = exc           # before anyone is answered: a refused caller sees the writer stopped
+            _deliver([(req, None, StoreError("the ledger was rolled back under the appliance; writing refused"))
+                      for req in batch])
+            raise
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -347,15 +391,21 @@ class Database:
         _deliver([(req, result, exc) for req, result, exc, _tx in outcomes])
 
     def _sync_head(self, conn: sqlite3.Connection) -> None:
-        """Reload the head if another process appended since our last transaction."""
+        """Reload the head if another process changed the ledger since our last transaction (another
+        appliance command appending is normal; fewer entries than the anchor is a rollback)."""
         row = conn.execute("SELECT max(seq) FROM ledger").fetchone()
         size = row[0] + 1 if row[0] is not None else 0
         if size != self._head.size:
             self._head.load(conn)
+            self._reloaded = True
+            check_extends(conn, self._head, self._anchor, reloaded=True)
+            self._reloaded = False   # re-hashed just now: it extends the anchor
 
     def _safe_checkpoint(self, reason: str, *, force: bool) -> None:
         try:
             self._checkpoint(reason, force=force)
+        except RollbackDetectedError:
+            raise
         except Exception as exc:  # noqa: BLE001 - retried after the next interval; entries stay chained
             self._last_cp_time = time.monotonic()
             log.error("could not sign a ledger checkpoint (will retry): %s", exc)
@@ -371,13 +421,19 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._sync_head(conn)
+            check_extends(conn, self._head, self._anchor, reloaded=self._reloaded)
             size = self._head.size
             row = conn.execute("SELECT size, root, note, reason, created FROM checkpoints "
                                "ORDER BY size DESC LIMIT 1").fetchone()
             if row is not None and row[0] >= size:
+                if row[0] > size or bytes(row[1]) != self._head.root():
+                    raise RollbackDetectedError(
+                        f"ROLLBACK: a checkpoint of size {row[0]} is stored but the database holds {size} entries "
+                        "that do not match it. Refusing to sign.")
                 conn.execute("COMMIT")
                 self._last_cp_size, self._last_cp_time = row[0], now
                 self._latest = StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3], row[4])
+                self._anchor = Anchor(size, self._latest.root)
                 return self._latest
             root = self._head.root()
             note = self.signer.sign_note(f"{self.signer.name}\n{size}\n{b64(root)}\n")
@@ -391,6 +447,7 @@ class Database:
             raise
         self._last_cp_size, self._last_cp_time = size, now
         self._latest = cp
+        self._anchor = Anchor(size, root)
         if self.checkpoint_file is not None:
             _write_atomic(self.checkpoint_file, note.encode())
         return cp
