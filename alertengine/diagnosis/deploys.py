@@ -49,6 +49,7 @@ WINDOW_AFTER = 60               # ... and after (clocks of CI and appliance disa
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 _SHA = r"^[0-9A-Fa-f]{7,64}$"
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second an RFC 3339 time can name
 _RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
@@ -314,7 +315,7 @@ def _pushed_at(obj: Mapping[str, Any]) -> str | None:
     value = need_object(repo, "repository").get("pushed_at")
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 40:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LAST_SECOND:
         return utc_timestamp(_dt.datetime.fromtimestamp(value, _dt.timezone.utc))
     if isinstance(value, str) and re.fullmatch(_RFC3339, value) and is_rfc3339(value):
         return value

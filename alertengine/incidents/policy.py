@@ -179,6 +179,8 @@ def parse_policy(text: str) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("", f"not valid TOML: {exc}") from None
+    except RecursionError:   # arrays or inline tables nested thousands deep
+        raise PolicyError("", "not valid TOML: nested too deeply") from None
     try:
         validate(POLICY_SCHEMA, raw)
     except FieldError as exc:

@@ -58,13 +58,21 @@ def utc_timestamp(now: _dt.datetime | None = None) -> str:
     return f"{prefix}.{fraction:06d}Z"
 
 
-def is_rfc3339(value: str) -> bool:
-    """An RFC 3339 time with a zone (``2026-11-22T13:50:00Z``, ``…+01:00``)."""
+_EARLIEST = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def is_rfc3339(value: object) -> bool:
+    """An RFC 3339 time with a zone (``2026-11-22T13:50:00Z``, ``…+01:00``) between 1970 and the
+    end of year 9999 in UTC: a time the appliance can compare, store and convert without overflow."""
+    if not isinstance(value, str) or len(value) > 64:
+        return False
     try:
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return False
+        return parsed.astimezone(_dt.timezone.utc) >= _EARLIEST
+    except (ValueError, OverflowError):
         return False
-    return parsed.tzinfo is not None
 
 
 def normal_ts(value: str | None) -> str | None:

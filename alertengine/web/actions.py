@@ -22,7 +22,8 @@ from ..incidents import engine
 from ..recovery import approvals
 from ..recovery.approvals import TokenError
 from ..recovery.orchestrator import dissent_theories, service_target
-from .routing import ApiError, Call, Registry, read_body
+from .body import ApiError, read_body
+from .routing import Call, Registry
 from .throttle import failed_auth
 
 actions_api = Registry()

@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse
 from ..errors import NotFoundError
 from ..notify.channels.settings import channel_secrets
 from ..notify.channels.telegram import TelegramClient, parse_callback, secret_token_ok
-from .routing import ApiError, Call, Registry, read_body
+from .body import ApiError, decode_json, read_body
+from .routing import Call, Registry
 from .throttle import failed_auth
 
 bots_api = Registry()
@@ -50,7 +51,7 @@ async def telegram_webhook(call: Call) -> Any:
         raise ApiError(401, "unauthenticated", "missing or wrong X-Telegram-Bot-Api-Secret-Token")
     raw = await read_body(call.request, MAX_UPDATE)
     try:
-        query = parse_callback(json.loads(raw or b"null"))
+        query = parse_callback(decode_json(raw))
     except ValueError as exc:
         raise ApiError(400, "bad_payload", f"not a Telegram update: {exc}") from None
     if query is None:

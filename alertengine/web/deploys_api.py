@@ -14,7 +14,8 @@ from ..diagnosis.deploys import (
 )
 from ..notify.channels.settings import channel_secrets
 from ..signals.ingest import PayloadError
-from .routing import ApiError, Call, Registry, read_body
+from .body import ApiError, decode_json, read_body
+from .routing import Call, Registry
 from .throttle import failed_auth
 
 deploys_api = Registry()
@@ -64,7 +65,7 @@ async def github_push(call: Call) -> Any:
     row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'github'", (tenant,)).fetchone()
     service = json.loads(row[0]).get("service") if row else None
     try:
-        bodies = parse_github_push(json.loads(raw or b"null"), service)
+        bodies = parse_github_push(decode_json(raw), service)
     except (PayloadError, ValueError) as exc:
         raise ApiError(400, "bad_payload", getattr(exc, "message", str(exc)), getattr(exc, "field", None)) from None
     for body in bodies:

@@ -5,7 +5,6 @@ The OpenAPI document and the attack-matrix test are generated from the same decl
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -22,22 +21,16 @@ from ..ledger.entry import utc_timestamp
 from ..schema import validate
 from ..tenancy.access import AccessError, Principal, authenticate, authorize
 from ..tenancy.tenants import get_tenant, integration_tenant, touch_key
+from .body import MAX_BODY, ApiError, decode_json, read_body
 from .throttle import TooManyFailuresError, failed_auth
 
 log = logging.getLogger("alertengine.web")
-MAX_BODY = 256 * 1024
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "message"],
                              "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                             "field": {"type": "string"}}}},
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -242,31 +235,9 @@ def _touch(request: Request, principal: Principal) -> None:
     task.add_done_callback(state.background.discard)
 
 
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit``: from a declared
-    length before anything is read, else while streaming it in. Every route reads bodies through
-    here, so no route, authenticated or not, ever holds more than ``limit`` bytes of one."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, "too_large", f"request bodies are limited to {limit} bytes")
-    return bytes(raw)
-
-
 async def _json_body(request: Request, limit: int = MAX_BODY) -> Any:
     raw = await read_body(request, limit)
     ctype = request.headers.get("content-type", "")
     if raw and "json" not in ctype:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        return json.loads(raw or b"null", parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    return decode_json(raw)
