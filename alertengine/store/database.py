@@ -118,6 +118,15 @@ def _settle(outcomes: list[Outcome]) -> None:
             fut.set_exception(exc)
 
 
+_FAULTS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """An error of the store itself (disk full, I/O, read-only, corrupt), whatever the request was."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.Error) and name.startswith(_FAULTS)
+
+
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
@@ -152,6 +161,7 @@ class Database:
         self._dead: BaseException | None = None
         self._anchor: Anchor | None = None   # the newest checkpoint signed or verified (see anchor.py)
         self._reloaded = False               # the head was reloaded from the database since the anchor
+        self._fault: str | None = None       # the store cannot write (disk full, I/O error) until a commit succeeds
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._stats = {"batches": 0, "writes": 0}
@@ -357,6 +367,8 @@ class Database:
                     conn.execute(f"RELEASE w{i}")
                     outcomes.append((req, result, None, tx))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    if _is_fault(exc):   # the store's trouble, not the request's: the whole batch fails
+                        raise
                     conn.execute(f"ROLLBACK TO w{i}")
                     conn.execute(f"RELEASE w{i}")
                     head.undo(mark)
@@ -374,11 +386,14 @@ class Database:
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self._fault = str(exc)   # (SQLite may have rolled back by itself: a disk full does)
             head.load(conn)
-            err = StoreError(f"write transaction failed: {exc}")
+            err = StoreError(f"the store cannot write now: {exc}" if _is_fault(exc) else
+                             f"write transaction failed: {exc}")
             _deliver([(req, None, err) for req in batch])
             return
         head.forget_journal()
+        self._fault = None   # a commit went through: the store writes again
         self._stats["batches"] += 1
         self._stats["writes"] += len(batch)
         for _req, _result, exc, tx in outcomes:
@@ -476,9 +491,19 @@ class Database:
         return aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
 
     @property
+    def store_fault(self) -> str | None:
+        """Why the store cannot write right now (disk full, I/O error), or None when it can."""
+        return self._fault
+
+    @property
     def writer_failed(self) -> bool:
         """The writer thread stopped on an error: nothing can be written any more."""
         return self._dead is not None
+
+    @property
+    def writer_error(self) -> str | None:
+        """Why the writer stopped, or None while it runs."""
+        return None if self._dead is None else str(self._dead)
 
     @property
     def ledger_size(self) -> int:

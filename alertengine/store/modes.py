@@ -22,7 +22,7 @@ class ModeTracker:
     mode: str = NORMAL
 
     def _compute(self) -> str:
-        if self.db.writer_failed or SEVERE & set(self.conditions):
+        if self.db.writer_failed or self.db.store_fault or SEVERE & set(self.conditions):
             return EMERGENCY
         return DEGRADED if self.conditions else NORMAL
 
@@ -45,5 +45,11 @@ class ModeTracker:
             log.error("could not ledger the mode change: %s", exc)
 
     def snapshot(self) -> dict[str, object]:
-        mode = self._compute()
-        return {"mode": mode, "conditions": dict(self.conditions)}
+        """The mode now, with what causes it. The store's own failures are read live: a store that
+        cannot write cannot ledger its own mode change either."""
+        conditions = dict(self.conditions)
+        if self.db.writer_error is not None:
+            conditions["writer_stopped"] = self.db.writer_error[:500]
+        if self.db.store_fault:
+            conditions["store_errors"] = self.db.store_fault[:500]
+        return {"mode": self._compute(), "conditions": conditions}
