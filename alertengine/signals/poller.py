@@ -162,8 +162,14 @@ def _error_rate(metrics: Mapping[str, Any]) -> float | None:
     raise _BadPayload(f"metrics.error_rate is {rate!r}, neither a fraction nor a percentage")
 
 
-def _parse_claimed(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The HealthReading fields a claimed-format body carries; raises _BadPayload."""
+def _parse_claimed(doc: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """The HealthReading fields a claimed-format body carries; raises _BadPayload.
+
+    Each format's fields are read for what they mean. Our SDK's ``anomaly_score`` is the distance
+    from a learned baseline in units of its spread (0 is normal). The hosted SDK's field of the
+    same name is the relative spread of the current window with no baseline at all: a healthy
+    service with a normal latency tail scores high on it every day. It is not an anomaly, so it
+    is not read as one (its effect on the hosted health score still counts)."""
     metrics = _section(doc, "metrics")
     score = _section(doc, "health_score")
     reason = doc.get("reason")
@@ -188,7 +194,7 @@ def _parse_claimed(doc: Mapping[str, Any]) -> dict[str, Any]:
         "status": status,
         "p95_ms": _number(metrics, "overall_p95_ms", "metrics"),
         "error_rate": _error_rate(metrics),
-        "anomaly_score": _number(metrics, "anomaly_score", "metrics"),
+        "anomaly_score": _number(metrics, "anomaly_score", "metrics") if fmt == "sdk" else None,
         "health_score": health_score,
         "sample_size": sample_size,
     }
@@ -221,7 +227,7 @@ def _read_health(status_code: int, body: bytes, content_type: str, latency_ms: f
 
     assert isinstance(doc, dict)
     try:
-        fields = _parse_claimed(doc)
+        fields = _parse_claimed(doc, fmt)
     except _BadPayload as exc:
         if answered_2xx:
             return HealthReading(outcome="bad_payload", format=fmt, http_status=code, latency_ms=latency,

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alertengine.incidents.policy import DEFAULT_POLICY, evaluate_reading
 from alertengine.signals import OUTCOMES, SELF_STATUSES, HealthReading
 from alertengine.signals.poller import MAX_BODY_BYTES, Poller, PollTarget, read_health
 from tests.conftest import FIXTURES
@@ -47,12 +48,13 @@ SDK_BODY = body({
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("healthy", dict(status="ok", p95_ms=30.2, error_rate=0.0, anomaly_score=0.622, health_score=99.2,
+    # the hosted "anomaly_score" is a window's relative spread, not an anomaly: never read as one
+    ("healthy", dict(status="ok", p95_ms=30.2, error_rate=0.0, anomaly_score=None, health_score=99.2,
                      sample_size=60)),
     # the top-level status says critical, health_score.status says healthy: the worse one wins
-    ("errors", dict(status="critical", p95_ms=30.3, error_rate=0.185, anomaly_score=0.971, health_score=71.7,
+    ("errors", dict(status="critical", p95_ms=30.3, error_rate=0.185, anomaly_score=None, health_score=71.7,
                     sample_size=200)),
-    ("slow", dict(status="critical", p95_ms=1306.7, error_rate=0.2, anomaly_score=4.231, health_score=49.9,
+    ("slow", dict(status="critical", p95_ms=1306.7, error_rate=0.2, anomaly_score=None, health_score=49.9,
                   sample_size=200)),
     # says "ok", score 100 — but nothing was measured: that is no_data, never ok
     ("idle", dict(status="no_data", sample_size=0, health_score=100.0)),
@@ -66,6 +68,25 @@ def test_hosted_fixtures_are_read_with_the_worse_status_and_no_data_for_idle(nam
     assert reading.detail == ""
     for key, value in expected.items():
         assert getattr(reading, key) == value, key
+
+
+def test_a_healthy_hosted_service_with_a_long_tail_opens_nothing() -> None:
+    """The hosted SDK reports a wide but normal latency spread as a high "anomaly_score"; with good
+    latency, no errors and a good score, policy must see a healthy service."""
+    doc = json.loads(hosted("healthy"))
+    doc["metrics"]["anomaly_score"] = 7.5
+    doc["health_score"]["components"]["anomalies"] = 20.0
+    doc["health_score"]["score"] = 84.0
+    reading = read_health(200, body(doc), JSON, 4.0)
+    assert reading.anomaly_score is None
+    assert evaluate_reading(reading, DEFAULT_POLICY.rules("checkout", None)) == []
+
+
+def test_our_sdk_anomaly_score_still_breaches() -> None:
+    doc = json.loads(SDK_BODY)
+    doc["metrics"]["anomaly_score"] = 7.5
+    reading = read_health(200, body(doc), JSON, 3.0)
+    assert [b.kind for b in evaluate_reading(reading, DEFAULT_POLICY.rules("checkout", None))] == ["anomaly"]
 
 
 def test_our_sdk_body_is_read_as_sdk_format() -> None:
