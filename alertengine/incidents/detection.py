@@ -54,6 +54,12 @@ def health_fingerprint(service_id: str) -> str:
 _KEYED_SOURCES = frozenset({"pagerduty", "heartbeat"})
 
 
+def _episode(conn: sqlite3.Connection, tenant: str, fingerprint: str) -> int:
+    """How many incidents of this fingerprint have closed: alerts repeat within an episode only."""
+    return conn.execute("SELECT count(*) FROM incidents WHERE tenant = ? AND fingerprint = ? AND is_open = 0",
+                        (tenant, fingerprint)).fetchone()[0]
+
+
 def alert_fingerprint(signal: AlertSignal) -> str:
     """The incident an alert belongs to. Alertmanager, Grafana and generic alerts of one service and
     one rule group into one incident, whatever instance fired."""
@@ -144,11 +150,19 @@ class Detector:
         signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
                                      annotations=redact(dict(signal.annotations)),
                                      url=redact(signal.url) if signal.url else None)
-        event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
-                                             f"{signal.starts_at}"))
         conn = self.db.read_conn()
         fingerprint = alert_fingerprint(signal)
         current = engine.open_incident_for(conn, tenant, fingerprint)
+        # A repeat is the same alert, in the same state, in the same episode of its fingerprint (how
+        # many of its incidents have closed so far). A trigger after a resolve is a new episode, so it
+        # opens a new incident (as PagerDuty does) even with the same dedup_key and no timestamp; a
+        # resolve is told apart by whether it has an open incident to close, so a repeated resolve
+        # of the old incident never swallows the resolve of the new one.
+        episode = str(_episode(conn, tenant, fingerprint))
+        if signal.status == "resolved":
+            episode = f"{episode}:{'open' if current is not None else 'idle'}"
+        event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
+                                             f"{signal.starts_at}|{episode}"))
         if conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
             return current
         policy = self.policy(tenant)

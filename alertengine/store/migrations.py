@@ -255,3 +255,9 @@ def m007_deploys(conn: sqlite3.Connection) -> None:
         )""")
     conn.execute("CREATE INDEX deploys_by_time ON deploys(tenant, deployed_at)")
     conn.execute("CREATE UNIQUE INDEX deploys_one_serviceless ON deploys(tenant, sha) WHERE service IS NULL")
+
+
+@migration
+def m008_incident_episodes(conn: sqlite3.Connection) -> None:
+    # How many incidents of a fingerprint have closed: an alert's episode (detection.py).
+    conn.execute("CREATE INDEX incidents_by_fingerprint ON incidents(tenant, fingerprint, is_open)")

@@ -96,6 +96,47 @@ async def test_pagerduty_trigger_and_resolve(world: World, ingest: str) -> None:
     assert wrong.status_code == 401
 
 
+def _states(world: World) -> list[tuple[str, bool]]:
+    return [(i.id, i.is_open) for i in sorted(engine.list_incidents(world.db.read_conn(), world.tenants["a"]),
+                                              key=lambda i: int(i.id.split("-")[1]))]
+
+
+async def test_a_pagerduty_trigger_after_a_resolve_opens_a_new_incident_and_its_resolve_closes_it(
+        world: World, ingest: str) -> None:
+    trigger = {"routing_key": ingest, "event_action": "trigger", "dedup_key": "disk-db1",
+               "payload": {"summary": "Disk full on db1", "source": "db1.prod", "severity": "critical"}}
+    resolve = {"routing_key": ingest, "event_action": "resolve", "dedup_key": "disk-db1"}
+    # (what is sent, the incidents expected afterwards: an independent script of PagerDuty's behaviour)
+    script = [
+        (trigger, [("INC-1", True)]),
+        (trigger, [("INC-1", True)]),                       # a repeat while open: the same incident
+        (resolve, [("INC-1", False)]),
+        (resolve, [("INC-1", False)]),                      # a repeated resolve changes nothing
+        (trigger, [("INC-1", False), ("INC-2", True)]),     # the same key again: a new incident
+        (trigger, [("INC-1", False), ("INC-2", True)]),
+        (resolve, [("INC-1", False), ("INC-2", False)]),    # and its resolve is not dropped
+        ({**trigger, "payload": {**trigger["payload"], "timestamp": "2026-11-30T10:00:00Z"}},
+         [("INC-1", False), ("INC-2", False), ("INC-3", True)]),
+        (resolve, [("INC-1", False), ("INC-2", False), ("INC-3", False)]),
+    ]
+    for n, (event, expected) in enumerate(script):
+        reply = await world.client.post("/v2/enqueue", json=event)
+        assert reply.status_code == 202, (n, reply.text)
+        assert _states(world) == expected, n
+    replay_clean(world)
+
+
+async def test_a_generic_event_firing_again_after_resolved_opens_a_new_incident(world: World, ingest: str) -> None:
+    auth = {"Authorization": f"Bearer {ingest}"}
+    firing = {"service": "checkout", "title": "Queue backlog", "severity": "high", "fingerprint": "q1"}
+    for event, expected in [(firing, [("INC-1", True)]), ({**firing, "status": "resolved"}, [("INC-1", False)]),
+                            (firing, [("INC-1", False), ("INC-2", True)]),
+                            ({**firing, "status": "resolved"}, [("INC-1", False), ("INC-2", False)])]:
+        reply = await world.client.post("/ingest/events", json=event, headers=auth)
+        assert reply.status_code == 200, reply.text
+        assert _states(world) == expected
+
+
 async def test_generic_event_and_grafana(world: World, ingest: str) -> None:
     auth = {"Authorization": f"Bearer {ingest}"}
     event = await world.client.post("/ingest/events", headers=auth,
