@@ -8,14 +8,13 @@ import json
 import logging
 import sqlite3
 
-import httpx
-
 from .appliance import DataDir
 from .config import Config, council_settings
 from .diagnosis.council import Council
 from .incidents import timers
 from .incidents.detection import Detector, ServiceRef
 from .ledger.entry import utc_timestamp
+from .net.guard import guarded_client
 from .notify.channels.remote import remote_channels
 from .notify.channels.settings import channel_secrets
 from .notify.gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
@@ -39,18 +38,19 @@ class Runtime:
             channels.append(ConsoleChannel())
         self.modes = ModeTracker(db)
         self.vault = SecretVault(data.secret("vault.key"))
-        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=10.0)
+        # webhooks, recovery calls and chat channels: the URL policy holds at connect time
+        self.http = guarded_client(config.url_policy, timeout=10.0)
         self.gateway = Gateway(db, channels, self.modes,
                                remote=lambda tenant: remote_channels(db.read_conn(), self.vault, tenant, self.http))
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
-        self.council = Council(db, council_settings(config))
+        self.council = Council(db, council_settings(config), url_policy=config.url_policy)
         self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose, council=self.council,
                                  modes=self.modes, secrets=self._known_secrets,
                                  ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
-                             timeout=config.poll_timeout)
+                             timeout=config.poll_timeout, url_policy=config.url_policy)
         self.timer_interval = 1.0
         self._tasks: list[asyncio.Task[None]] = []
 

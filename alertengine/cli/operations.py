@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..net.guard import guarded_client
 from ..tenancy.tenants import get_tenant
 from .common import Fail, appliance, cli_actor, data_dir_option, echo_json
 
@@ -59,8 +60,6 @@ def telegram_set_webhook(ctx: click.Context, data_dir: Path | None, tenant_id: s
     import asyncio
     import secrets as random
 
-    import httpx
-
     from ..notify.channels.settings import channel_secrets, put_channel
     from ..notify.channels.telegram import TelegramClient
 
@@ -79,7 +78,7 @@ def telegram_set_webhook(ctx: click.Context, data_dir: Path | None, tenant_id: s
         target = url or f"{config.base_url}/bot/telegram/{tenant_id}"
 
         async def register() -> Any:
-            async with httpx.AsyncClient(trust_env=False) as http:
+            async with guarded_client(config.url_policy) as http:
                 return await TelegramClient(base, stored["bot_token"], http).set_webhook(target, stored["webhook_secret"])
         delivery = asyncio.run(register())
         if not delivery.delivered:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ledger.entry import LedgerEvent, utc_timestamp
+from ..net.guard import guarded_client
+from ..net.urlpolicy import UrlPolicy
 from ..store import Database
 from .heuristic import heuristic_theory
 from .prompt import LENSES, build_prompt
@@ -59,8 +61,10 @@ def combine(a: int, b: int) -> int:
 
 
 class Council:
-    def __init__(self, db: Database, settings: CouncilSettings | None, concurrency: int = 4) -> None:
+    def __init__(self, db: Database, settings: CouncilSettings | None, concurrency: int = 4,
+                 url_policy: UrlPolicy | None = None) -> None:
         self.db = db
+        self.url_policy = url_policy
         self.settings = settings if settings and settings.api_key else None
         self._slots = asyncio.Semaphore(concurrency)
         self._client: Any = None
@@ -73,8 +77,10 @@ class Council:
         if self._client is None:
             from anthropic import AsyncAnthropic
             assert self.settings is not None
+            http = guarded_client(self.url_policy) if self.url_policy is not None else None
             self._client = AsyncAnthropic(api_key=self.settings.api_key, base_url=self.settings.base_url or None,
-                                          max_retries=self.settings.max_retries, timeout=self.settings.timeout)
+                                          max_retries=self.settings.max_retries, timeout=self.settings.timeout,
+                                          http_client=http)
         return self._client
 
     async def _ask(self, model: str, lens: str, context: dict[str, Any], allowed: list[str],

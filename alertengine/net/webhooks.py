@@ -51,6 +51,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import httpx
 
 from .. import __version__
+from .guard import is_refused
 
 __all__ = [
     "Attempt", "DeliveryResult", "RECEIVER_EXAMPLE", "canonical_body", "post_signed", "sign", "verify",
@@ -289,6 +290,8 @@ async def _attempt(client: httpx.AsyncClient, url: str, secret: str, body: bytes
         status = None   # an answer cut off by the deadline is no answer
         return transport(f"no complete answer within {timeout:g} s")
     except httpx.ConnectError as exc:
+        if is_refused(exc):   # the outbound policy said no: asking again cannot change that
+            return outcome(str(exc), False, str(exc))
         return transport(f"cannot connect: {exc}" if str(exc) else "cannot connect")
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         error = f"unusable URL ({type(exc).__name__})"   # the message would repeat the URL

@@ -48,6 +48,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import httpx
 
 from .. import __version__
+from ..net.guard import GuardedTransport
+from ..net.urlpolicy import UrlPolicy
 from .model import HealthReading
 
 log = logging.getLogger("alertengine.poller")
@@ -346,7 +348,7 @@ class Poller:
     def __init__(self, targets: Callable[[], Iterable[PollTarget]],
                  on_reading: Callable[[PollTarget, HealthReading, float], Awaitable[None]], *,
                  concurrency: int = 200, timeout: float = 3.0, jitter: float = 0.1, refresh: float = 5.0,
-                 client: httpx.AsyncClient | None = None,
+                 client: httpx.AsyncClient | None = None, url_policy: UrlPolicy | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -358,6 +360,7 @@ class Poller:
             raise ValueError("refresh must be a positive number of seconds")
         self._targets = targets
         self._on_reading = on_reading
+        self._url_policy = url_policy
         self._concurrency = concurrency
         self._timeout = float(timeout)
         self._jitter = float(jitter)
@@ -405,12 +408,14 @@ class Poller:
             await self._done.wait()
 
     def _make_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self._concurrency,
+                              max_keepalive_connections=min(self._concurrency, KEEPALIVE_CONNECTIONS),
+                              keepalive_expiry=30.0)
+        # with a URL policy, every poll connects only to addresses it allows (checked at connect time)
+        transport = GuardedTransport(self._url_policy, limits=limits) if self._url_policy is not None else None
         return httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=self._concurrency,
-                                max_keepalive_connections=min(self._concurrency, KEEPALIVE_CONNECTIONS),
-                                keepalive_expiry=30.0),
-            timeout=httpx.Timeout(self._timeout), follow_redirects=False, cookies=_no_cookies(),
-            trust_env=False, headers=_REQUEST_HEADERS)
+            limits=limits, transport=transport, timeout=httpx.Timeout(self._timeout), follow_redirects=False,
+            cookies=_no_cookies(), trust_env=False, headers=_REQUEST_HEADERS)
 
     # -- scheduling --------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import httpx
 
+from ...net.guard import is_refused
 from .base import Delivery
 
 log = logging.getLogger("alertengine.channels.telegram")
@@ -199,6 +200,8 @@ class TelegramClient:
             return self._failure(method, False, f"bad API base URL: {type(exc).__name__}: {exc}")
         except httpx.RequestError as exc:
             reason = str(exc)
+            if is_refused(exc):   # the outbound policy refused the Bot API's address: final
+                return self._failure(method, False, reason)
             return self._failure(method, True, f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__)
         status = response.status_code
         doc = _json_object(body)
