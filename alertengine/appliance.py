@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from .ledger.keys import LedgerSigner, write_private_file
 from .store import Database
+from .store.publish import sink_local
 
 DB_FILE = "alertengine.db"
 INSTALL_FILE = "install.json"
@@ -42,8 +43,12 @@ class DataDir:
         return (self.path / name).read_bytes()
 
     def open_database(self, config: Config) -> Database:
-        return Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
-                        checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max).open()
+        db = Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
+                      checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max)
+        if config.checkpoint_sink and not config.checkpoint_sink.startswith(("http://", "https://")):
+            sink = config.checkpoint_sink   # every process that signs (serve, CLI commands) appends to it
+            db.on_checkpoint = lambda cp: sink_local(sink, cp.note)
+        return db.open()
 
 
 def log_name(install_id: str) -> str:

@@ -41,6 +41,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checkpoint_interval", float, 1.0,
             "Seconds between signed ledger checkpoints while entries are being appended."),
     Setting("writer_batch_max", int, 1000, "Most write requests the single writer commits in one transaction."),
+    Setting("checkpoint_sink", str, "",
+            "Where every signed checkpoint is also appended: file:/absolute/path, syslog, or an http(s) URL to POST to."),
+    Setting("witnesses", str, "",
+            "Witnesses that cosign checkpoints: comma-separated '<URL> <witness key>' pairs (see ledger-format.md 4.9)."),
+    Setting("witness_interval", float, 60.0, "Most seconds between asking the witnesses to cosign a grown ledger."),
     Setting("outbound_allow_cidrs", str, "",
             "Comma-separated CIDRs outbound URLs (health, webhook, recovery) must fall in; empty allows any "
             "address but link-local and cloud-metadata ones."),
@@ -71,6 +76,9 @@ class Config:
     log_level: str = "info"
     checkpoint_interval: float = 1.0
     writer_batch_max: int = 1000
+    checkpoint_sink: str = ""
+    witnesses: str = ""
+    witness_interval: float = 60.0
     outbound_allow_cidrs: str = ""
     outbound_deny_cidrs: str = ""
     console_notifications: bool = True
@@ -161,6 +169,11 @@ def _validated(cfg: Config) -> Config:
         raise ConfigError("ai_max_retries", f"must be between 0 and 10, got {cfg.ai_max_retries}")
     if cfg.ai_base_url and not cfg.ai_base_url.startswith(("http://", "https://")):
         raise ConfigError("ai_base_url", f"must start with http:// or https://, got {cfg.ai_base_url!r}")
+    from .store.publish import check_sink, parse_witnesses
+    check_sink(cfg.checkpoint_sink)
+    parse_witnesses(cfg.witnesses)
+    if not 1 <= cfg.witness_interval <= 86_400:
+        raise ConfigError("witness_interval", f"must be between 1 and 86400 seconds, got {cfg.witness_interval}")
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         missing = "tls_key_file" if cfg.tls_cert_file else "tls_cert_file"
         raise ConfigError(missing, "tls_cert_file and tls_key_file go together: set both or neither")

@@ -25,6 +25,7 @@ from .signals.heartbeats import claim_missed, heartbeat_signal
 from .signals.poller import Poller, PollTarget
 from .store import Database
 from .store.modes import ModeTracker
+from .store.publish import Publisher, parse_witnesses
 from .tenancy.vault import SecretVault
 
 log = logging.getLogger("alertengine.runtime")
@@ -53,6 +54,8 @@ class Runtime:
                              timeout=config.poll_timeout, url_policy=config.url_policy)
         self.timer_interval = 1.0
         self._tasks: list[asyncio.Task[None]] = []
+        self.publisher = Publisher(db, self.http, config.checkpoint_sink, parse_witnesses(config.witnesses))
+        self.witness_interval = config.witness_interval
 
     def _known_secrets(self, tenant: str) -> list[str]:
         """Secret values the prompts must never carry: the tenant's channel secrets."""
@@ -102,8 +105,16 @@ class Runtime:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),
                        asyncio.create_task(self._timers(), name="timers")]
+        loop = asyncio.get_running_loop()
+        self.db.on_checkpoint = lambda cp: self.publisher.on_checkpoint(cp, loop)
+        if self.publisher.sink.startswith(("http://", "https://")):
+            self._tasks.append(asyncio.create_task(self.publisher.post_sink_loop(), name="checkpoint-sink"))
+        if self.publisher.witnesses:
+            self._tasks.append(asyncio.create_task(self.publisher.witness_loop(self.witness_interval), name="witness"))
 
     async def stop(self) -> None:
+        if self.publisher.witnesses:   # a last round, so the witnesses see the ledger as it stops
+            await asyncio.gather(self.publisher.witness(), return_exceptions=True)
         await self.poller.stop()
         for task in self._tasks:
             task.cancel()

@@ -136,7 +136,8 @@ def export(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     bar = click.progressbar(length=1, label="exporting", file=sys.stderr) if show else None
     try:
         summary = export_bundle(db, out, tenant=tenant, incident=incident, since=normal_ts(since),
-                                until=normal_ts(until), actor="operator:cli", progress=_bar_callback(bar))
+                                until=normal_ts(until), actor="operator:cli", progress=_bar_callback(bar),
+                                cosign=_cosigner(db, config))
     except ExportError as exc:
         raise Fail(str(exc), EXIT_FAIL) from None
     finally:
@@ -146,6 +147,25 @@ def export(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     click.echo(json.dumps({"bundle": str(summary.path), "entries": summary.entries,
                            "checkpoint_size": summary.checkpoint_size, "root": summary.root,
                            "scope": summary.scope, "vkey": data.signer.vkey}))
+
+
+def _cosigner(db: Any, config: Any) -> Callable[[Any], list[str]] | None:
+    """With witnesses configured: ask them, from this process, to cosign the bundle's checkpoint."""
+    import asyncio
+
+    from ..net.guard import guarded_client
+    from ..store.publish import Publisher, parse_witnesses
+
+    witnesses = parse_witnesses(config.witnesses)
+    if not witnesses:
+        return None
+
+    def cosign(cp: Any) -> list[str]:
+        async def ask() -> list[str]:
+            async with guarded_client(config.url_policy, timeout=15.0) as client:
+                return await Publisher(db, client, "", witnesses).witness(cp, force=True)
+        return asyncio.run(ask())
+    return cosign
 
 
 def _bar_callback(bar: Any) -> Callable[[int, int], None] | None:
@@ -168,16 +188,19 @@ def bundle() -> None:
 @click.option("--vkey", default=None, help="The appliance's verifier key you pinned.")
 @click.option("--checkpoint", "held", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="An earlier signed checkpoint you hold, to check consistency with it.")
-def bundle_verify(path: Path, vkey: str | None, held: Path | None) -> None:
+@click.option("--witness-key", "witness_keys", multiple=True,
+              help="A witness's key whose cosignature the checkpoint must carry (repeatable).")
+def bundle_verify(path: Path, vkey: str | None, held: Path | None, witness_keys: tuple[str, ...]) -> None:
     """Verify an audit bundle offline: no database, no server. Prints one JSON object.
 
-    Exit status: 0 verified, 1 verification failed, 2 could not run."""
+    Without --vkey nothing is proven (status "unpinned"). Exit status: 0 verified against the pinned
+    key (and every --witness-key), 1 not verified, 2 could not run."""
     import tarfile
 
     from ..ledger.verifier import verify_bundle
 
     try:
-        result = verify_bundle(str(path), vkey, held.read_text(encoding="utf-8") if held else None)
+        result = verify_bundle(str(path), vkey, held.read_text(encoding="utf-8") if held else None, witness_keys)
     except (OSError, ValueError, tarfile.TarError) as exc:
         click.echo(json.dumps({"status": "error", "detail": str(exc)}))
         sys.exit(EXIT_USAGE)

@@ -10,7 +10,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .verifier import EM_DASH, VerifierKey, key_id
+from .verifier import (
+    EM_DASH,
+    VerifierKey,
+    WitnessKey,
+    cosigned_message,
+    cosigner_key_id,
+    key_id,
+)
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,33 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class WitnessSigner:
+    """A witness's Ed25519 key: cosigns checkpoints (C2SP tlog-cosignature v1, type 0x04)."""
+
+    name: str
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @property
+    def key(self) -> WitnessKey:
+        return WitnessKey(self.name, cosigner_key_id(self.name, self.public_key), self.public_key)
+
+    @property
+    def vkey(self) -> str:
+        return self.key.text()
+
+    def cosign(self, text: str, timestamp: int) -> str:
+        """The cosignature line (ending in a newline) for a checkpoint's ``text`` at ``timestamp``."""
+        signature = self.private_key.sign(cosigned_message(text, timestamp))
+        raw = self.key.key_id + timestamp.to_bytes(8, "big") + signature
+        return f"{EM_DASH} {self.name} {base64.b64encode(raw).decode()}\n"
+
+    @classmethod
+    def load_or_create(cls, path: Path, name: str) -> "WitnessSigner":
+        return cls(name, LedgerSigner.load_or_create(path, name).private_key)

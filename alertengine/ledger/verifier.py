@@ -7,9 +7,9 @@ bundled script and the appliance always give the same verdicts.
 
 Usage::
 
-    python3 verify.py BUNDLE.tar.gz --vkey 'alertengine/<id>+<keyid>+<base64>' [--checkpoint OLD.txt]
+    python3 verify.py BUNDLE.tar.gz --vkey 'alertengine/<id>+<keyid>+<base64>' [--checkpoint OLD.txt] [--witness-key WKEY]
 
-Exit status: 0 verified, 1 verification failed, 2 could not run.
+Exit status: 0 verified, 1 not verified (a failure, or no --vkey pinned), 2 could not run.
 """
 
 from __future__ import annotations
@@ -219,9 +219,9 @@ def split_note(note: str) -> tuple[str, list[tuple[str, bytes, bytes]]]:
             raw = base64.b64decode(b64, validate=True)
         except ValueError:
             raise NoteError("SIG_INVALID", "malformed signature line") from None
-        if len(raw) != 68:
+        if len(raw) < 5:
             raise NoteError("SIG_INVALID", "signature of the wrong length")
-        sigs.append((name, raw[:4], raw[4:]))
+        sigs.append((name, raw[:4], raw[4:]))   # other signers' algorithms may differ in length
     if not sigs:
         raise NoteError("SIG_INVALID", "signed note has no signature")
     return text, sigs
@@ -234,12 +234,78 @@ def open_note(note: str, vkey: VerifierKey) -> str:
     for name, kid, sig in sigs:
         if name == vkey.name and kid == vkey.key_id:
             known = True
-            if vkey.verify(text.encode(), sig):
+            if len(sig) == 64 and vkey.verify(text.encode(), sig):
                 return text
     if known:
         raise NoteError("SIG_INVALID", "signature does not verify with the verifier key")
     names = ", ".join(f"{n}+{k.hex()}" for n, k, _ in sigs)
     raise NoteError("KEY_UNTRUSTED", f"signed by {names}, not by the pinned key {vkey.name}+{vkey.key_id.hex()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Witness cosignatures (C2SP tlog-cosignature, version 1: Ed25519, signature type 0x04)
+
+COSIGNATURE_TYPE = 0x04
+
+
+def cosigner_key_id(name: str, public_key: bytes) -> bytes:
+    return _sha256(name.encode() + b"\n\x04" + public_key).digest()[:4]
+
+
+def cosigned_message(text: str, timestamp: int) -> bytes:
+    """What a witness signs: ``cosignature/v1``, ``time <t>``, then the checkpoint's text."""
+    return f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
+
+
+@dataclass(frozen=True)
+class WitnessKey:
+    """A witness's verifier key: ``<name>+<8 hex key id>+<base64(0x04 || Ed25519 public key)>``."""
+
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> "WitnessKey":
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
+            raise ValueError("malformed witness key: expected <name>+<8 hex>+<base64>")
+        try:
+            kid = bytes.fromhex(parts[1])
+            raw = base64.b64decode(parts[2], validate=True)
+        except ValueError as exc:
+            raise ValueError(f"malformed witness key: {exc}") from None
+        if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE:
+            raise ValueError("malformed witness key: not an Ed25519 cosignature (type 0x04) key")
+        if cosigner_key_id(parts[0], raw[1:]) != kid:
+            raise ValueError("malformed witness key: key id does not match name and key")
+        return cls(parts[0], kid, raw[1:])
+
+    def text(self) -> str:
+        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(bytes([COSIGNATURE_TYPE]) + self.public_key).decode()}"
+
+
+def verify_cosignature(note: str, wkey: WitnessKey) -> int:
+    """The time (POSIX seconds) of ``wkey``'s valid cosignature on ``note``; NoteError with kind
+    WITNESS_MISSING when it has none, WITNESS_INVALID when the one it has does not verify."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    text, sigs = split_note(note)
+    for name, kid, sig in sigs:
+        if name != wkey.name or kid != wkey.key_id:
+            continue
+        if len(sig) != 72:
+            raise NoteError("WITNESS_INVALID", f"the cosignature of {wkey.name} has the wrong length")
+        timestamp = int.from_bytes(sig[:8], "big")
+        if timestamp >= 1 << 63:
+            raise NoteError("WITNESS_INVALID", f"the cosignature of {wkey.name} has an impossible time")
+        try:
+            Ed25519PublicKey.from_public_bytes(wkey.public_key).verify(sig[8:], cosigned_message(text, timestamp))
+        except InvalidSignature:
+            raise NoteError("WITNESS_INVALID", f"the cosignature of {wkey.name} does not verify") from None
+        return timestamp
+    raise NoteError("WITNESS_MISSING", f"the checkpoint carries no cosignature of the witness {wkey.name}")
 
 
 def note_signer(note: str) -> str:
@@ -415,6 +481,7 @@ class Result:
     covers: dict = field(default_factory=lambda: {"from_seq": None, "to_seq": None, "from_tseq": None, "to_tseq": None})
     complete: bool = False
     detail: str = ""
+    witnessed: list = field(default_factory=list)   # [{"witness": name, "time": POSIX seconds}]
 
     def fail(self, kind: str, seq: int | None, detail: str) -> "Result":
         self.status, self.kind, self.first_bad_seq, self.detail = "fail", kind, seq, detail
@@ -424,7 +491,7 @@ class Result:
         return {"status": self.status, "kind": self.kind, "first_bad_seq": self.first_bad_seq,
                 "entries_checked": self.entries_checked, "checkpoint_size": self.checkpoint_size,
                 "root": self.root, "pinned": self.pinned, "covers": self.covers,
-                "complete": self.complete, "detail": self.detail}
+                "complete": self.complete, "witnessed": self.witnessed, "detail": self.detail}
 
 
 class BundleReader:
@@ -484,12 +551,25 @@ def _lines(f: IO[bytes], digest: "hashlib._Hash") -> Iterator[bytes]:
         yield pending
 
 
-def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None = None) -> Result:
-    """Verify an audit bundle (ledger-format.md, "Verification"). Raises ValueError/OSError if it cannot run."""
+def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None = None,
+                  witness_keys: Sequence[str] = ()) -> Result:
+    """Verify an audit bundle (ledger-format.md, "Verification"). Raises ValueError/OSError if it cannot run.
+
+    Success is ``"ok"`` only against a pinned key: without ``vkey_text`` every check still runs
+    (against the key the bundle's own manifest names) but the status is ``"unpinned"``, since
+    anyone could have written that manifest. Each of ``witness_keys`` must have cosigned the
+    bundle's checkpoint."""
+    witnesses = [WitnessKey.parse(k) for k in witness_keys]
     res = Result()
     reader = BundleReader(path)
     try:
-        return _verify_bundle(reader, vkey_text, held_checkpoint, res)
+        _verify_bundle(reader, vkey_text, held_checkpoint, res, witnesses)
+        if res.status == "ok" and not res.pinned:
+            res.fail("KEY_NOT_PINNED", None, "every check passed, against the key named in the bundle's own "
+                     "manifest, which anyone could have written: nothing is proven until you pin the appliance's "
+                     "key with --vkey. " + res.detail)
+            res.status = "unpinned"
+        return res
     except VerificationFailure as f:
         return res.fail(f.kind, f.seq, f.detail)
     except NoteError as e:
@@ -498,7 +578,8 @@ def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None 
         reader.close()
 
 
-def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None, res: Result) -> Result:
+def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None, res: Result,
+                   witnesses: Sequence[WitnessKey] = ()) -> Result:
     raw_manifest = reader.read("manifest.json")
     if raw_manifest is None:
         return res.fail("MANIFEST_MISMATCH", None, "manifest.json is missing")
@@ -537,6 +618,8 @@ def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None
     if cp.origin != vkey.name:
         return res.fail("KEY_UNTRUSTED", None, f"checkpoint origin {cp.origin!r} is not the key's log {vkey.name!r}")
     res.checkpoint_size, res.root = cp.size, b64(cp.root)
+    for witness in witnesses:   # each required witness cosigned this very checkpoint
+        res.witnessed.append({"witness": witness.name, "time": verify_cosignature(note, witness)})
     if manifest.get("checkpoint_size") != cp.size:
         return res.fail("MANIFEST_MISMATCH", None, "manifest checkpoint_size differs from the signed checkpoint")
 
@@ -679,10 +762,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("bundle", help="the .tar.gz bundle, or a directory it was unpacked into")
     ap.add_argument("--vkey", help="the appliance's verifier key you pinned (name+keyid+base64)")
     ap.add_argument("--checkpoint", help="an earlier signed checkpoint you hold, to check consistency")
+    ap.add_argument("--witness-key", action="append", default=[],
+                    help="a witness's key (name+keyid+base64) whose cosignature the checkpoint must carry; repeatable")
     args = ap.parse_args(argv)
     try:
-        held = open(args.checkpoint, encoding="utf-8").read() if args.checkpoint else None
-        result = verify_bundle(args.bundle, args.vkey, held)
+        held = None
+        if args.checkpoint:
+            with open(args.checkpoint, encoding="utf-8") as f:
+                held = f.read()
+        result = verify_bundle(args.bundle, args.vkey, held, args.witness_key)
     except (OSError, ValueError, tarfile.TarError) as exc:
         print(json.dumps({"status": "error", "detail": str(exc)}))
         return 2

@@ -162,6 +162,8 @@ class Database:
         self._anchor: Anchor | None = None   # the newest checkpoint signed or verified (see anchor.py)
         self._reloaded = False               # the head was reloaded from the database since the anchor
         self._fault: str | None = None       # the store cannot write (disk full, I/O error) until a commit succeeds
+        # called on the writer thread with every checkpoint it signs (the checkpoint sink); never fatal
+        self.on_checkpoint: Callable[[StoredCheckpoint], None] | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._stats = {"batches": 0, "writes": 0}
@@ -465,6 +467,11 @@ class Database:
         self._anchor = Anchor(size, root)
         if self.checkpoint_file is not None:
             _write_atomic(self.checkpoint_file, note.encode())
+        if self.on_checkpoint is not None:
+            try:
+                self.on_checkpoint(cp)
+            except Exception:  # noqa: BLE001 - publishing a checkpoint never stops the writer
+                log.exception("publishing checkpoint %d failed", size)
         return cp
 
     # --- reading -----------------------------------------------------------------------------

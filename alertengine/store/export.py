@@ -20,7 +20,7 @@ from ..errors import ExportError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
 from ..ledger.merkle import MerkleTree
 from ..ledger.verifier import FORMAT, b64
-from .database import Database, Where
+from .database import Database, StoredCheckpoint, Where
 
 # Earlier checkpoints shipped with consistency proofs: those signed at exports and shutdowns,
 # which are the ones an auditor is likely to hold already.
@@ -74,8 +74,11 @@ def format_document() -> bytes:
 
 def export_bundle(db: Database, out: Path, *, tenant: str | None = None, incident: str | None = None,
                   since: str | None = None, until: str | None = None, actor: str = "system",
-                  progress: Callable[[int, int], None] | None = None) -> ExportSummary:
-    """Write an audit bundle to ``out`` atomically (a temporary file renamed at the end)."""
+                  progress: Callable[[int, int], None] | None = None,
+                  cosign: Callable[[StoredCheckpoint], list[str]] | None = None) -> ExportSummary:
+    """Write an audit bundle to ``out`` atomically (a temporary file renamed at the end). ``cosign``
+    asks the configured witnesses to cosign the bundle's checkpoint; their lines are appended to
+    ``checkpoint.txt`` (ledger-format.md, 4.9)."""
     started = time.perf_counter()
     signer = db.signer
     if signer is None:
@@ -123,7 +126,8 @@ def export_bundle(db: Database, out: Path, *, tenant: str | None = None, inciden
                     if progress:
                         progress(count, total)
             files["entries.jsonl"] = entries_path
-            files["checkpoint.txt"] = cp.note.encode()
+            cosignatures = cosign(cp) if cosign is not None else []
+            files["checkpoint.txt"] = (cp.note + "".join(cosignatures)).encode()
             if not full:
                 files["proofs.jsonl"] = proofs_path
             if tenant is not None:

@@ -261,3 +261,12 @@ def m007_deploys(conn: sqlite3.Connection) -> None:
 def m008_incident_episodes(conn: sqlite3.Connection) -> None:
     # How many incidents of a fingerprint have closed: an alert's episode (detection.py).
     conn.execute("CREATE INDEX incidents_by_fingerprint ON incidents(tenant, fingerprint, is_open)")
+
+
+@migration
+def m009_witnesses(conn: sqlite3.Connection) -> None:
+    # The newest checkpoint each witness cosigned, and every cosignature received (publish.py).
+    conn.execute("CREATE TABLE witness_state (witness TEXT PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, "
+                 "cosigned_at INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE cosignatures (size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, "
+                 "cosigned_at INTEGER NOT NULL, PRIMARY KEY (size, witness))")

@@ -282,10 +282,16 @@ async def export_ledger_endpoint(call: Call) -> Any:
             raise ApiError(422, "invalid", "must be an RFC 3339 time with a zone, like 2026-11-22T13:50:00Z", name)
     workdir = Path(tempfile.mkdtemp(prefix="alertengine-api-export-"))
     out = workdir / "bundle.tar.gz"
+    publisher = call.state.runtime.publisher
+    loop = asyncio.get_running_loop()
+
+    def cosign(cp: Any) -> list[str]:   # on the export's thread: the witnesses are asked on the loop
+        return asyncio.run_coroutine_threadsafe(publisher.witness(cp, force=True), loop).result(timeout=120)
     try:
         summary = await asyncio.to_thread(
             export_bundle, call.state.db, out, tenant=call.tenant, incident=body.get("incident"),
-            since=normal_ts(body.get("since")), until=normal_ts(body.get("until")), actor=call.actor)
+            since=normal_ts(body.get("since")), until=normal_ts(body.get("until")), actor=call.actor,
+            cosign=cosign if publisher.witnesses else None)
     except ExportError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         raise ApiError(422, "invalid", str(exc), "incident" if body.get("incident") else None) from None

@@ -526,7 +526,8 @@ def test_result_members(tables: dict) -> None:
 
 
 def test_exit_statuses(vectors: dict, tmp_path: Path, doc: str) -> None:
-    assert "status 0 when the bundle verifies, 1 when it fails, and 2 when the verification could not run" in doc
+    assert ("status 0 when the bundle verifies, 1 when it fails or no key was pinned, and 2 when the\n"
+            "verification could not run") in doc
     assert '`{"status": "error", "detail": <message>}`' in doc
     vkey = vectors["key"]["vkey"]
     bad = _unpack(VECTORS / "full.tar.gz", tmp_path / "bad")
@@ -560,7 +561,7 @@ def test_command_lines_use_the_real_options(doc: str) -> None:
     standalone = _one_line(cli["verify.py"])
     assert standalone.startswith("python3 verify.py BUNDLE ")
     options = _verify_py_options()
-    assert options == {"--vkey", "--checkpoint"}
+    assert options == {"--vkey", "--checkpoint", "--witness-key"}
     assert set(re.findall(r"--[a-z-]+", standalone)) == options
     # the usage line in verify.py's own docstring shows the same command
     usage = (verifier_module.__doc__ or "").split("Usage::", 1)[1]

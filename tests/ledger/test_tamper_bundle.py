@@ -69,9 +69,25 @@ def test_export_is_ledgered_and_vkey_printed(exported: dict, vkey: str) -> None:
     assert json.loads(lines[-1])["kind"] == "ledger.exported"
 
 
-def test_unpinned_verification_says_so(exported: dict) -> None:
+def test_unpinned_verification_never_reports_success(exported: dict) -> None:
     code, out = both_verdicts(exported["global"], None)
-    assert code == 0 and out["pinned"] is False
+    assert code == 1 and out["status"] == "unpinned" and out["kind"] == "KEY_NOT_PINNED"
+    assert out["pinned"] is False and "pin the appliance's key" in out["detail"]
+
+
+def test_an_unpinned_bundle_signed_by_any_key_is_not_ok(exported: dict, tmp_path: Path) -> None:
+    """A bundle re-signed by an attacker, with the attacker's key in its manifest, is internally
+    consistent: without a pinned key that must not read as verified."""
+    d = _copy(exported, "global", tmp_path)
+    attacker = LedgerSigner.from_seed(exported["data"].signer.name, bytes(range(32)))
+    text = (d / "checkpoint.txt").read_text().split("\n\n")[0] + "\n"
+    (d / "checkpoint.txt").write_text(attacker.sign_note(text))
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["vkey"] = attacker.vkey
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    rehash_manifest(d)
+    code, out = both_verdicts(d, None)
+    assert code == 1 and out["status"] != "ok" and out["pinned"] is False, out
 
 
 def _copy(exported: dict, name: str, tmp_path: Path) -> Path:
