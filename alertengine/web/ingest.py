@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..diagnosis.deploys import record_deploy
+from ..errors import FieldError
 from ..incidents.detection import Detector, service_ref
 from ..signals import AlertSignal
 from ..signals.heartbeats import heartbeat_signal, record_beat
 from ..signals.ingest import (
     PayloadError,
     parse_alertmanager,
+    parse_change,
     parse_event,
     parse_grafana,
     parse_pagerduty,
@@ -100,3 +103,20 @@ async def _beat(call: Call) -> Any:
 for _path, _name in (("/ingest/heartbeat/{name}", "heartbeat"), ("/ingest/heartbeat/{name}/{key}", "heartbeat_keyed")):
     ingest_api.route("POST", _path, integration=True, query=HEARTBEAT_QUERY, response=BEAT, tags=("ingest",),
                      summary="A heartbeat: if the next one is late, policy hears of it")(_named(_beat, _name))
+
+
+@ingest_api.route("POST", "/v2/change/enqueue", integration=True, body_key="routing_key", request=ANY_JSON,
+                  validate_request=False, status=202, tags=("ingest",), max_body=512 * 1024,
+                  summary="PagerDuty Change Events: recorded as commit context for diagnosis, never an alert",
+                  response={"type": "object", "required": ["status", "message"],
+                            "properties": {"status": {"type": "string"}, "message": {"type": "string"}}})
+async def pagerduty_change_enqueue(call: Call) -> Any:
+    _routing_key, record = _parsed(parse_change, call.body)
+    try:
+        change = await call.state.db.write(record_deploy(call.tenant, record, "ingest:pagerduty", source="pagerduty"))
+    except FieldError as exc:   # e.g. a source that is not a service name
+        raise ApiError(400, "bad_payload", exc.message, f"payload.{'source' if exc.field == 'service' else exc.field}") \
+            from None
+    if not change.duplicate:
+        call.state.detector.on_new_deploy(call.tenant, change.service)  # a material change: diagnose again
+    return {"status": "success", "message": "Change event processed"}

@@ -217,3 +217,34 @@ async def test_credentials_inside_alerts_are_redacted_not_refused(world: World, 
     ledger_bytes = b"".join(r[0] for r in world.db.read_conn().execute("SELECT body FROM ledger"))
     assert token.encode() not in ledger_bytes and b"plain-key-value" not in ledger_bytes
     assert b"[redacted sha256:" in ledger_bytes
+
+
+async def test_a_pagerduty_change_event_is_recorded_as_commit_context_not_an_alert(world: World, ingest: str) -> None:
+    change = {"routing_key": ingest, "payload": {"summary": "Deployed checkout v2.3.1", "source": "checkout",
+                                                 "timestamp": "2026-11-30T10:00:00Z",
+                                                 "custom_details": {"build": 4711, "by": "ci"}},
+              "links": [{"href": "https://ci.example/4711", "text": "build"}]}
+    reply = await world.client.post("/v2/change/enqueue", json=change)
+    assert reply.status_code == 202 and reply.json() == {"status": "success", "message": "Change event processed"}
+    again = await world.client.post("/v2/change/enqueue", json=change)
+    assert again.status_code == 202
+    assert engine.list_incidents(world.db.read_conn(), world.tenants["a"]) == []   # never an alert
+    deploys = await world.client.get(f"/api/tenants/{world.tenants['a']}/deploys",
+                                     headers=world.auth(world.keys[("a", "admin")]))
+    [recorded] = deploys.json()["deploys"]
+    assert recorded["service"] == "checkout" and recorded["source"] == "pagerduty"
+    assert recorded["message"].startswith("Deployed checkout v2.3.1") and "build: 4711" in recorded["message"]
+    assert recorded["time"] == "2026-11-30T10:00:00.000000Z"   # in the ledger's own form
+    assert count(world, "deploy.recorded") == 1                       # the same event twice: recorded once
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"payload": {"summary": "x"}}, "routing_key"),
+    ({"routing_key": "KEY"}, "payload"),
+    ({"routing_key": "KEY", "payload": {}}, "payload.summary"),
+    ({"routing_key": "KEY", "payload": {"summary": "x", "timestamp": "yesterday"}}, "payload.timestamp"),
+])
+async def test_a_malformed_change_event_names_the_field(world: World, ingest: str, body: dict, field: str) -> None:
+    body = json.loads(json.dumps(body).replace("KEY", ingest))
+    reply = await world.client.post("/v2/change/enqueue", json=body, headers={"Authorization": f"Bearer {ingest}"})
+    assert reply.status_code == 400 and reply.json()["error"]["field"] == field

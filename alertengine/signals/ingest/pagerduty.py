@@ -126,3 +126,32 @@ def _scalar(value: object, path: str) -> str:
         except ValueError:  # an int too long to print; json.loads never makes one
             raise PayloadError(path, "is a number too large to read") from None
     raise PayloadError(path, f"must be a JSON value, not {type_name(value)}")
+
+
+def parse_change(body: object) -> tuple[str, dict[str, object]]:
+    """A Change Events API body (``/v2/change/enqueue``) as ``(routing_key, deploy record)``.
+
+    PagerDuty change events say "something changed" (a deploy, a config push, a feature flag): they
+    are commit context for diagnosis, never an alert. They have no commit id, so the record's ``sha``
+    is a digest of the event (40 hex digits): sending the same event twice records it once."""
+    top = need_object(body, ROOT)
+    routing_key = require_str(top, "routing_key", ROOT, max_len=64)
+    if not _ROUTING_KEY_RE.fullmatch(routing_key):
+        raise PayloadError("routing_key", "must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
+    if top.get("payload") is None:
+        raise PayloadError("payload", "is required")
+    payload = need_object(top["payload"], "payload")
+    summary = require_str(payload, "summary", "payload", max_len=MAX_SUMMARY)
+    source = need_str(payload, "source", "payload", required=False)
+    when = timestamp(payload, "timestamp", "payload", required=False)
+    lines = [summary]
+    if payload.get("custom_details") is not None:
+        details = flatten_details(payload["custom_details"], "payload.custom_details")
+        lines += [f"{k}: {v}" for k, v in sorted(details.items())][:20]
+    record: dict[str, object] = {"sha": digest([routing_key, summary, source, when], 40),
+                                 "message": "\n".join(lines)[:4000]}
+    if when is not None:
+        record["time"] = when
+    if source:
+        record["service"] = source[:64]
+    return routing_key, record
