@@ -150,6 +150,14 @@ class Approval:
 _COLUMNS = "jti, ref, tenant, incident, proposal, action, choice, recipient, created, expires, used_at, used_by, outcome"
 
 
+def check_claims(approval: Approval, claims: ApprovalClaims) -> None:
+    """A link's signed claims must be the stored approval's own (defence in depth: forging one needs
+    the token secret, but a link then acts only on what it names)."""
+    if (claims.tenant, claims.incident, claims.action, claims.choice, claims.recipient) != \
+            (approval.tenant, approval.incident, approval.action, approval.choice, approval.recipient):
+        raise TokenError("invalid", "this link does not match the approval it names")
+
+
 def find_approval(conn: sqlite3.Connection, *, jti: str | None = None, ref: str | None = None,
                   tenant: str | None = None) -> Approval:
     if jti is not None:

@@ -161,6 +161,8 @@ class Orchestrator:
     # --- a human decides ------------------------------------------------------------------------
     async def decide_by_link(self, token: str, decision: str) -> Verdict:
         claims = self.tokens.read(token)
+        approvals.check_claims(approvals.find_approval(self.db.read_conn(), jti=claims.jti, tenant=claims.tenant),
+                               claims)
         return await self._decide((claims.jti, None), claims.tenant, f"link:{claims.recipient}", decision, "link")
 
     async def decide_by_chat(self, tenant: str, ref: str, user: str, channel: str, decision: str) -> Verdict:

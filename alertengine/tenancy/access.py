@@ -69,7 +69,9 @@ class Principal:
         return self.role in PERMISSIONS[permission]
 
     def may_act_in(self, tenant: str) -> bool:
-        return self.tenant is None or hmac.compare_digest(self.tenant, tenant)
+        # as bytes: compare_digest refuses non-ASCII str, and a path may carry any text
+        return self.tenant is None or hmac.compare_digest(self.tenant.encode("utf-8", "surrogatepass"),
+                                                          tenant.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)

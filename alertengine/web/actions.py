@@ -63,6 +63,7 @@ async def preview_recovery(call: Call) -> Any:
         claims = orchestrator.tokens.read(call.params["token"])
         conn = call.state.db.read_conn()
         approval = approvals.find_approval(conn, jti=claims.jti, tenant=claims.tenant)
+        approvals.check_claims(approval, claims)
         inc = engine.get_incident(conn, claims.tenant, claims.incident)
     except TokenError as exc:
         if exc.code != "expired":   # a forged or mangled link is a failed authentication

@@ -212,7 +212,14 @@ def test_sync_endpoints_in_threads_and_concurrent_clients_are_all_counted(served
         t.start()
     for t in threads:
         t.join(30)
-    routes = {r.route: r.summary for r in served.monitor.stats().routes}
+    def counted() -> dict:
+        """The middleware records a request once its response has gone out, so the last ones can
+        still be on their way when the clients have their answers: wait for them."""
+        routes = {r.route: r.summary for r in served.monitor.stats().routes}
+        done = sum(s.requests for s in routes.values()) >= 200
+        return routes if done else {}
+
+    routes = wait_for(counted, what="all 200 requests counted")
     assert routes["/sync/{n}"].requests == 100 and routes["/items/{item_id}"].requests == 100
     assert sum(s.status_classes["2xx"] for s in routes.values()) == 200
 
