@@ -1,4 +1,4 @@
-"""``alertengine dlq | telegram | deploy``: dead letters, the Telegram webhook and deploy records."""
+"""``alertengine dlq | telegram | deploy | approval``: dead letters, the Telegram webhook, deploy records, approval links."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from ..net.guard import guarded_client
 from ..tenancy.tenants import get_tenant
-from .common import Fail, appliance, cli_actor, data_dir_option, echo_json
+from .common import Fail, appliance, cli_actor, data_dir_option, echo_json, open_data
 
 # --- dead letters -------------------------------------------------------------------------------
 
@@ -120,4 +120,34 @@ def deploy_record(ctx: click.Context, data_dir: Path | None, tenant_id: str, sha
         echo_json(db.write_sync(record_deploy(tenant_id, body, cli_actor(), source="cli")).public())
 
 
-COMMANDS = (dlq, telegram, deploy)
+
+
+
+# --- approvals ----------------------------------------------------------------------------------
+
+@click.group()
+def approval() -> None:
+    """Approval links, for an operator at the appliance's shell."""
+
+
+@approval.command("link")
+@data_dir_option
+@click.option("--tenant", "tenant_id", required=True, help="The incident's tenant.")
+@click.option("--incident", required=True, help="The incident, e.g. INC-7 (it must be PROPOSED).")
+@click.option("--recipient", required=True, help="Who the link is for, as the proposal names them (e.g. primary:Ada).")
+@click.option("--choice", default=None, help="The theory to trust (A or B) when the diagnosis dissents.")
+@click.pass_context
+def approval_link(ctx: click.Context, data_dir: Path | None, tenant_id: str, incident: str, recipient: str,
+                  choice: str | None) -> None:
+    """Mint a single-use approval link for one recipient and print it (ledgered; never logged).
+
+    Links are never written to the console or the notification files, which are logs; this is how an
+    operator with shell access hands one to a person whom no chat channel reaches."""
+    from ..recovery.approvals import ApprovalTokens
+    from ..recovery.orchestrator import mint_link
+
+    with appliance(ctx, data_dir) as (db, vault, config):
+        data = open_data(config)
+        tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
+        click.echo(mint_link(db, vault, tokens, config.base_url, tenant_id, incident, recipient, choice, cli_actor()))
+COMMANDS = (dlq, telegram, deploy, approval)

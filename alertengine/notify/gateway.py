@@ -44,8 +44,16 @@ class Channel(Protocol):
         """Deliver; return a provider message id. Raise on failure."""
 
 
+# The local channels are logs: whoever reads the appliance's output or its data directory could use a
+# live approval link to authorize a production action. They name who was sent a link, never the link;
+# links reach only their recipients' own channels. An operator at the appliance's shell can mint a
+# link for a recipient with `alertengine approval link` (ledgered).
+def _link_note(message: Message) -> str:
+    return ", ".join(message.links)
+
+
 class ConsoleChannel:
-    """Prints notifications on the appliance's standard output."""
+    """Prints notifications on the appliance's standard output (never an approval link)."""
 
     name = "console"
 
@@ -54,14 +62,14 @@ class ConsoleChannel:
 
     def deliver(self, message: Message) -> str:
         stream = self.stream or sys.stdout
-        links = "".join(f"\n    {who}: approve or reject at {url}" for who, url in message.links.items())
+        links = f"\n    approval links sent to: {_link_note(message)}" if message.links else ""
         stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}{links}\n")
         stream.flush()
         return f"console:{message.incident}:{message.event}"
 
 
 class JsonLinesChannel:
-    """Appends each notification as one JSON line to a file in the data directory."""
+    """Appends each notification as one JSON line to a file in the data directory (never an approval link)."""
 
     name = "jsonl"
 
@@ -72,7 +80,8 @@ class JsonLinesChannel:
     def deliver(self, message: Message) -> str:
         line = json.dumps({"ts": utc_timestamp(), "tenant": message.tenant, "incident": message.incident,
                            "event": message.event, "priority": message.priority, "text": message.text,
-                           "recipient": message.recipient, "data": message.data, "links": message.links},
+                           "recipient": message.recipient, "data": message.data,
+                           "approval_links_for": list(message.links)},
                           sort_keys=True)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")

@@ -109,8 +109,9 @@ def proposal_number(conn: sqlite3.Connection, tenant: str, incident: str) -> int
                         (tenant, incident)).fetchone()[0]
 
 
-def record_request(claims: ApprovalClaims, ref: str, channel: str, policy_version: str | None) -> Callable[[WriteTx], None]:
-    """Store the approval and its expiry timer; ledger the request (never the token)."""
+def record_request(claims: ApprovalClaims, ref: str, channel: str, policy_version: str | None,
+                   actor: str = "policy") -> Callable[[WriteTx], None]:
+    """Store the approval and its expiry timer; ledger the request (never the token), by ``actor``."""
 
     def write(tx: WriteTx) -> None:
         proposal = proposal_number(tx.conn, claims.tenant, claims.incident)
@@ -120,7 +121,7 @@ def record_request(claims: ApprovalClaims, ref: str, channel: str, policy_versio
                     claims.recipient, _iso(claims.issued_at), _iso(claims.expires_at)))
         inc = engine.get_incident(tx.conn, claims.tenant, claims.incident)
         tx.append(LedgerEvent(kind="approval.requested", tenant=claims.tenant, incident=claims.incident,
-                              stage=inc.stage, actor="policy", policy_version=policy_version, decision="requested",
+                              stage=inc.stage, actor=actor, policy_version=policy_version, decision="requested",
                               reason=f"approval of {claims.action!r} requested via {channel}",
                               data={"jti": claims.jti, "action": claims.action, "choice": claims.choice,
                                     "recipient": fingerprint(claims.recipient), "channel": channel,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import NotFoundError
+from ..errors import ConflictError, NotFoundError
 from ..incidents import engine
 from ..incidents.policy import load_policy
 from ..incidents.timers import Timer
@@ -104,6 +104,30 @@ def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[st
                      f"{t.get('root_cause', '')}. Logs to check: {logs}.")
     lines.append(f"Either approval runs: {inc.action}{calls}.")
     return "\n".join(lines)
+
+
+def mint_link(db: Database, vault: SecretVault, tokens: ApprovalTokens, base_url: str, tenant: str, incident: str,
+              recipient: str, choice: str | None, actor: str) -> str:
+    """A fresh single-use approval link for the incident's current proposal, bound to ``recipient``
+    (one of the people the proposal asked), minted on demand by ``actor`` and ledgered. For an operator
+    at the appliance's shell to hand to a person when no chat channel reaches them."""
+    conn = db.read_conn()
+    inc = engine.get_incident(conn, tenant, incident)
+    if inc.stage != engine.PROPOSED:
+        raise ConflictError("incident", f"{inc.id} is {inc.stage}: there is no proposal to approve")
+    people = recipients(service_target(conn, vault, tenant, inc.service_id))
+    if recipient not in people:
+        raise ConflictError("recipient", f"the proposal asks {', '.join(people)}, not {recipient!r}")
+    choices = [t["label"] for t in dissent_theories(conn, tenant, incident)]
+    if choices and choice not in choices:
+        raise ConflictError("choice", f"the diagnosis dissents: choose one of {', '.join(choices)}")
+    if not choices and choice is not None:
+        raise ConflictError("choice", "the diagnosis does not dissent: there is nothing to choose")
+    policy = load_policy(conn, tenant)
+    token, claims = tokens.mint(tenant, inc.id, inc.action or "", choice, recipient,
+                                ttl=policy.rules(inc.service_name).ttl_seconds)
+    db.write_sync(approvals.record_request(claims, approvals.new_ref(), "cli", policy.version, actor=actor))
+    return f"{base_url.rstrip('/')}/action/recover/{token}"
 
 
 class Orchestrator:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, run_cli
 from tests.fakes.receiver import Receiver
 from tests.serving import Appliance, running_appliance, wait_for
 
@@ -151,16 +151,28 @@ def test_approval_link_preview_then_confirm_calls_the_receiver_once(tmp_path: Pa
         inc = app.wait_for_stage(tenant, "INC-1", "PROPOSED")
         assert inc["action"] == "restart service" and inc["service_id"] == service["id"]
 
-        # the user gets the link from the appliance's local channel: the JSON-lines file and the console
+        # the local channels are logs: they say who was sent a link, never the link itself
         def proposal() -> dict[str, Any] | None:
             return next((n for n in app.notifications() if n["event"] == "proposed" and n["incident"] == "INC-1"),
                         None)
         notice = wait_for(what="the proposal in notifications.jsonl", check=proposal)
         assert notice["tenant"] == tenant and "restart service" in notice["text"] and "127.0.0.1" in notice["text"]
-        assert list(notice["links"]) == ["primary:Ada"]
-        link = notice["links"]["primary:Ada"]
+        assert notice["approval_links_for"] == ["primary:Ada"]
+        wait_for(what="the notice on the console", check=lambda: "approval links sent to: primary:Ada" in app.output())
+        assert "/action/recover/" not in app.output() + json.dumps(app.notifications())
+        # no chat channel reaches Ada here: the operator mints her a link at the appliance's shell
+        # (links point at public_url, which an operator sets; this serve listens on a test port)
+        def approval_link(recipient: str) -> Any:
+            return run_cli("approval", "link", "--data-dir", str(app.data), "--tenant", tenant, "--incident", "INC-1",
+                           "--recipient", recipient, env={"ALERTENGINE_PUBLIC_URL": app.url})
+        wrong = approval_link("primary:Eve")
+        assert wrong.code == 2 and "the proposal asks primary:Ada" in wrong.stderr
+        minted = approval_link("primary:Ada")
+        assert minted.code == 0, minted.stderr
+        link = minted.stdout.strip()
         assert link.startswith(f"{app.url}/action/recover/")
-        wait_for(what="the link on the console", check=lambda: f"primary:Ada: approve or reject at {link}" in app.output())
+        requested = [e for e in app.ledger(tenant) if e["kind"] == "approval.requested" and e["data"]["channel"] == "cli"]
+        assert len(requested) == 1 and requested[0]["actor"].startswith("cli:")
         token = link.rsplit("/", 1)[1]
         assert token not in json.dumps(app.ledger(tenant))   # tokens are never ledgered
 

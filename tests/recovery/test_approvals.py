@@ -24,6 +24,7 @@ from alertengine.store import Database
 from alertengine.tenancy.services import create_service, normalise
 from alertengine.tenancy.tenants import create_tenant, set_shadow
 from alertengine.web.app import create_app
+from tests.fakes.person import PersonChannel
 from tests.fakes.receiver import Receiver, closed_port_url
 
 SLOW = HealthReading("answered", "sdk", 200, 10.0, "warning", p95_ms=9000.0, error_rate=0.0, health_score=70.0,
@@ -36,6 +37,7 @@ class Flow:
         self.tenant = db.write_sync(create_tenant("acme", "test")).id
         self.receiver: Receiver | None = None
         self.service: ServiceRef | None = None
+        self.person = PersonChannel()   # installed by the tests that want it as the tenant's only remote channel
 
     @property
     def orchestrator(self):  # type: ignore[no-untyped-def]
@@ -57,10 +59,8 @@ class Flow:
         return inc
 
     def links(self) -> list[str]:
-        path = self.data.path / "notifications.jsonl"
-        if not path.exists():
-            return []
-        return [url for line in path.read_text().splitlines() for url in json.loads(line).get("links", {}).values()]
+        """The approval links that reached people (their own channel: never the logs)."""
+        return self.person.links()
 
     def token(self, index: int = -1) -> str:
         return self.links()[index].rsplit("/", 1)[1]
@@ -101,6 +101,7 @@ async def flow(data_dir: DataDir, config: Config, db: Database) -> AsyncIterator
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
     async with httpx.AsyncClient(transport=transport, base_url="http://appliance") as client:
         f = Flow(db, data_dir, config, client, app)
+        f.person.install(app)
         db.write_sync(set_shadow(f.tenant, False, "test"))
         yield f
         await f.settle()
@@ -294,6 +295,7 @@ async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Dat
     app = create_app(config, data_dir, db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://appliance") as client:
         flow = Flow(db, data_dir, config, client, app)
+        flow.person.install(app)
         db.write_sync(set_shadow(flow.tenant, False, "test"))
         flow.add_service(None)
         await flow.outage()
@@ -308,6 +310,7 @@ async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Dat
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app2), base_url="http://appliance") as client:
             again = Flow.__new__(Flow)
             again.db, again.data, again.config, again.client, again.app = reopened, data_dir, config, client, app2
+            again.person = PersonChannel().install(app2)
             reply = await again.confirm(token)
             assert reply.status_code == 409 and "already used" in reply.text
         await app2.state.runtime.http.aclose()  # type: ignore[attr-defined]
@@ -337,9 +340,13 @@ async def test_dissent_offers_both_theories_and_records_the_choice(flow: Flow) -
         await flow.orchestrator.propose(proposed)
         line = json.loads((flow.data.path / "notifications.jsonl").read_text().splitlines()[-1])
         assert line["event"] == "dissent" and "Theory A" in line["text"] and "gateway timeouts" in line["text"]
-        assert set(line["links"]) == {"primary:Ada (trust A)", "primary:Ada (trust B)"}
-        token_b = line["links"]["primary:Ada (trust B)"].rsplit("/", 1)[1]
-        token_a = line["links"]["primary:Ada (trust A)"].rsplit("/", 1)[1]
+        # the log names who got a link, never the link; the links reached the person
+        assert line["approval_links_for"] == ["primary:Ada (trust A)", "primary:Ada (trust B)"]
+        assert "/action/recover/" not in json.dumps(line)
+        links = flow.person.received[-1].links
+        assert set(links) == {"primary:Ada (trust A)", "primary:Ada (trust B)"}
+        token_b = links["primary:Ada (trust B)"].rsplit("/", 1)[1]
+        token_a = links["primary:Ada (trust A)"].rsplit("/", 1)[1]
         page = await flow.preview(token_b)
         assert "upstream payment API" in page.text and "Theory B" in page.text
         assert (await flow.confirm(token_b)).status_code == 200
