@@ -54,8 +54,17 @@ class IllegalTransitionError(AlertEngineError):
         self.incident, self.src, self.dst, self.actor = incident, src, dst, actor
 
 
+# Actor kinds that name someone or something: engineer:<identity>, ai:<model>, ingest:<source>.
+_NAMED_KINDS = frozenset({"engineer", "ai", "ingest"})
+
+
 def actor_kind(actor: str) -> str:
-    return actor.split(":", 1)[0]
+    """The kind of ``actor`` that the tables above name, or "" when it is none: a named kind needs a
+    non-empty name after its colon (``engineer:`` authorizes nothing), a bare kind has no colon."""
+    kind, colon, name = actor.partition(":")
+    if kind in _NAMED_KINDS:
+        return kind if colon and name.strip() else ""
+    return "" if colon else kind
 
 
 @dataclass(frozen=True)
