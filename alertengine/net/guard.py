@@ -22,11 +22,9 @@ from typing import Awaitable, Callable
 import httpcore
 import httpx
 
-from .urlpolicy import IPAddress, UrlPolicy, _refusal
+from .urlpolicy import IPAddress, UrlPolicy, address_refusal
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_COMPAT = ipaddress.ip_network("::/96")
 
 
 class RefusedAddressError(httpcore.ConnectError):
@@ -45,32 +43,9 @@ def is_refused(exc: BaseException) -> bool:
     return False
 
 
-def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64, IPv4-compatible)."""
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return []
-    found: list[ipaddress.IPv4Address] = []
-    if ip.ipv4_mapped is not None:
-        found.append(ip.ipv4_mapped)
-    if ip.sixtofour is not None:
-        found.append(ip.sixtofour)
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if any(ip in net for net in _NAT64) or (ip in _COMPAT and int(ip) > 0xFFFF):
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return found
-
-
 def refusal(ip: IPAddress, policy: UrlPolicy) -> str | None:
     """Why ``ip`` may not be connected to (judging every IPv4 address it embeds too), or None."""
-    reason = _refusal(ip, policy)
-    if reason is not None:
-        return reason
-    for inner in embedded_ipv4(ip):
-        reason = _refusal(inner, policy)
-        if reason is not None:
-            return f"embeds {inner}, which {reason}"
-    return None
+    return address_refusal(ip, policy)
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:

@@ -21,7 +21,14 @@ _METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254",  # AWS, GCP, Azure, OpenStack, ...
     "fd00:ec2::254",    # AWS IPv6
     "100.100.100.200",  # Alibaba Cloud
+    "192.0.0.192",      # Oracle Cloud (legacy)
+    "168.63.129.16",    # Azure WireServer (platform agent and metadata endpoint)
 ))
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")      # RFC 1122: never a destination
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")         # deprecated, but still not global
+_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_COMPAT = ipaddress.ip_network("::/96")
 _METADATA_HOSTNAMES = frozenset({
     "metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal",
 })
@@ -36,14 +43,37 @@ class UrlPolicyError(FieldError):
     """A URL the policy refuses; ``message`` never repeats the URL's credentials, path or query."""
 
 
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
 def _parse_cidrs(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    networks = []
+    """The networks of a CIDR list; an IPv4-mapped IPv6 network also stands for its IPv4 form."""
+    networks: list[IPNetwork] = []
     for cidr in cidrs:
         try:
-            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            net = ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
             raise ValueError(f"not a valid CIDR: {cidr!r}") from None
+        networks.append(net)
+        if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED) and net.prefixlen >= 96:
+            networks.append(ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96)))
     return tuple(networks)
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64, IPv4-compatible)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _NAT64) or (ip in _COMPAT and int(ip) > 0xFFFF):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 @dataclass(frozen=True)
@@ -69,23 +99,49 @@ class UrlPolicy:
         return cls(allow_cidrs=split(allow), deny_cidrs=split(deny))
 
 
+def address_refusal(ip: IPAddress, policy: UrlPolicy) -> str | None:
+    """Why ``ip`` may not be contacted, or None if it may: judged itself and by every IPv4 address it
+    embeds (an IPv6 address can carry one: mapped, 6to4, Teredo, NAT64), so no IPv6 spelling reaches
+    an IPv4 address the policy refuses."""
+    reason = _refusal(ip, policy)
+    if reason is not None:
+        return reason
+    for inner in embedded_ipv4(ip):
+        if inner == getattr(ip, "ipv4_mapped", None):
+            continue   # already judged as itself
+        reason = _refusal(inner, policy)
+        if reason is not None:
+            return f"embeds {inner}, which {reason}"
+    return None
+
+
+def _names_link_local(net: IPNetwork, ip: IPAddress) -> bool:
+    """Whether an allow entry names this link-local or metadata address itself, rather than a broad
+    range that merely contains it (0.0.0.0/0 must not open the metadata service)."""
+    return ip in net and any(net.version == ll.version and net.subnet_of(ll) for ll in _LINK_LOCAL)  # type: ignore[arg-type]
+
+
 def _refusal(ip: IPAddress, policy: UrlPolicy) -> str | None:
-    """Why ``ip`` may not be contacted, or None if it may."""
+    """Why ``ip`` itself may not be contacted, or None if it may (see ``address_refusal``)."""
     forms = [ip]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
         forms.append(ip)
     if any(form in net for form in forms for net in policy._deny):
         return "is in a denied address range"
-    if ip.is_unspecified:
-        return "is the unspecified address"
+    if ip.is_unspecified or ip in _THIS_NETWORK:
+        return "is the unspecified address" if ip.is_unspecified else "is in 'this network' (0.0.0.0/8)"
     if ip.is_multicast:
         return "is a multicast address"
     if ip.is_reserved and not ip.is_loopback:  # 240.0.0.0/4 (so broadcast) and ::/8 (which holds ::1)
         return "is a reserved address"
     if policy._allow:
-        if any(form in net for form in forms for net in policy._allow):
+        special = ip in _METADATA_ADDRESSES or ip.is_link_local
+        if any(form in net and (not special or _names_link_local(net, form)) for form in forms for net in policy._allow):
             return None  # an explicit allow entry lifts the category rules below
+        if special and any(form in net for form in forms for net in policy._allow):
+            return ("is a cloud metadata or link-local address; only an allow entry within "
+                    "169.254.0.0/16 or fe80::/10 opens it")
         return "is not in the allowed address ranges"
     if ip in _METADATA_ADDRESSES:
         return "is a cloud metadata address"
@@ -93,7 +149,7 @@ def _refusal(ip: IPAddress, policy: UrlPolicy) -> str | None:
         return "is a link-local address"
     if ip.is_loopback:
         return None if policy.allow_loopback else "is a loopback address, which this appliance does not allow"
-    if ip.is_private or ip in _CGNAT:
+    if ip.is_private or ip in _CGNAT or ip in _SITE_LOCAL:
         return None if policy.allow_private else "is a private address, which this appliance does not allow"
     return None
 
@@ -181,10 +237,11 @@ def check_url(url: str, policy: UrlPolicy, field: str = "url", *, resolve: bool 
         addresses = [ipaddress.IPv4Address("127.0.0.1")]
     else:
         addresses = []
-    if resolve and ip is None:
+    if ip is None and (resolve or (policy._allow and not addresses)):
+        # in allow-list mode a name is only allowed once it is known to resolve into the list
         addresses += _resolve(display, port or _DEFAULT_PORTS[scheme], field)
     for address in addresses:
-        reason = _refusal(address, policy)
+        reason = address_refusal(address, policy)
         if reason is not None:
             subject = str(address) if ip is not None else f"{display} ({address})"
             raise UrlPolicyError(field, f"the URL's host {subject} {reason}")

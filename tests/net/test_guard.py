@@ -12,8 +12,8 @@ import httpcore
 import httpx
 import pytest
 
-from alertengine.net.guard import GuardedBackend, embedded_ipv4, guarded_client, is_refused, refusal
-from alertengine.net.urlpolicy import UrlPolicy
+from alertengine.net.guard import GuardedBackend, guarded_client, is_refused, refusal
+from alertengine.net.urlpolicy import UrlPolicy, embedded_ipv4
 from alertengine.net.webhooks import post_signed
 from alertengine.notify.channels.telegram import TelegramClient
 from alertengine.signals.poller import Poller, PollTarget

@@ -6,7 +6,7 @@ every IPv4 spelling resolvers accept, IPv6 forms that embed an IPv4 address (map
 schemes, host-name syntax (trailing dots, case, IDNA, lengths) and resolution details.
 
 Expected outcomes are what a secure policy should answer. Where the product answers otherwise the
-row is a strict xfail naming the gap; those rows only demand *a* refusal, whatever its wording.
+row (``gap``) names the gap it closed; those rows only demand *a* refusal, whatever its wording.
 Every other refusal is checked word for word (the message is what the API shows, and the field
 names the input that was refused).
 """
@@ -80,27 +80,27 @@ def no(url: str, policy: UrlPolicy, message: str, id: str | None = None) -> Any:
 
 
 def gap(url: str, policy: UrlPolicy, reason: str, id: str | None = None) -> Any:
-    """A URL a secure policy refuses and the product accepts (a product bug, reported)."""
-    return pytest.param(url, policy, ("refused", None), id=id,
-                        marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+    """A URL a secure policy refuses, whatever the wording, that the product once accepted (``reason``
+    says why it must be refused; each was a bug found by this table and fixed)."""
+    return pytest.param(url, policy, ("refused", None), id=id)
 
 
-SIXTO4 = ("product bug: 6to4 addresses (2002::/16) embed an IPv4 address and are not unwrapped, so "
+SIXTO4 = ("was a product bug: 6to4 addresses (2002::/16) embed an IPv4 address and are not unwrapped, so "
           "2002:a9fe:a9fe:: (169.254.169.254) and 2002:7f00:1:: (127.0.0.1) pass every rule")
-TEREDO = ("product bug: Teredo addresses (2001:0::/32) embed the client IPv4 address (inverted) and are not "
+TEREDO = ("was a product bug: Teredo addresses (2001:0::/32) embed the client IPv4 address (inverted) and are not "
           "unwrapped; this one's client is 169.254.169.254")
-ORACLE = "product bug: 192.0.0.192 is Oracle Cloud's (legacy) instance metadata address and is not refused"
-AZURE = "product bug: 168.63.129.16 is Azure's WireServer (platform metadata/agent endpoint) and is not refused"
-SITE_LOCAL = ("product bug: fec0::/10 (deprecated site-local) is not global, yet a policy that refuses private "
+ORACLE = "was a product bug: 192.0.0.192 is Oracle Cloud's (legacy) instance metadata address and is not refused"
+AZURE = "was a product bug: 168.63.129.16 is Azure's WireServer (platform metadata/agent endpoint) and is not refused"
+SITE_LOCAL = ("was a product bug: fec0::/10 (deprecated site-local) is not global, yet a policy that refuses private "
               "addresses lets it through")
-THIS_NETWORK = ("product bug: 0.0.0.0/8 is 'this network' (RFC 1122), never a destination (Linux connects "
+THIS_NETWORK = ("was a product bug: 0.0.0.0/8 is 'this network' (RFC 1122), never a destination (Linux connects "
                 "0.x addresses locally); only 0.0.0.0 itself is refused")
-ALLOW_LIST_NAMES = ("product bug: in allow-list mode a host name is accepted without being resolved, so the "
+ALLOW_LIST_NAMES = ("was a product bug: in allow-list mode a host name is accepted without being resolved, so the "
                     "allow list does not constrain names at all")
-DENY_MAPPED = ("product bug: a deny entry written as IPv4-mapped IPv6 (::ffff:10.0.0.0/104) does not deny the "
+DENY_MAPPED = ("was a product bug: a deny entry written as IPv4-mapped IPv6 (::ffff:10.0.0.0/104) does not deny the "
                "same addresses written as IPv4, although the reverse (IPv4 entry, mapped URL) is denied")
-DENY_6TO4 = "product bug: a denied IPv4 range is reachable through its 6to4 form (2002:a9fe:a9fe::)"
-BROAD_ALLOW = ("product bug (design question): any allow entry, even 0.0.0.0/0, lifts the metadata and "
+DENY_6TO4 = "was a product bug: a denied IPv4 range is reachable through its 6to4 form (2002:a9fe:a9fe::)"
+BROAD_ALLOW = ("was a product bug (design question): any allow entry, even 0.0.0.0/0, lifts the metadata and "
                "link-local rules; only an entry naming the metadata address should")
 
 LONGEST_HOST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 characters
