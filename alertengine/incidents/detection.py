@@ -156,10 +156,10 @@ class Detector:
         # A repeat is the same alert, in the same state, in the same episode of its fingerprint (how
         # many of its incidents have closed so far). A trigger after a resolve is a new episode, so it
         # opens a new incident (as PagerDuty does) even with the same dedup_key and no timestamp; a
-        # resolve is told apart by whether it has an open incident to close, so a repeated resolve
-        # of the old incident never swallows the resolve of the new one.
+        # resolve (or acknowledge) is told apart by whether it has an open incident to act on, so a
+        # repeated one about the old incident never swallows the one about the new incident.
         episode = str(_episode(conn, tenant, fingerprint))
-        if signal.status == "resolved":
+        if signal.status != "firing":   # a resolve or an acknowledge acts only on an open incident
             episode = f"{episode}:{'open' if current is not None else 'idle'}"
         event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
                                              f"{signal.starts_at}|{episode}"))
@@ -178,6 +178,11 @@ class Detector:
                     tenant, current.id, engine.RESOLVED, f"ingest:{signal.source}", policy_version=policy.version,
                     decision="resolved", reason=f"{signal.source} reports {signal.title!r} resolved", data=data))
                 await self._tell(result, "resolved", f"{signal.title} resolved at the source", policy)
+        elif signal.status == "acknowledged":
+            if current is not None:   # a human acknowledged it in the sending tool (PagerDuty)
+                acked = await engine.run(self.db, engine.acknowledge(tenant, current.id, f"ingest:{signal.source}"))
+                if isinstance(acked, Incident):
+                    result = acked
         elif signal.status == "firing" and alert_opens(signal, rules):
             priority = policy.severity_priority(signal.severity)
             if current is None:

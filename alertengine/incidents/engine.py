@@ -43,7 +43,8 @@ TRANSITIONS: dict[tuple[str | None, str], frozenset[str]] = {
 # Changes that are not stage moves, with the actor kinds allowed.
 ACTIONS: dict[str, frozenset[str]] = {
     "escalate": frozenset({"policy"}),
-    "acknowledge": frozenset({"engineer"}),
+    # an engineer, or their alerting tool relaying an engineer's acknowledgement (PagerDuty)
+    "acknowledge": frozenset({"engineer", "ingest"}),
 }
 PRIORITIES = ("P0", "P1", "P2", "P3")
 

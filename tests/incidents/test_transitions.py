@@ -173,7 +173,7 @@ def test_the_products_declared_table_states_the_same_rule() -> None:
     """The declared table is documentation too: opening and escalation are written with a fixed actor
     ("policy") and never consult it, so only this comparison notices when those rows drift."""
     assert dict(engine.TRANSITIONS) == {(None, "DETECTED"): frozenset({"policy"}), **ALLOWED}
-    assert dict(engine.ACTIONS) == {"escalate": frozenset({"policy"}), "acknowledge": frozenset({"engineer"})}
+    assert dict(engine.ACTIONS) == {"escalate": frozenset({"policy"}), "acknowledge": frozenset({"engineer", "ingest"})}
     assert engine.PRIORITIES == ("P0", "P1", "P2", "P3")
 
 
@@ -488,9 +488,6 @@ def test_closing_cancels_only_that_incidents_timers(db: Database) -> None:
 
 # --- acknowledgement and escalation ---------------------------------------------------------------------
 
-ACK_MISTAKEN = {"engineer:", "engineer"}
-
-
 @pytest.fixture(scope="module")
 def acks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     """Every actor acknowledging an incident at every stage, in one real database."""
@@ -527,13 +524,16 @@ def acks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
 
 
 @pytest.mark.parametrize(("actor", "stage"), [pytest.param(a, s, id=f"{a!r}-{s}") for a in ACTORS for s in STAGES])
-def test_only_an_engineer_acknowledges_and_only_an_open_incident(acks: Matrix, actor: str, stage: str) -> None:
+def test_only_an_engineer_or_their_alerting_tool_acknowledges_and_only_an_open_incident(
+        acks: Matrix, actor: str, stage: str) -> None:
+    """An engineer acknowledges; so does an ingest source relaying an engineer's acknowledgement
+    (PagerDuty's ``acknowledge`` event). Nobody else, and never a closed incident."""
     cell = acks.cells[(stage, "ACKNOWLEDGED", actor)]
     conn = acks.db.read_conn()
     after = row(conn, TENANT, cell.incident)
     new = entries(conn, TENANT, cell.incident, acks.mark)
     assert cell.before[7] == stage and cell.before[11] is None
-    if ACTORS[actor] == "engineer" and stage not in CLOSED_STAGES:
+    if ACTORS[actor] in ("engineer", "ingest") and stage not in CLOSED_STAGES:
         assert isinstance(cell.result, engine.Incident), cell.result
         assert cell.result.acknowledged_by == after[11] == actor
         assert after[:11] == cell.before[:11]  # acknowledging moves no stage

@@ -248,3 +248,20 @@ async def test_a_malformed_change_event_names_the_field(world: World, ingest: st
     body = json.loads(json.dumps(body).replace("KEY", ingest))
     reply = await world.client.post("/v2/change/enqueue", json=body, headers={"Authorization": f"Bearer {ingest}"})
     assert reply.status_code == 400 and reply.json()["error"]["field"] == field
+
+
+async def test_a_pagerduty_acknowledge_acknowledges_the_incident(world: World, ingest: str) -> None:
+    trigger = {"routing_key": ingest, "event_action": "trigger", "dedup_key": "disk-db1",
+               "payload": {"summary": "Disk full on db1", "source": "db1.prod", "severity": "critical"}}
+    ack = {"routing_key": ingest, "event_action": "acknowledge", "dedup_key": "disk-db1"}
+    assert (await world.client.post("/v2/enqueue", json=ack)).status_code == 202   # nothing to acknowledge yet
+    assert engine.list_incidents(world.db.read_conn(), world.tenants["a"]) == []
+    await world.client.post("/v2/enqueue", json=trigger)
+    reply = await world.client.post("/v2/enqueue", json=ack)
+    assert reply.status_code == 202
+    inc = engine.get_incident(world.db.read_conn(), world.tenants["a"], "INC-1")
+    assert inc.is_open and inc.acknowledged_by == "ingest:pagerduty"
+    assert count(world, "incident.acknowledged") == 1
+    again = await world.client.post("/v2/enqueue", json=ack)                          # a repeat changes nothing
+    assert again.status_code == 202 and count(world, "incident.acknowledged") == 1
+    replay_clean(world)
