@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config
 from .errors import ConfigError
-from .ledger.entry import SYSTEM_TENANT, LedgerEvent, utc_timestamp
+from .ledger.entry import SYSTEM_TENANT, LedgerEvent, set_identity_key, utc_timestamp
 from .ledger.keys import LedgerSigner, write_private_file
 from .store import Database
 from .store.publish import sink_local
@@ -20,8 +20,10 @@ DB_FILE = "alertengine.db"
 INSTALL_FILE = "install.json"
 LEDGER_KEY_FILE = "ledger.key"
 CHECKPOINT_FILE = "latest-checkpoint.txt"
-# Per-install secrets, 32 random bytes each, mode 0600: approval-token signing, secrets-at-rest.
-SECRET_FILES = ("token.key", "vault.key")
+# Per-install secrets, 32 random bytes each, mode 0600: approval-token signing, secrets-at-rest, and
+# the key of the ledger's fingerprints of people and addresses (ledger-format.md, 1.3).
+SECRET_FILES = ("token.key", "vault.key", "fingerprint.key")
+FINGERPRINT_KEY = "fingerprint.key"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class DataDir:
         return (self.path / name).read_bytes()
 
     def open_database(self, config: Config) -> Database:
+        key_file = self.path / FINGERPRINT_KEY
+        if not key_file.exists():   # an install made before the key existed gets one now
+            write_private_file(key_file, secrets.token_bytes(32))
+        set_identity_key(key_file.read_bytes())
         db = Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
                       checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max)
         if config.checkpoint_sink and not config.checkpoint_sink.startswith(("http://", "https://")):

@@ -64,6 +64,22 @@ def ledger_key(ctx: click.Context, data_dir: Path | None) -> None:
     click.echo(open_data(load_settings(ctx, data_dir=data_dir)).signer.vkey)
 
 
+@ledger.command("fingerprint")
+@data_dir_option
+@click.argument("value")
+@click.pass_context
+def ledger_fingerprint(ctx: click.Context, data_dir: Path | None, value: str) -> None:
+    """Print the ledger's fingerprint of a person or address (a phone number, chat id, name, e-mail),
+    keyed with this install's fingerprint key, to find where the ledger names it."""
+    from ..ledger.entry import identity_fingerprint
+
+    config = load_settings(ctx, data_dir=data_dir)
+    data = open_data(config)
+    db = data.open_database(config)   # loads the install's fingerprint key
+    db.close(final_checkpoint=False)
+    click.echo(identity_fingerprint(value))
+
+
 @ledger.command("show")
 @data_dir_option
 @click.option("--tenant", default=None, help="Only this tenant's entries.")

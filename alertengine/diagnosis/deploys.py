@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..errors import NotFoundError
 from ..ledger.entry import (
     LedgerEvent,
-    fingerprint,
+    identity_fingerprint,
     is_rfc3339,
     normal_ts,
     redact,
@@ -187,7 +187,7 @@ def ledger_view(deploy: Deploy) -> dict[str, Any]:
     credentials and people (see :func:`scrub`) replaced by fingerprints, cut to LEDGER_MESSAGE characters."""
     risky = deploy.risky
     return {"deploy": deploy.id, "sha": deploy.sha, "service": deploy.service,
-            "author": fingerprint(deploy.author) if deploy.author else None,
+            "author": identity_fingerprint(deploy.author) if deploy.author else None,
             "message": scrub(scrub(deploy.message)[:LEDGER_MESSAGE]),  # scrubbed again: a cut can expose a match
             "file_count": len(deploy.files),
             "risky_paths": [scrub(p) for p in risky[:LEDGER_RISKY]], "risky_count": len(risky),
@@ -198,8 +198,9 @@ def ledger_view(deploy: Deploy) -> dict[str, Any]:
 def scrub(text: str) -> str:
     """``redact(text)`` with the people a message names also fingerprinted: the value of every
     ``*-by:`` trailer, and any other e-mail address."""
-    text = _PERSON_TRAILER_RE.sub(lambda m: f"{m.group(1)}[person {fingerprint(m.group(2).strip())}]", redact(text))
-    return _EMAIL_RE.sub(lambda m: f"[email {fingerprint(m.group().lower())}]", text)
+    text = _PERSON_TRAILER_RE.sub(lambda m: f"{m.group(1)}[person {identity_fingerprint(m.group(2).strip())}]",
+                                  redact(text))
+    return _EMAIL_RE.sub(lambda m: f"[email {identity_fingerprint(m.group().lower())}]", text)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-from ..ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database
 from ..store.modes import ModeTracker
 from .channels.base import Delivery, RetryPolicy, deliver_with_retries
@@ -122,7 +122,7 @@ class Gateway:
         if self.is_shadow(message.tenant):
             await self.suppress(message.tenant, "notification", message.incident, policy_version,
                                 {"event": message.event, "priority": message.priority, "text": message.text,
-                                 "recipient": fingerprint(message.recipient),
+                                 "recipient": identity_fingerprint(message.recipient),
                                  "channels": [c.name for c in [*remote, *self.channels]]})
             return
         for channel in self.channels:
@@ -164,7 +164,7 @@ class Gateway:
             data={"channel": channel, "event": message.event, "provider_id": delivery.provider_id,
                   "attempt": attempts, "retryable": delivery.retryable, "detail": delivery.detail[:500],
                   "text": message.text,
-                  "recipient": fingerprint(message.recipient)}))
+                  "recipient": identity_fingerprint(message.recipient)}))
 
     async def suppress(self, tenant: str, what: str, incident: str | None, policy_version: str | None,
                        would_have: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import jwt
 
 from ..errors import AlertEngineError, NotFoundError
 from ..incidents import engine, timers
-from ..ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 
 AUDIENCE = "alertengine-approval"
@@ -124,7 +124,7 @@ def record_request(claims: ApprovalClaims, ref: str, channel: str, policy_versio
                               stage=inc.stage, actor=actor, policy_version=policy_version, decision="requested",
                               reason=f"approval of {claims.action!r} requested via {channel}",
                               data={"jti": claims.jti, "action": claims.action, "choice": claims.choice,
-                                    "recipient": fingerprint(claims.recipient), "channel": channel,
+                                    "recipient": identity_fingerprint(claims.recipient), "channel": channel,
                                     "expires": _iso(claims.expires_at)}))
         timers.schedule(tx, claims.tenant, claims.incident, "approval_expiry", _iso(claims.expires_at),
                         {"proposal": proposal})

@@ -22,7 +22,7 @@ from ..errors import ConflictError, NotFoundError
 from ..incidents import engine
 from ..incidents.policy import load_policy
 from ..incidents.timers import Timer
-from ..ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..net.webhooks import post_signed
 from ..notify.gateway import Gateway, Message
 from ..store import Database, WriteTx
@@ -156,7 +156,7 @@ class Orchestrator:
         text = proposal_text(inc, host, theories) + deploy_line(conn, inc.tenant, inc.id)
         if self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
-                                        {"action": inc.action, "recipients": [fingerprint(p) for p in people],
+                                        {"action": inc.action, "recipients": [identity_fingerprint(p) for p in people],
                                          "choices": choices, "ttl_seconds": rules.ttl_seconds})
             await self.gateway.notify(Message(inc.tenant, inc.id, "proposed", inc.priority, text,
                                               data={"service": inc.service_name, "action": inc.action}),
@@ -201,7 +201,7 @@ class Orchestrator:
             await self.db.append(LedgerEvent(
                 kind="approval.refused", tenant=tenant, incident=inc.id, stage=inc.stage, actor=f"engineer:{identity}",
                 decision="not_an_approver", reason=f"{channel} user is not an allowed approver of this service",
-                data={"user": fingerprint(identity), "via": channel, "ref": ref}))
+                data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
             return Verdict("not_an_approver", inc, approval, detail="you are not an allowed approver")
         jti = approval.jti
         if approval.used_at is not None and approval.used_by != identity:

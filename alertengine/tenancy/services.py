@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ConflictError, NotFoundError
-from ..ledger.entry import LedgerEvent, fingerprint, utc_timestamp
+from ..ledger.entry import LedgerEvent, fingerprint, identity_fingerprint, utc_timestamp
 from ..net.urlpolicy import UrlPolicy, check_url
 from ..schema import validate
 from ..store import WriteTx
@@ -103,8 +103,9 @@ def _context(tenant_id: str, service_id: str) -> str:
 
 def _ledger_view(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """What the ledger records of a service: contacts and approvers only as fingerprints."""
-    people = {role: {k: fingerprint(v) for k, v in contact.items()} for role, contact in spec["contacts"].items()}
-    approvers = {ch: [fingerprint(i) for i in ids] for ch, ids in spec["approvers"].items()}
+    people = {role: {k: identity_fingerprint(v) for k, v in contact.items()}
+              for role, contact in spec["contacts"].items()}
+    approvers = {ch: [identity_fingerprint(i) for i in ids] for ch, ids in spec["approvers"].items()}
     return {"name": name, "health_url": spec["health_url"], "poll_interval": spec["poll_interval"],
             "recovery_webhook_url": spec["recovery_webhook_url"], "contacts": people, "approvers": approvers,
             "labels": spec["labels"], "policy": spec["policy"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from alertengine.appliance import DataDir
 from tests.conftest import run_cli
@@ -61,3 +62,16 @@ def test_cli_errors_are_clear_and_change_nothing(data_dir: DataDir) -> None:
     assert code == 2
     code, out, _ = cli(data_dir, "ledger", "show", "--json")
     assert [json.loads(line)["kind"] for line in out.splitlines()] == ["tenant.created"]
+
+
+def test_ledger_fingerprint_prints_the_keyed_fingerprint_of_a_person(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    from alertengine.appliance import init_data_dir
+    data = init_data_dir(tmp_path / "data")
+    shown = run_cli("ledger", "fingerprint", "+15550001111", "--data-dir", str(data.path))
+    assert shown.code == 0, shown.stderr
+    key = (data.path / "fingerprint.key").read_bytes()
+    assert (data.path / "fingerprint.key").stat().st_mode & 0o777 == 0o600
+    assert shown.stdout.strip() == "hmac-sha256:" + hmac.new(key, b"+15550001111", hashlib.sha256).hexdigest()[:16]

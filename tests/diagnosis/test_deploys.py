@@ -7,10 +7,12 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from typing import Any
 
 import pytest
 
+from alertengine.appliance import DataDir
 from alertengine.diagnosis.deploys import (
     DEPLOY_SCHEMA,
     RISKY,
@@ -93,7 +95,7 @@ def test_recording_a_deploy_stores_the_row_and_ledgers_it(db: Database, tenant: 
                              "file_count": 2, "risky_paths": ["db/migrations/0042_pool.sql"], "risky_count": 1,
                              "additions": 3, "deletions": 1, "time": "2026-03-01T11:58:00.000000Z",
                              "source": "api"}
-    assert entry["data"]["author"].startswith("sha256:")
+    assert entry["data"]["author"].startswith("hmac-sha256:")   # a person: keyed, not enumerable
 
 
 def test_recording_the_same_deploy_again_returns_the_first_and_ledgers_once(db: Database, tenant: str) -> None:
@@ -179,7 +181,14 @@ def test_the_schema_is_published_with_its_limits() -> None:
 
 # --- personal data and secrets ------------------------------------------------------------------
 
-def test_the_ledger_never_holds_the_authors_email_or_a_token_from_the_message(db: Database, tenant: str) -> None:
+def _keyed(data_dir: DataDir, value: str) -> str:
+    """A person's fingerprint as the format defines it: HMAC-SHA256 under the install's key."""
+    key = (data_dir.path / "fingerprint.key").read_bytes()
+    return "hmac-sha256:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def test_the_ledger_never_holds_the_authors_email_or_a_token_from_the_message(db: Database, tenant: str,
+                                                                               data_dir: DataDir) -> None:
     message = (f"Rotate the Slack bot\n\nold token was {TOKEN}, spotted by {EMAIL}\n\n"
                f"Co-authored-by: Ada Lovelace <{EMAIL}>")
     deploy = record(db, tenant, author=f"Ada Lovelace <{EMAIL}>", message=message)
@@ -189,10 +198,11 @@ def test_the_ledger_never_holds_the_authors_email_or_a_token_from_the_message(db
     text = raw.decode() if isinstance(raw, bytes) else raw
     assert EMAIL not in text and "ada.lovelace" not in text
     assert TOKEN not in text and "1234567890-abcdefghij" not in text
-    assert entry["data"]["message"] == (
-        "Rotate the Slack bot\n\nold token was [redacted sha256:9787577eb430f396], spotted by "
-        "[email sha256:e814ff3dc480a94c]\n\nCo-authored-by: [person sha256:0d808d3ca253baf1]")
-    assert entry["data"]["author"].startswith("sha256:")
+    head, _, trailer = entry["data"]["message"].partition("\n\nCo-authored-by: ")
+    assert head == ("Rotate the Slack bot\n\nold token was [redacted sha256:9787577eb430f396], spotted by "
+                    f"[email {_keyed(data_dir, EMAIL)}]")
+    assert re.fullmatch(r"\[person hmac-sha256:[0-9a-f]{16}\]", trailer) and "Ada" not in trailer
+    assert entry["data"]["author"] == _keyed(data_dir, f"Ada Lovelace <{EMAIL}>")   # a person: keyed
     assert TOKEN not in json.dumps(table_rows(db)) and TOKEN not in deploy.message  # not at rest either
 
 
