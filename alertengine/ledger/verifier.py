@@ -392,7 +392,7 @@ def parse_entry(body: bytes, where: int | None) -> dict:
     missing = [f for f in REQUIRED_FIELDS if f not in obj]
     if missing:
         raise VerificationFailure("ENCODING", where, f"missing field(s): {', '.join(missing)}")
-    if obj["v"] != 1:
+    if type(obj["v"]) is not int or obj["v"] != 1:   # true and 1.0 are canonical JSON too, and not version 1
         raise VerificationFailure("ENCODING", where, f"unsupported format version {obj['v']!r}")
     for f in ("seq", "tseq"):
         if type(obj[f]) is not int or obj[f] < 0:
@@ -598,6 +598,8 @@ def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None
         return res.fail("MANIFEST_MISMATCH", None, f"{name} is not listed in manifest.json")
     for name, want in sorted(files.items()):
         if name == "entries.jsonl":
+            if name not in present:
+                return res.fail("MANIFEST_MISMATCH", None, f"{name} is listed in manifest.json but missing")
             continue
         data = reader.read(name)
         if data is None:
