@@ -76,15 +76,9 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class WitnessSigner:
-    """A witness's Ed25519 key: cosigns checkpoints (C2SP tlog-cosignature v1, type 0x04)."""
-
-    name: str
-    private_key: Ed25519PrivateKey
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+class WitnessSigner(LedgerSigner):
+    """A witness's Ed25519 key: cosigns checkpoints (C2SP tlog-cosignature v1, type 0x04). It shares
+    the ledger signer's key handling; its key id and signed message are the cosignature's own."""
 
     @property
     def key(self) -> WitnessKey:
@@ -100,6 +94,3 @@ class WitnessSigner:
         raw = self.key.key_id + timestamp.to_bytes(8, "big") + signature
         return f"{EM_DASH} {self.name} {base64.b64encode(raw).decode()}\n"
 
-    @classmethod
-    def load_or_create(cls, path: Path, name: str) -> "WitnessSigner":
-        return cls(name, LedgerSigner.load_or_create(path, name).private_key)

@@ -166,6 +166,24 @@ def key_id(name: str, public_key: bytes) -> bytes:
     return _sha256(name.encode() + b"\n\x01" + public_key).digest()[:4]
 
 
+def _parse_vkey(text: str, what: str, key_type: int, id_of: Callable[[str, bytes], bytes]) -> tuple[str, bytes, bytes]:
+    """``<name>+<8 hex key id>+<base64(type byte || 32-byte Ed25519 key)>`` as (name, key id, key)."""
+    parts = text.strip().split("+", 2)
+    if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
+        raise ValueError(f"malformed {what}: expected <name>+<8 hex>+<base64>")
+    name, hex_id, encoded = parts
+    try:
+        kid = bytes.fromhex(hex_id)
+        raw = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise ValueError(f"malformed {what}: {exc}") from None
+    if len(raw) != 33 or raw[0] != key_type:
+        raise ValueError(f"malformed {what}: not an Ed25519 (type 0x{key_type:02x}) key")
+    if id_of(name, raw[1:]) != kid:
+        raise ValueError(f"malformed {what}: key id does not match name and key")
+    return name, kid, raw[1:]
+
+
 @dataclass(frozen=True)
 class VerifierKey:
     name: str
@@ -174,20 +192,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> "VerifierKey":
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
-            raise ValueError("malformed verifier key: expected <name>+<8 hex>+<base64>")
-        name, hex_id, b64 = parts
-        try:
-            kid = bytes.fromhex(hex_id)
-            raw = base64.b64decode(b64, validate=True)
-        except ValueError as exc:
-            raise ValueError(f"malformed verifier key: {exc}") from None
-        if len(raw) != 33 or raw[0] != 1:
-            raise ValueError("malformed verifier key: not an Ed25519 (type 0x01) key")
-        if key_id(name, raw[1:]) != kid:
-            raise ValueError("malformed verifier key: key id does not match name and key")
-        return cls(name, kid, raw[1:])
+        return cls(*_parse_vkey(text, "verifier key", 0x01, key_id))
 
     def text(self) -> str:
         encoded = base64.b64encode(b"\x01" + self.public_key).decode()
@@ -267,19 +272,7 @@ class WitnessKey:
 
     @classmethod
     def parse(cls, text: str) -> "WitnessKey":
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
-            raise ValueError("malformed witness key: expected <name>+<8 hex>+<base64>")
-        try:
-            kid = bytes.fromhex(parts[1])
-            raw = base64.b64decode(parts[2], validate=True)
-        except ValueError as exc:
-            raise ValueError(f"malformed witness key: {exc}") from None
-        if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE:
-            raise ValueError("malformed witness key: not an Ed25519 cosignature (type 0x04) key")
-        if cosigner_key_id(parts[0], raw[1:]) != kid:
-            raise ValueError("malformed witness key: key id does not match name and key")
-        return cls(parts[0], kid, raw[1:])
+        return cls(*_parse_vkey(text, "witness key", COSIGNATURE_TYPE, cosigner_key_id))
 
     def text(self) -> str:
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(bytes([COSIGNATURE_TYPE]) + self.public_key).decode()}"

@@ -78,6 +78,17 @@ def test_unpinned_verification_never_reports_success(exported: dict) -> None:
 def test_an_unpinned_bundle_signed_by_any_key_is_not_ok(exported: dict, tmp_path: Path) -> None:
     """A bundle re-signed by an attacker, with the attacker's key in its manifest, is internally
     consistent: without a pinned key that must not read as verified."""
+    d = _resigned_by_an_attacker(exported, tmp_path)
+    code, out = both_verdicts(d, None)
+    assert code == 1 and out["status"] != "ok" and out["pinned"] is False, out
+
+
+def _copy(exported: dict, name: str, tmp_path: Path) -> Path:
+    return unpack(exported[name], tmp_path / name)
+
+
+def _resigned_by_an_attacker(exported: dict, tmp_path: Path) -> Path:
+    """The global bundle with its checkpoint re-signed by another key, which the manifest names."""
     d = _copy(exported, "global", tmp_path)
     attacker = LedgerSigner.from_seed(exported["data"].signer.name, bytes(range(32)))
     text = (d / "checkpoint.txt").read_text().split("\n\n")[0] + "\n"
@@ -86,12 +97,7 @@ def test_an_unpinned_bundle_signed_by_any_key_is_not_ok(exported: dict, tmp_path
     manifest["vkey"] = attacker.vkey
     (d / "manifest.json").write_text(json.dumps(manifest))
     rehash_manifest(d)
-    code, out = both_verdicts(d, None)
-    assert code == 1 and out["status"] != "ok" and out["pinned"] is False, out
-
-
-def _copy(exported: dict, name: str, tmp_path: Path) -> Path:
-    return unpack(exported[name], tmp_path / name)
+    return d
 
 
 def test_edit_without_manifest_is_manifest_mismatch(exported: dict, vkey: str, tmp_path: Path) -> None:
@@ -147,14 +153,7 @@ def test_wrong_pinned_key_is_key_untrusted(exported: dict) -> None:
 
 def test_bundle_resigned_with_attacker_key_is_key_untrusted(exported: dict, vkey: str, tmp_path: Path) -> None:
     """An attacker rewrites history, re-signs with their own key and swaps the manifest's vkey."""
-    d = _copy(exported, "global", tmp_path)
-    attacker = LedgerSigner.from_seed(exported["data"].signer.name, bytes(range(32)))
-    text = (d / "checkpoint.txt").read_text().split("\n\n")[0] + "\n"
-    (d / "checkpoint.txt").write_text(attacker.sign_note(text))
-    manifest = json.loads((d / "manifest.json").read_text())
-    manifest["vkey"] = attacker.vkey
-    (d / "manifest.json").write_text(json.dumps(manifest))
-    rehash_manifest(d)
+    d = _resigned_by_an_attacker(exported, tmp_path)
     code, out = both_verdicts(d, vkey)
     assert (code, out["kind"]) == (1, "KEY_UNTRUSTED")
 
