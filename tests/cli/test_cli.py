@@ -194,3 +194,14 @@ def test_the_default_policy_is_valid_and_documented() -> None:
     from alertengine.incidents.policy import DEFAULT_POLICY, DEFAULT_POLICY_TOML
     assert DEFAULT_POLICY.version.startswith("sha256:") and len(DEFAULT_POLICY.version) == 19
     assert "breaches_to_open = 3" in DEFAULT_POLICY_TOML
+
+
+def test_the_entry_point_runs_as_a_plain_script_as_the_binary_runs_it() -> None:
+    """PyInstaller runs alertengine/__main__.py as a script, not as a module of the package."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "alertengine" / "__main__.py"), "--version"],
+                          capture_output=True, text=True, timeout=60, cwd=root.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert __version__ in proc.stdout
