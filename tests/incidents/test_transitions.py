@@ -111,6 +111,13 @@ ACTORS: dict[str, str | None] = {
     "SYSTEM": None,
     "orchestrator\n": None,
     "operator:bob": None,
+    "engineer: ": None,       # an identity of whitespace is no identity
+    "ingest:": None,          # ingest:<source> with no source
+    "ingest": None,
+    "ai": None,
+    "policy:x": None,         # the unnamed kinds take no name: nothing may pass for policy, system or the
+    "system:timer": None,     # orchestrator by adding one
+    "orchestrator:run-1": None,
 }
 
 # These actor spellings carry no identity (or no model): they must be refused wherever the kind before

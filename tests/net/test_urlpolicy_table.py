@@ -14,6 +14,7 @@ names the input that was refused).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 from typing import Any
 
@@ -24,7 +25,9 @@ from alertengine.net.urlpolicy import (
     MAX_URL_LENGTH,
     UrlPolicy,
     UrlPolicyError,
+    address_refusal,
     check_url,
+    embedded_ipv4,
 )
 
 DEFAULT = UrlPolicy()
@@ -37,6 +40,7 @@ ALLOW_V6_DOC = UrlPolicy(allow_cidrs=("2001:db8::/32",))
 DENY_ALL_V4 = UrlPolicy(deny_cidrs=("0.0.0.0/0",))
 DENY_V6_DOC = UrlPolicy(deny_cidrs=("2001:db8::/32",))
 DENY_192 = UrlPolicy(deny_cidrs=("192.168.0.0/16",))
+DENY_TEN = UrlPolicy(deny_cidrs=("10.0.0.0/8",))
 DENY_MAPPED_10 = UrlPolicy(deny_cidrs=("::ffff:10.0.0.0/104",))
 DENY_LINK_LOCAL = UrlPolicy(deny_cidrs=("169.254.0.0/16",))
 ALLOW_HOST_BITS = UrlPolicy(allow_cidrs=("10.0.0.1/8",))  # host bits set: read as 10.0.0.0/8
@@ -79,10 +83,16 @@ def no(url: str, policy: UrlPolicy, message: str, id: str | None = None) -> Any:
     return pytest.param(url, policy, ("refused", message), id=id)
 
 
-def gap(url: str, policy: UrlPolicy, reason: str, id: str | None = None) -> Any:
-    """A URL a secure policy refuses, whatever the wording, that the product once accepted (``reason``
-    says why it must be refused; each was a bug found by this table and fixed)."""
-    return pytest.param(url, policy, ("refused", None), id=id)
+def gap(url: str, policy: UrlPolicy, reason: str, message: str, id: str | None = None) -> Any:
+    """A URL a secure policy refuses that the product once accepted (``reason`` says why it must be
+    refused; each was a bug found by this table and fixed), with the refusal the fix gives."""
+    return pytest.param(url, policy, ("refused", message), id=id)
+
+
+EMBEDS = "embeds {inner}, which {reason}"
+THIS_NET = "is in 'this network' (0.0.0.0/8)"
+SPECIAL = ("is a cloud metadata or link-local address; only an allow entry within 169.254.0.0/16 or fe80::/10 "
+           "opens it")
 
 
 SIXTO4 = ("was a product bug: 6to4 addresses (2002::/16) embed an IPv4 address and are not unwrapped, so "
@@ -95,8 +105,6 @@ SITE_LOCAL = ("was a product bug: fec0::/10 (deprecated site-local) is not globa
               "addresses lets it through")
 THIS_NETWORK = ("was a product bug: 0.0.0.0/8 is 'this network' (RFC 1122), never a destination (Linux connects "
                 "0.x addresses locally); only 0.0.0.0 itself is refused")
-ALLOW_LIST_NAMES = ("was a product bug: in allow-list mode a host name is accepted without being resolved, so the "
-                    "allow list does not constrain names at all")
 DENY_MAPPED = ("was a product bug: a deny entry written as IPv4-mapped IPv6 (::ffff:10.0.0.0/104) does not deny the "
                "same addresses written as IPv4, although the reverse (IPv4 entry, mapped URL) is denied")
 DENY_6TO4 = "was a product bug: a denied IPv4 range is reachable through its 6to4 form (2002:a9fe:a9fe::)"
@@ -197,16 +205,18 @@ TABLE = [
     ok("http://100.128.0.1/", CLOSED),
     ok("http://100.63.255.255/", CLOSED),
     ok("http://100.64.0.1/", DEFAULT),
-    gap("http://0.1.2.3/", DEFAULT, THIS_NETWORK),
+    gap("http://0.1.2.3/", DEFAULT, THIS_NETWORK, host("0.1.2.3", THIS_NET)),
+    no("http://0.255.255.255/", CLOSED, host("0.255.255.255", THIS_NET)),
+    ok("http://1.0.0.1/", CLOSED),
     # --- the other cloud metadata endpoints -------------------------------------------------------
     no("http://[FD00:EC2:0::254]/", DEFAULT, host("fd00:ec2::254", METADATA)),
     no("http://[fd00:ec2::254]/", CLOSED, host("fd00:ec2::254", METADATA)),
     no("http://169.254.170.2/v2/credentials", DEFAULT, host("169.254.170.2", LINK_LOCAL)),
     no("http://169.254.169.123/", DEFAULT, host("169.254.169.123", LINK_LOCAL)),
     ok("http://100.100.100.201/", DEFAULT),
-    gap("http://192.0.0.192/", DEFAULT, ORACLE),
-    gap("http://192.0.0.192/", CLOSED, ORACLE),
-    gap("http://168.63.129.16/", DEFAULT, AZURE),
+    gap("http://192.0.0.192/", DEFAULT, ORACLE, host("192.0.0.192", METADATA)),
+    gap("http://192.0.0.192/", CLOSED, ORACLE, host("192.0.0.192", METADATA)),
+    gap("http://168.63.129.16/", DEFAULT, AZURE, host("168.63.129.16", METADATA)),
     no("http://metadata.goog/", DEFAULT, metadata_name("metadata.goog")),
     no("http://Metadata.Google.Internal/", DEFAULT, metadata_name("metadata.google.internal")),
     no("http://instance-data/latest/", DEFAULT, metadata_name("instance-data")),
@@ -238,10 +248,21 @@ TABLE = [
     no("http://[64:ff9b::169.254.169.254]/", DEFAULT, host("64:ff9b::a9fe:a9fe", RESERVED)),  # NAT64
     no("http://[64:ff9b::7f00:1]/", CLOSED, host("64:ff9b::7f00:1", RESERVED)),
     no("http://[64:ff9b:1::a9fe:a9fe]/", DEFAULT, host("64:ff9b:1::a9fe:a9fe", RESERVED)),  # local-use NAT64
-    gap("http://[2002:a9fe:a9fe::1]/", DEFAULT, SIXTO4),
-    gap("http://[2002:7f00:1::1]/", CLOSED, SIXTO4),
-    gap("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", DEFAULT, TEREDO),
-    gap("http://[fec0::1]/", CLOSED, SITE_LOCAL),
+    gap("http://[2002:a9fe:a9fe::1]/", DEFAULT, SIXTO4,
+        host("2002:a9fe:a9fe::1", EMBEDS.format(inner="169.254.169.254", reason=METADATA))),
+    gap("http://[2002:7f00:1::1]/", CLOSED, SIXTO4, host("2002:7f00:1::1", EMBEDS.format(inner="127.0.0.1", reason=LOOPBACK))),
+    ok("http://[2002:7f00:1::1]/", DEFAULT),
+    ok("http://[2002:5db8:d822::1]/", CLOSED),
+    gap("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", DEFAULT, TEREDO, host(
+        "2001:0:4136:e378:8000:63bf:5601:5601", EMBEDS.format(inner="169.254.169.254", reason=METADATA))),
+    no("http://[2001:0:a00:1::a247:27dd]/", DENY_TEN,  # Teredo server 10.0.0.1
+       host("2001:0:a00:1::a247:27dd", EMBEDS.format(inner="10.0.0.1", reason=DENIED))),
+    ok("http://[2001:0:a00:1::a247:27dd]/", DEFAULT),  # server 10.0.0.1, client 93.184.216.34
+    no("http://[2001:0:5db8:d822::f5ff:fffe]/", DENY_TEN,  # Teredo client 10.0.0.1
+       host("2001:0:5db8:d822::f5ff:fffe", EMBEDS.format(inner="10.0.0.1", reason=DENIED))),
+    gap("http://[fec0::1]/", CLOSED, SITE_LOCAL, host("fec0::1", PRIVATE)),
+    ok("http://[fec0::1]/", DEFAULT),
+    no("http://[feff::1]/", CLOSED, host("feff::1", PRIVATE)),
     ok("http://[2606:2800:0220:0001:0248:1893:25c8:1946]/", CLOSED, "http://[2606:2800:220:1:248:1893:25c8:1946]/"),
     ok("http://[2606:2800:220:1::]/", DEFAULT),
     no("http://[::1/", DEFAULT, UNPARSABLE),
@@ -256,7 +277,6 @@ TABLE = [
     no("http://11.0.0.1/", ALLOW_10, host("11.0.0.1", NOT_ALLOWED)),
     no("http://[2001:db8::1]/", ALLOW_10, host("2001:db8::1", NOT_ALLOWED)),
     no("http://169.254.169.254/", ALLOW_10, host("169.254.169.254", NOT_ALLOWED)),
-    gap("http://example.com/", ALLOW_10, ALLOW_LIST_NAMES),
     no("http://10.1.1.1/", ALLOW_10_DENY_10_1, host("10.1.1.1", DENIED)),
     no("http://[::ffff:10.1.1.1]/", ALLOW_10_DENY_10_1, host("::ffff:a01:101", DENIED)),
     ok("http://10.2.1.1/", ALLOW_10_DENY_10_1),
@@ -268,7 +288,21 @@ TABLE = [
     no("http://224.0.0.1/", ALLOW_ALL_V4, host("224.0.0.1", MULTICAST)),
     no("http://255.255.255.255/", ALLOW_ALL_V4, host("255.255.255.255", RESERVED)),
     no("http://[2606:2800:220:1::]/", ALLOW_ALL_V4, host("2606:2800:220:1::", NOT_ALLOWED)),
-    gap("http://169.254.169.254/", ALLOW_ALL_V4, BROAD_ALLOW),
+    gap("http://169.254.169.254/", ALLOW_ALL_V4, BROAD_ALLOW, host("169.254.169.254", SPECIAL)),
+    no("http://169.254.1.1/", ALLOW_ALL_V4, host("169.254.1.1", SPECIAL)),
+    ok("http://169.254.169.254/", UrlPolicy(allow_cidrs=("169.254.0.0/16",))),
+    ok("http://169.254.1.1/", UrlPolicy(allow_cidrs=("169.254.1.0/24",))),
+    ok("http://[::ffff:169.254.169.254]/", UrlPolicy(allow_cidrs=("169.254.169.254/32",)), "http://[::ffff:a9fe:a9fe]/"),
+    ok("http://[fe80::1]/", UrlPolicy(allow_cidrs=("fe80::/10",))),
+    no("http://[fe80::1]/", UrlPolicy(allow_cidrs=("::/0",)), host("fe80::1", SPECIAL)),
+    no("http://[fe80::1]/", UrlPolicy(allow_cidrs=("fe80::/9",)), host("fe80::1", SPECIAL)),
+    no("http://100.100.100.200/", UrlPolicy(allow_cidrs=("100.100.100.200/32",)), host("100.100.100.200", SPECIAL)),
+    no("http://[fd00:ec2::254]/", UrlPolicy(allow_cidrs=("fd00::/8",)), host("fd00:ec2::254", SPECIAL)),
+    ok("http://[fd00:ec2::253]/", UrlPolicy(allow_cidrs=("fd00::/8",))),
+    ok("http://100.100.100.201/", UrlPolicy(allow_cidrs=("100.100.100.200/31",))),
+    no("http://[2002:a00:1::1]/", UrlPolicy(allow_cidrs=("2002::/16",)),
+       host("2002:a00:1::1", EMBEDS.format(inner="10.0.0.1", reason=NOT_ALLOWED))),
+    ok("http://[2002:a00:1::1]/", UrlPolicy(allow_cidrs=("2002::/16", "10.0.0.0/8"))),
     ok("http://[2001:db8::1]/", ALLOW_V6_DOC),
     no("http://93.184.216.34/", ALLOW_V6_DOC, host("93.184.216.34", NOT_ALLOWED)),
     no("http://93.184.216.34/", DENY_ALL_V4, host("93.184.216.34", DENIED)),
@@ -279,9 +313,17 @@ TABLE = [
     no("http://192.168.1.1/", DENY_192, host("192.168.1.1", DENIED)),
     ok("http://192.169.1.1/", DENY_192),
     no("http://[::ffff:10.1.1.1]/", DENY_MAPPED_10, host("::ffff:a01:101", DENIED)),
-    gap("http://10.1.1.1/", DENY_MAPPED_10, DENY_MAPPED),
+    gap("http://10.1.1.1/", DENY_MAPPED_10, DENY_MAPPED, host("10.1.1.1", DENIED)),
+    no("http://10.255.255.255/", DENY_MAPPED_10, host("10.255.255.255", DENIED)),
+    ok("http://11.0.0.1/", DENY_MAPPED_10),
+    ok("http://9.255.255.255/", DENY_MAPPED_10),
+    no("http://93.184.216.34/", UrlPolicy(deny_cidrs=("::ffff:0:0/96",)), host("93.184.216.34", DENIED)),
+    no("http://93.184.216.35/", UrlPolicy(deny_cidrs=("::ffff:93.184.216.35/128",)), host("93.184.216.35", DENIED)),
+    ok("http://93.184.216.34/", UrlPolicy(deny_cidrs=("::ffff:93.184.216.35/128",))),
+    ok("http://10.1.1.1/", UrlPolicy(deny_cidrs=("::a00:0/104",))),  # IPv4-compatible, not mapped
     no("http://169.254.169.254/", DENY_LINK_LOCAL, host("169.254.169.254", DENIED)),
-    gap("http://[2002:a9fe:a9fe::]/", DENY_LINK_LOCAL, DENY_6TO4),
+    gap("http://[2002:a9fe:a9fe::]/", DENY_LINK_LOCAL, DENY_6TO4,
+        host("2002:a9fe:a9fe::", EMBEDS.format(inner="169.254.169.254", reason=DENIED))),
     # --- host names ------------------------------------------------------------------------------
     ok("http://EXAMPLE.COM/Path", DEFAULT, "http://example.com/Path"),
     no("http://LOCALHOST./", CLOSED, host("localhost (127.0.0.1)", LOOPBACK)),
@@ -474,6 +516,73 @@ def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch, addr
     with pytest.raises(UrlPolicyError) as caught:
         check_url("https://evil.example/x", policy, "webhook", resolve=True)
     assert (caught.value.field, caught.value.message) == ("webhook", message)
+
+
+@pytest.mark.parametrize(("addresses", "message"), [
+    (["10.1.2.3"], None),
+    (["10.1.2.3", "93.184.216.34"], host("svc.example (93.184.216.34)", NOT_ALLOWED)),
+    (["2002:a00:1::1"], host("svc.example (2002:a00:1::1)", NOT_ALLOWED)),
+    (None, "the URL's host svc.example does not resolve"),
+])
+def test_in_allow_list_mode_a_name_must_resolve_into_the_list(
+        monkeypatch: pytest.MonkeyPatch, addresses: list[str] | None, message: str | None) -> None:
+    """Was a product bug: in allow-list mode a host name was accepted unresolved, so the allow list did not
+    constrain names at all. Now the name is resolved even without ``resolve=True``."""
+    resolver = Resolver({"svc.example": addresses} if addresses is not None else {})
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    if message is None:
+        assert check_url("https://svc.example/x", ALLOW_10) == "https://svc.example/x"
+    else:
+        with pytest.raises(UrlPolicyError) as caught:
+            check_url("https://svc.example/x", ALLOW_10)
+        assert caught.value.message == message
+    assert resolver.calls == [("svc.example", 443)]
+
+
+def test_outside_allow_list_mode_names_and_localhost_are_not_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolver = Resolver({"localhost": ["10.1.2.3"], "svc.example": ["10.1.2.3"]})
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    assert check_url("http://svc.example/", DENY_TEN) == "http://svc.example/"
+    with pytest.raises(UrlPolicyError) as caught:
+        check_url("http://localhost/", ALLOW_10)  # localhost is known without asking a resolver
+    assert caught.value.message == host("localhost (127.0.0.1)", NOT_ALLOWED)
+    assert resolver.calls == []
+
+
+@pytest.mark.parametrize(("address", "embedded"), [
+    ("::ffff:1.2.3.4", ["1.2.3.4"]),
+    ("2002:a9fe:a9fe::1", ["169.254.169.254"]),
+    ("2001:0:4136:e378:8000:63bf:5601:5601", ["65.54.227.120", "169.254.169.254"]),
+    ("64:ff9b::a9fe:a9fe", ["169.254.169.254"]),
+    ("64:ff9b::102:305", ["1.2.3.5"]),
+    ("64:ff9b:1::a9fe:a9fe", ["169.254.169.254"]),
+    ("64:ff9b:1:ffff::a9fe:a9fe", ["169.254.169.254"]),
+    ("64:ff9b::1:a9fe:a9fe", []),
+    ("64:ff9b:2::a9fe:a9fe", []),
+    ("::a9fe:a9fe", ["169.254.169.254"]),
+    ("::102:305", ["1.2.3.5"]),
+    ("::1:0", ["0.1.0.0"]),
+    ("::ffff", []),
+    ("::1", []),
+    ("::", []),
+    ("2606:2800:220:1::", []),
+    ("1.2.3.4", []),
+])
+def test_the_ipv4_addresses_an_ipv6_address_embeds(address: str, embedded: list[str]) -> None:
+    assert embedded_ipv4(ipaddress.ip_address(address)) == [ipaddress.IPv4Address(a) for a in embedded]
+
+
+@pytest.mark.parametrize(("address", "policy", "reason"), [
+    ("64:ff9b::a9fe:a9fe", DEFAULT, RESERVED),
+    ("2002:a9fe:a9fe::1", DEFAULT, EMBEDS.format(inner="169.254.169.254", reason=METADATA)),
+    ("::ffff:a9fe:a9fe", DEFAULT, METADATA),
+    ("::ffff:5db8:d822", DENY_ALL_V4, DENIED),
+    ("2002:5db8:d822::", DEFAULT, None),
+    ("93.184.216.34", DEFAULT, None),
+])
+def test_address_refusal_judges_an_address_and_what_it_embeds(address: str, policy: UrlPolicy,
+                                                             reason: str | None) -> None:
+    assert address_refusal(ipaddress.ip_address(address), policy) == reason
 
 
 @pytest.mark.parametrize("error", [socket.gaierror, OSError, UnicodeError])
