@@ -440,6 +440,14 @@ def test_a_tarball_with_directories_and_dot_slash_names_reads_like_the_directory
         assert len(tar.getmembers()) == 5
 
 
+def test_closing_a_tarball_reader_closes_the_archive(full: Bundle, tmp_path: Path) -> None:
+    reader = V.BundleReader(str(_tar(full, tmp_path / "b.tar.gz")))
+    assert reader.read("manifest.json") == full.read("manifest.json")
+    reader.close()
+    with pytest.raises(OSError, match="closed"):
+        reader.read("manifest.json")
+
+
 def test_a_directory_reader_lists_nested_files_with_slashes(full: Bundle) -> None:
     full.add_checkpoint("checkpoints/00000002.txt", 2)
     reader = V.BundleReader(str(full.path))
