@@ -453,6 +453,19 @@ def test_a_refusal_is_an_alertengine_error_naming_the_move(db: Database) -> None
     assert (refusal["tenant"], refusal["incident"], refusal["policy_version"]) == (TENANT, "INC-1", "sha256:p")
 
 
+@pytest.mark.parametrize(("actor", "kind"), [
+    ("engineer:", "''"), ("engineer: ", "''"), ("ai:", "''"), ("engineer", "''"), ("policy:x", "''"),
+    ("Engineer:x", "''"), ("shadow_mode", "'shadow_mode'"), ("policy ", "'policy '"), ("system", "'system'"),
+    ("engineer:telegram:42", "'engineer'"), ("ingest:alertmanager", "'ingest'"),
+])
+def test_a_refusal_names_the_actor_kind_it_read(db: Database, actor: str, kind: str) -> None:
+    create_at(db, "PROPOSED", "fp-1")
+    with pytest.raises(engine.IllegalTransitionError):
+        engine.run_sync(db, engine.transition(TENANT, "INC-1", "EXECUTED", actor, reason="x"))
+    refusal = entries(db.read_conn(), TENANT, "INC-1")[-1]
+    assert refusal["reason"] == f"PROPOSED -> EXECUTED is not allowed for {kind}"
+
+
 @pytest.mark.parametrize("dst", ["ACKNOWLEDGED", "detected", "Resolved", "RESOLVED ", "", "ESCALATED"])
 def test_unknown_stages_are_refused(db: Database, dst: str) -> None:
     create_at(db, "PROPOSED", "fp-1")

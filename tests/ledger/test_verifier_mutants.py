@@ -640,6 +640,7 @@ MALFORMED_NOTES: list[tuple[str, Callable[[str, str, bytes], str], str]] = [
     ("no-block", lambda text, good, sig: "no signature block at all\n", "malformed signed note: no signature block"),
     ("no-final-newline", lambda text, good, sig: good.rstrip("\n"), "malformed signed note: no signature block"),
     ("empty-block", lambda text, good, sig: text + "\n", "signed note has no signature"),
+    ("empty-text", lambda text, good, sig: "\n\n" + KEY.signature_line("\n"), "malformed checkpoint text"),
     ("hyphen", lambda text, good, sig: f"{text}\n- {NAME} {b64(sig)}\n", "malformed signature line"),
     ("no-space", lambda text, good, sig: f"{text}\n{DASH}{NAME} {b64(sig)}\n", "malformed signature line"),
     ("extra-field", lambda text, good, sig: f"{text}\n{DASH} {NAME} {b64(sig)} extra\n", "malformed signature line"),
