@@ -759,6 +759,8 @@ def test_base64_is_strict() -> None:
     assert unb64(b64(b"\x00\xff")) == b"\x00\xff"
     with pytest.raises(ValueError):
         unb64("AA!A")
+    with pytest.raises(ValueError):
+        unb64("AP!8=")  # a lenient decoder would skip the "!" and return b"\x00\xff"
     assert V.b64(b"\x00\xff") == "AP8="
 
 
@@ -1586,15 +1588,15 @@ def test_main_describes_itself(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert out.startswith("usage: verify.py [-h] [--vkey VKEY] [--checkpoint CHECKPOINT] [--witness-key WITNESS_KEY] "
+    out = " " + " ".join(capsys.readouterr().out.split()) + " "
+    assert out.startswith(" usage: verify.py [-h] [--vkey VKEY] [--checkpoint CHECKPOINT] [--witness-key WITNESS_KEY] "
                           "bundle")
     for text in ("Verify an AlertEngine audit bundle offline.",
                  "the .tar.gz bundle, or a directory it was unpacked into",
                  "the appliance's verifier key you pinned (name+keyid+base64)",
                  "an earlier signed checkpoint you hold, to check consistency",
                  "a witness's key (name+keyid+base64) whose cosignature the checkpoint must carry; repeatable"):
-        assert text in out
+        assert f" {text} " in out
 
 
 def test_the_module_runs_as_a_standalone_script(full: Bundle, tmp_path: Path) -> None:
