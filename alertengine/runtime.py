@@ -15,9 +15,10 @@ from .incidents import timers
 from .incidents.detection import Detector, ServiceRef
 from .ledger.entry import utc_timestamp
 from .net.guard import guarded_client
-from .notify.channels.remote import remote_channels
+from .notify.channels.remote import ChannelResolver
 from .notify.channels.settings import channel_secrets
 from .notify.gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
+from .notify.sender import OutboxSender
 from .recovery.approvals import ApprovalTokens
 from .recovery.orchestrator import Orchestrator
 from .signals import HealthReading
@@ -41,8 +42,9 @@ class Runtime:
         self.vault = SecretVault(data.secret("vault.key"))
         # webhooks, recovery calls and chat channels: the URL policy holds at connect time
         self.http = guarded_client(config.url_policy, timeout=10.0)
-        self.gateway = Gateway(db, channels, self.modes,
-                               remote=lambda tenant: remote_channels(db.read_conn(), self.vault, tenant, self.http))
+        self.sender = OutboxSender(db, self.vault, ChannelResolver(db, self.vault, self.http, data.path / "notify"),
+                                   modes=self.modes)
+        self.gateway = Gateway(db, channels, self.modes, vault=self.vault, sender=self.sender)
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
         self.council = Council(db, council_settings(config), url_policy=config.url_policy)
@@ -105,6 +107,7 @@ class Runtime:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),
                        asyncio.create_task(self._timers(), name="timers")]
+        self.sender.start()
         loop = asyncio.get_running_loop()
         self.db.on_checkpoint = lambda cp: self.publisher.on_checkpoint(cp, loop)
         if self.publisher.sink.startswith(("http://", "https://")):
@@ -116,6 +119,7 @@ class Runtime:
         if self.publisher.witnesses:   # a last round, so the witnesses see the ledger as it stops
             await asyncio.gather(self.publisher.witness(), return_exceptions=True)
         await self.poller.stop()
+        await self.sender.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -180,6 +180,10 @@ def open_incident(opening: Opening) -> Callable[[WriteTx], tuple[Incident, bool]
         tx.execute(f"INSERT INTO incidents ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                    (inc.tenant, inc.id, inc.service_id, inc.service_name, inc.fingerprint, inc.source, inc.title,
                     inc.stage, inc.priority, inc.action, 1, None, now, now, None))
+        labels = opening.data.get("labels")
+        if isinstance(labels, dict) and labels:   # what routing, silences and inhibition match on (notify/)
+            tx.execute("UPDATE incidents SET labels = ? WHERE tenant = ? AND id = ?",
+                       (json.dumps({str(k): str(v) for k, v in labels.items()}, sort_keys=True), inc.tenant, inc.id))
         tx.append(LedgerEvent(kind="incident.detected", tenant=inc.tenant, incident=inc.id, stage=DETECTED,
                               actor="policy", decision=inc.priority, policy_version=opening.policy_version,
                               reason=opening.reason,

@@ -4,19 +4,21 @@ here. For a tenant in shadow mode nothing leaves; each suppressed action is ledg
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
-from ..store import Database
+from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
-from .channels.base import Delivery, RetryPolicy, deliver_with_retries
+from ..tenancy.vault import SecretVault
+from . import outbox, router, routes
 
 log = logging.getLogger("alertengine.gateway")
 EGRESS_KINDS = ("notification", "token", "webhook", "call")
@@ -89,82 +91,76 @@ class JsonLinesChannel:
 
 
 class Gateway:
-    """``channels`` are the appliance's local channels (console, JSON lines): every live
-    notification goes to each. ``remote(tenant)`` gives the tenant's remote channels (Telegram,
-    webhook) in order: the first that delivers wins, the next is the fallback. Each attempt is
-    retried per ``retry`` (honouring the provider's retry-after) and every outcome is ledgered."""
+    """``channels`` are the appliance's local log channels (console, JSON lines): a copy of every live
+    notification goes to each, without approval links. Everything else is routed (``router.py``)
+    and stored in the durable outbox (``outbox.py``), one row per recipient, in the same
+    transaction as the ledgered routing decision; the outbox sender delivers it."""
 
-    def __init__(self, db: Database, channels: list[Channel], modes: ModeTracker | None = None,
-                 remote: Callable[[str], list[Any]] | None = None, retry: RetryPolicy | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(self, db: Database, channels: list[Channel], modes: ModeTracker | None = None, *,
+                 vault: SecretVault | None = None, sender: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.channels = channels
         self.modes = modes
-        self.remote = remote
-        self.retry = retry or RetryPolicy()
-        self.sleep = sleep
+        self.vault = vault
+        self.sender = sender          # the OutboxSender, woken when something is queued
+        self.clock = clock
 
     def is_shadow(self, tenant: str) -> bool:
         row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
         return True if row is None else bool(row[0])  # unknown tenants never get egress
 
-    async def notify(self, message: Message, *, policy_version: str | None = None) -> None:
-        """Deliver ``message``. Never raises: whatever a channel does (a bad setting, a provider
-        error, a bug) becomes a ledgered failed attempt, so the signal path that called this goes on."""
-        try:
-            remote = self.remote(message.tenant) if self.remote else []
-        except Exception as exc:  # noqa: BLE001 - unusable settings are a failed delivery, not a failed signal
-            log.warning("remote channels of %s unusable: %s", message.tenant, type(exc).__name__)
-            remote = []
-            if not self.is_shadow(message.tenant):
-                await self._ledger(message, "remote", Delivery(False, False, f"channel settings unusable: "
-                                                                            f"{type(exc).__name__}"), 1, policy_version)
-        if self.is_shadow(message.tenant):
-            await self.suppress(message.tenant, "notification", message.incident, policy_version,
-                                {"event": message.event, "priority": message.priority, "text": message.text,
-                                 "recipient": identity_fingerprint(message.recipient),
-                                 "channels": [c.name for c in [*remote, *self.channels]]})
-            return
-        for channel in self.channels:
-            try:
-                delivery = Delivery(True, False, "written", provider_id=channel.deliver(message))
-            except Exception as exc:  # noqa: BLE001 - a failed channel is ledgered, never fatal
-                log.warning("channel %s failed: %s", channel.name, exc)
-                delivery = Delivery(False, False, str(exc)[:500])
-            await self._ledger(message, channel.name, delivery, 1, policy_version)
-        failures = []
-        for channel in remote:
-            attempt = 0
+    def recipients(self, message: Message) -> list[str]:
+        """Who routing would tell about ``message`` now (recipient keys): whom to mint approval links for."""
+        conn = self.db.read_conn()
+        plan = router.plan(conn, routes.load_routing(conn, message.tenant), route_event(conn, message), self.clock())
+        return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)]
 
-            async def send_once(c: Any = channel) -> Delivery:
-                nonlocal attempt
-                attempt += 1
+    async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
+        """Route ``message`` and store one delivery per recipient. Never raises for a routing or
+        channel problem: the signal path that called this goes on, and the problem is ledgered."""
+        shadow = self.is_shadow(message.tenant)
+        if not shadow:
+            for channel in self.channels:
                 try:
-                    result = await c.send(message)
-                except Exception as exc:  # noqa: BLE001 - a channel that breaks is a failed attempt, never fatal
-                    log.warning("channel %s raised %s", c.name, type(exc).__name__)
-                    result = Delivery(False, False, f"the channel failed: {type(exc).__name__}")
-                await self._ledger(message, c.name, result, attempt, policy_version)  # every attempt
-                return result
-            delivery, _attempts = await deliver_with_retries(send_once, self.retry, self.sleep)
-            if delivery.delivered:
-                break
-            failures.append(f"{channel.name}: {delivery.detail}")
-        if self.modes is not None and remote:
-            await self.modes.set("notifications_failing", len(failures) == len(remote), "; ".join(failures))
+                    channel.deliver(message)
+                except Exception as exc:  # noqa: BLE001 - a broken log channel is logged, never fatal
+                    log.warning("log channel %s failed: %s", channel.name, type(exc).__name__)
+        if message.links and self.vault is None:
+            log.warning("no vault: approval links of %s are not stored", message.incident)
+        now = self.clock()
 
-    async def _ledger(self, message: Message, channel: str, delivery: Delivery, attempts: int,
-                      policy_version: str | None) -> None:
-        ok = delivery.delivered
-        await self.db.append(LedgerEvent(
-            kind="notification.sent" if ok else "notification.failed", tenant=message.tenant,
-            incident=message.incident, actor="system", decision="sent" if ok else "failed",
-            policy_version=policy_version,
-            reason=f"{message.event} {'sent' if ok else 'not delivered'} on {channel}",
-            data={"channel": channel, "event": message.event, "provider_id": delivery.provider_id,
-                  "attempt": attempts, "retryable": delivery.retryable, "detail": delivery.detail[:500],
-                  "text": message.text,
-                  "recipient": identity_fingerprint(message.recipient)}))
+        def write(tx: WriteTx) -> router.Plan:
+            routing = routes.load_routing(tx.conn, message.tenant)
+            event = route_event(tx.conn, message)
+            plan = router.plan(tx.conn, routing, event, now, count=True)
+            for rule in plan.matched:
+                tx.execute("INSERT INTO route_hits (tenant, rule, at) VALUES (?, ?, ?)", (message.tenant, rule, now))
+            tx.execute("DELETE FROM route_hits WHERE tenant = ? AND at < ?", (message.tenant, now - 7 * 86_400))
+            record_stats(tx, message.tenant, plan)
+            fallback = router.fallback(tx.conn, message.tenant, routing, router.available_channels(tx.conn, message.tenant))
+            links = message.links if self.vault is not None else {}
+            outbox.enqueue(tx, plan, dataclasses.replace(message, links=links), now=now, retry_for=routing.retry_for,
+                           fallback=fallback, vault=self.vault or _NO_VAULT, shadow=shadow)
+            tx.append(LedgerEvent(
+                kind="notification.suppressed" if shadow else "notification.routed", tenant=message.tenant,
+                incident=message.incident, actor="shadow_mode" if shadow else "system",
+                decision="suppressed" if shadow else "routed", policy_version=routing.version,
+                reason=(f"shadow mode: {message.event} not sent" if shadow else
+                        f"{message.event}: " + (", ".join(plan.matched) or "no rule matched")),
+                data={"would_have" if shadow else "routing": {
+                    "event": message.event, "priority": message.priority, "text": message.text,
+                    "incident_policy_version": policy_version, **plan.as_data(),
+                    "channels": sorted({c for d in plan.decisions for c, _ in d.recipient.chain})}}))
+            return plan
+        try:
+            plan = await self.db.write(write)
+        except Exception as exc:  # noqa: BLE001 - routing must never break the signal path
+            log.error("routing %s of %s failed: %s", message.event, message.incident, exc)
+            return None
+        if self.sender is not None and not shadow:
+            await self.sender.run_due()   # the first attempt now; retries are the sender's background work
+            self.sender.wake()
+        return plan
 
     async def suppress(self, tenant: str, what: str, incident: str | None, policy_version: str | None,
                        would_have: dict[str, Any]) -> None:
@@ -173,3 +169,42 @@ class Gateway:
         await self.db.append(LedgerEvent(
             kind=f"{what}.suppressed", tenant=tenant, incident=incident, actor="shadow_mode", decision="suppressed",
             policy_version=policy_version, reason=f"shadow mode: {what} not sent", data={"would_have": would_have}))
+
+
+class _NoVault:
+    def encrypt(self, value: str, *, context: str) -> bytes:   # pragma: no cover - never called without links
+        raise RuntimeError("no vault")
+
+
+_NO_VAULT: Any = _NoVault()
+CATEGORY_OF_SOURCE = {"poller": "health", "heartbeat": "heartbeat", "deploy": "deploy"}
+
+
+def route_event(conn: Any, message: Message) -> routes.RouteEvent:
+    """The routing view of a notification: the message and its incident's facts and labels."""
+    row = conn.execute("SELECT source, service_name, title, labels, service_id FROM incidents WHERE tenant = ? AND id = ?",
+                       (message.tenant, message.incident)).fetchone() if message.incident else None
+    source, service, title, raw, service_id = row if row else (
+        message.data.get("source", "appliance"), message.data.get("service"), message.text, "{}", None)
+    spec = router.service_spec(conn, message.tenant, service_id) if service_id else None
+    labels = router.incident_labels(json.loads(raw), message.priority, service, source,
+                                    (spec or {}).get("labels"))
+    return routes.RouteEvent(message.tenant, message.incident, message.event, message.priority,
+                             routes.PRIORITY_SEVERITY.get(message.priority, "low"),
+                             CATEGORY_OF_SOURCE.get(source, "alert"), source, service, labels, title, message.text)
+
+
+def record_stats(tx: WriteTx, tenant: str, plan: router.Plan) -> None:
+    """Per-rule counters for ``alertengine route stats``: matched, sent, suppressed, escalated."""
+    counts: dict[tuple[str, str], int] = {}
+    for name in plan.matched:
+        counts[(name, "matched")] = 1
+    if plan.escalated_by:
+        counts[(plan.escalated_by, "escalated")] = 1
+    for d in plan.decisions:
+        what = "sent" if d.outcome == router.SEND else "held" if d.outcome == router.HELD else "suppressed"
+        key = (d.rule or "(fallback)", what)
+        counts[key] = counts.get(key, 0) + 1
+    for (rule, what), n in counts.items():
+        tx.execute("INSERT INTO route_stats (tenant, rule, what, count) VALUES (?, ?, ?, ?) ON CONFLICT "
+                   "(tenant, rule, what) DO UPDATE SET count = count + excluded.count", (tenant, rule, what, n))

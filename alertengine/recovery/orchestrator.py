@@ -149,11 +149,15 @@ class Orchestrator:
         policy = load_policy(conn, inc.tenant)
         rules = policy.rules(inc.service_name)
         target = service_target(conn, self.vault, inc.tenant, inc.service_id)
-        people = recipients(target)
         host = urlsplit(target.url).hostname if target.url else None
         theories = dissent_theories(conn, inc.tenant, inc.id)
         choices: list[str | None] = [t["label"] for t in theories] or [None]
         text = proposal_text(inc, host, theories) + deploy_line(conn, inc.tenant, inc.id)
+        event = "dissent" if theories else "proposed"
+        data = {"service": inc.service_name, "action": inc.action}
+        # one link per recipient routing picks, bound to that recipient (and only in their message)
+        people = self.gateway.recipients(Message(inc.tenant, inc.id, event, inc.priority, text, data=data)) \
+            or recipients(target)
         if self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
                                         {"action": inc.action, "recipients": [identity_fingerprint(p) for p in people],
@@ -177,9 +181,9 @@ class Orchestrator:
             buttons = [[(f"Trust {c}", f"ap:{refs[c]}:y") for c in choices], [("Reject", f"ap:{refs[choices[0]]}:n")]]
         else:
             buttons = [[("Approve", f"ap:{refs[None]}:y"), ("Reject", f"ap:{refs[None]}:n")]]
-        await self.gateway.notify(Message(inc.tenant, inc.id, "dissent" if theories else "proposed", inc.priority,
+        await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority,
                                           text, recipient=", ".join(people), links=links, buttons=buttons,
-                                          data={"service": inc.service_name, "action": inc.action}),
+                                          data=data),
                                   policy_version=policy.version)
 
     # --- a human decides ------------------------------------------------------------------------

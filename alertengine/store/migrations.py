@@ -270,3 +270,63 @@ def m009_witnesses(conn: sqlite3.Connection) -> None:
                  "cosigned_at INTEGER NOT NULL)")
     conn.execute("CREATE TABLE cosignatures (size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, "
                  "cosigned_at INTEGER NOT NULL, PRIMARY KEY (size, witness))")
+
+
+@migration
+def m010_notify(conn: sqlite3.Connection) -> None:
+    # An incident's labels (an alert's, when it came from one): what routing rules, silences and
+    # inhibition rules match on (incidents/engine.py writes them, notify/ reads them).
+    conn.execute("ALTER TABLE incidents ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
+    # People and teams a tenant routes notifications to (notify/people.py).
+    conn.execute("CREATE TABLE people (tenant TEXT NOT NULL REFERENCES tenants(id), id TEXT NOT NULL, "
+                 "spec TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (tenant, id))")
+    conn.execute("CREATE TABLE teams (tenant TEXT NOT NULL REFERENCES tenants(id), id TEXT NOT NULL, "
+                 "spec TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (tenant, id))")
+    # The tenant's routing document (routes, inhibition, defaults), versioned by content (notify/routes.py).
+    conn.execute("CREATE TABLE routing (tenant TEXT PRIMARY KEY REFERENCES tenants(id), source TEXT NOT NULL, "
+                 "version TEXT NOT NULL, updated TEXT NOT NULL)")
+    # Silences and maintenance windows (notify/silences.py).
+    conn.execute("""
+        CREATE TABLE silences (
+            tenant TEXT NOT NULL REFERENCES tenants(id),
+            id TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            starts_at TEXT NOT NULL,
+            ends_at TEXT,
+            created_by TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expired_at TEXT,
+            told TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (tenant, id)
+        )""")
+    # The durable outbox: one row per notification, recipient and message (notify/outbox.py).
+    conn.execute("""
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            incident TEXT,
+            recipient TEXT NOT NULL,
+            event TEXT NOT NULL,
+            body TEXT NOT NULL,
+            sealed BLOB,
+            route TEXT,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            channel_index INTEGER NOT NULL DEFAULT 0,
+            channel_failures INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            deadline REAL NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            channel TEXT
+        )""")
+    conn.execute("CREATE INDEX outbox_pending ON outbox(next_at) WHERE state IN ('queued', 'sending', 'held')")
+    conn.execute("CREATE INDEX outbox_by_recipient ON outbox(tenant, recipient, id) "
+                 "WHERE state IN ('queued', 'sending', 'held')")
+    conn.execute("CREATE INDEX outbox_by_state ON outbox(tenant, state, id)")
+    # Per-rule counters: rate limits and escalate_after windows, and route statistics.
+    conn.execute("CREATE TABLE route_hits (tenant TEXT NOT NULL, rule TEXT NOT NULL, at REAL NOT NULL)")
+    conn.execute("CREATE INDEX route_hits_by_rule ON route_hits(tenant, rule, at)")
+    conn.execute("CREATE TABLE route_stats (tenant TEXT NOT NULL, rule TEXT NOT NULL, what TEXT NOT NULL, "
+                 "count INTEGER NOT NULL, PRIMARY KEY (tenant, rule, what))")

@@ -28,6 +28,8 @@ CONTACT_SCHEMA = {
         "slack": {"type": "string", "maxLength": 64, "pattern": r"^[A-Za-z0-9]+$"},
     },
 }
+RESPONDERS = {"type": "array", "maxItems": 50, "uniqueItems": True,
+              "items": {"type": "string", "pattern": r"^(person|team):[a-z0-9][a-z0-9_.-]{0,63}$"}}
 IDENTITIES = {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 64}}
 SERVICE_INPUT = {
     "type": "object", "additionalProperties": False, "required": ["name", "health_url"],
@@ -38,6 +40,10 @@ SERVICE_INPUT = {
         "recovery_webhook_url": {"type": ["string", "null"], "maxLength": 2048},
         "contacts": {"type": "object", "additionalProperties": False,
                      "properties": {"primary": CONTACT_SCHEMA, "secondary": CONTACT_SCHEMA}},
+        "responders": {"type": "object", "additionalProperties": False,
+                       "properties": {"primary": RESPONDERS, "secondary": RESPONDERS},
+                       "description": "who is told about this service's incidents: person:<id> and team:<id>, "
+                                      "in order (the contacts above are told too)"},
         "approvers": {"type": "object", "additionalProperties": False,
                       "properties": {"telegram": IDENTITIES, "whatsapp": IDENTITIES, "slack": IDENTITIES,
                                      "link": IDENTITIES},
@@ -91,6 +97,7 @@ def normalise(body: Any, policy: UrlPolicy) -> dict[str, Any]:
         "poll_interval": float(body.get("poll_interval", 5)),
         "recovery_webhook_url": check_url(webhook, policy, "recovery_webhook_url") if webhook else None,
         "contacts": body.get("contacts", {}),
+        "responders": body.get("responders", {}),
         "approvers": body.get("approvers", {}),
         "labels": body.get("labels", {}),
         "policy": body.get("policy", {}),
@@ -107,7 +114,8 @@ def _ledger_view(name: str, spec: dict[str, Any]) -> dict[str, Any]:
               for role, contact in spec["contacts"].items()}
     approvers = {ch: [identity_fingerprint(i) for i in ids] for ch, ids in spec["approvers"].items()}
     return {"name": name, "health_url": spec["health_url"], "poll_interval": spec["poll_interval"],
-            "recovery_webhook_url": spec["recovery_webhook_url"], "contacts": people, "approvers": approvers,
+            "recovery_webhook_url": spec["recovery_webhook_url"], "contacts": people,
+            "responders": spec.get("responders", {}), "approvers": approvers,
             "labels": spec["labels"], "policy": spec["policy"]}
 
 
@@ -196,3 +204,12 @@ def remove_service(tenant_id: str, service_id: str, vault: SecretVault, actor: s
                               data={"service": service_id, "name": old.name}))
         return old
     return write
+
+
+def service_spec(conn: sqlite3.Connection, tenant_id: str, service_id: str | None) -> dict[str, Any] | None:
+    """The plain settings of a service (labels, contacts, responders, approvers; no secret), if it
+    belongs to ``tenant_id``."""
+    if not service_id:
+        return None
+    row = conn.execute("SELECT name, spec FROM services WHERE id = ? AND tenant = ?", (service_id, tenant_id)).fetchone()
+    return {"name": row[0], **json.loads(row[1])} if row else None

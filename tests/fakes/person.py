@@ -22,6 +22,13 @@ class PersonChannel:
         return [url for message in self.received for url in message.links.values()]
 
     def install(self, app: object) -> "PersonChannel":
-        """Make this the only remote channel of every tenant of ``app``."""
-        app.state.runtime.gateway.remote = lambda tenant: [self]  # type: ignore[attr-defined]
+        """Make this every channel of every tenant of ``app``: each tenant gets a Telegram setting
+        (so routing has a channel to use) and the outbox hands every delivery to this person."""
+        from alertengine.notify.channels.settings import put_channel
+        state = app.state  # type: ignore[attr-defined]
+        for (tenant,) in state.db.read_conn().execute("SELECT id FROM tenants"):
+            state.db.write_sync(put_channel(tenant, "telegram", {
+                "config": {"default_chat_id": "-100"},
+                "secrets": {"bot_token": "123456:" + "A" * 35}}, state.config.url_policy, state.vault, "test"))
+        state.runtime.sender.resolve = lambda tenant, channel, address: self
         return self

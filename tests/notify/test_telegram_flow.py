@@ -18,6 +18,7 @@ from alertengine.web.app import create_app
 from tests.fakes.receiver import Receiver
 from tests.fakes.telegram import FakeTelegram, fake_telegram  # noqa: F401  (fixture)
 from tests.recovery.test_approvals import Flow
+from tests.waiting import async_wait_for
 
 HOOK_SECRET = "hook-secret-0123456789"
 CHAT = -100123
@@ -82,10 +83,21 @@ async def test_telegram_flood_control_is_honoured(phone: Flow, fake_telegram: Fa
     phone.add_service(None)
     fake_telegram.fail_next("sendMessage", status=429, retry_after=1)
     await phone.outage()
-    tried = [(json.loads(r[0])["kind"], json.loads(r[0])["data"]) for r in phone.db.read_conn().execute(
-        "SELECT body FROM ledger WHERE kind LIKE 'notification.%' ORDER BY seq")]
-    telegram = [(kind, d["attempt"], d["retryable"]) for kind, d in tried if d["channel"] == "telegram"][:2]
-    assert telegram == [("notification.failed", 1, True), ("notification.sent", 2, False)]
+    sender = phone.app.state.runtime.sender  # type: ignore[attr-defined]
+
+    def tried() -> list[tuple[str, int, bool, float | None]]:
+        rows = phone.db.read_conn().execute("SELECT body FROM ledger WHERE kind IN ('notification.sent', "
+                                            "'notification.failed') ORDER BY seq")
+        return [(e["kind"], e["data"]["attempt"], e["data"]["retryable"], e["data"]["retry_after"])
+                for e in (json.loads(r[0]) for r in rows) if e["data"]["channel"] == "telegram"]
+    assert tried()[0] == ("notification.failed", 1, True, 1.0)
+    first = phone.db.read_conn().execute("SELECT next_at - strftime('%s', 'now') FROM outbox ORDER BY id").fetchone()
+    assert first[0] >= 0   # the retry waits for Telegram's retry_after
+
+    async def retried() -> bool:
+        await sender.run_due()
+        return ("notification.sent", 2, False, None) in tried()
+    await async_wait_for(retried)
 
 
 async def test_updates_that_are_not_button_presses_are_ignored(phone: Flow) -> None:

@@ -1,15 +1,18 @@
-"""A tenant's remote notification channels, built from its channel settings: Telegram (with
-approval buttons) and the signed generic webhook. Primary first, the other as fallback."""
+"""The senders of the outbox: Telegram (with approval buttons), the signed generic webhook, and a
+tenant's local file and JSON-lines channels, built from the tenant's channel settings."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import sqlite3
+import json
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
+from ...ledger.entry import utc_timestamp
 from ...net.webhooks import post_signed
 from ...tenancy.vault import SecretVault
 from ..gateway import Message
@@ -73,21 +76,57 @@ class WebhookChannel:
                         provider_id=f"http:{result.final_status}" if result.final_status else None)
 
 
-def remote_channels(conn: sqlite3.Connection, vault: SecretVault, tenant: str,
-                    http: httpx.AsyncClient) -> list[RemoteChannel]:
-    """The tenant's configured remote channels, primary (Telegram) first."""
-    import json
-    out: list[RemoteChannel] = []
-    rows = {kind: json.loads(config) for kind, config in
-            conn.execute("SELECT kind, config FROM channels WHERE tenant = ?", (tenant,))}
-    if "telegram" in rows:
-        secrets = channel_secrets(conn, tenant, "telegram", vault)
-        chat = rows["telegram"].get("default_chat_id")
-        if secrets.get("bot_token") and chat:
-            out.append(TelegramChannel(TelegramClient(rows["telegram"].get("api_base_url") or "https://api.telegram.org",
-                                                      secrets["bot_token"], http), chat))
-    if "webhook" in rows:
-        secrets = channel_secrets(conn, tenant, "webhook", vault)
-        if rows["webhook"].get("url") and secrets.get("signing_secret"):
-            out.append(WebhookChannel(http, rows["webhook"]["url"], secrets["signing_secret"]))
-    return out
+class LocalFileChannel:
+    """``channel:file`` and ``channel:jsonl`` of a tenant's routes: appended to
+    ``<data>/notify/<tenant>.log`` (one plain line) or ``.jsonl``. Never an approval link: who may
+    read the data directory is not who may approve."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.name = kind
+
+    async def send(self, message: Message) -> Delivery:
+        if self.name == "jsonl":
+            line = json.dumps({"ts": utc_timestamp(), "tenant": message.tenant, "incident": message.incident,
+                               "event": message.event, "priority": message.priority, "text": message.text,
+                               "data": message.data}, sort_keys=True)
+        else:
+            line = f"{utc_timestamp()} [{message.priority}] {message.incident or '-'} {message.event}: " + \
+                   message.text.replace("\n", " / ")
+        await asyncio.to_thread(_append, self.path, line + "\n")
+        return Delivery(True, False, "written", provider_id=f"{self.name}:{self.path.name}")
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+class ChannelResolver:
+    """Builds the sender for one (tenant, channel, address) of an outbox row from the tenant's
+    current settings, so a fixed token or URL takes effect at the next attempt."""
+
+    def __init__(self, db: Any, vault: SecretVault, http: httpx.AsyncClient, directory: Path) -> None:
+        self.db = db
+        self.vault = vault
+        self.http = http
+        self.directory = directory
+
+    def __call__(self, tenant: str, channel: str, address: str) -> RemoteChannel | None:
+        if channel in ("file", "jsonl"):
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in tenant)
+            return LocalFileChannel(self.directory / f"{safe}.{'log' if channel == 'file' else 'jsonl'}", channel)
+        conn = self.db.read_conn()
+        row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = ?", (tenant, channel)).fetchone()
+        if row is None:
+            return None
+        config = json.loads(row[0])
+        secrets = channel_secrets(conn, tenant, channel, self.vault)
+        if channel == "telegram" and secrets.get("bot_token") and (address or config.get("default_chat_id")):
+            client = TelegramClient(config.get("api_base_url") or "https://api.telegram.org", secrets["bot_token"],
+                                    self.http)
+            return TelegramChannel(client, address or config["default_chat_id"])
+        if channel == "webhook" and config.get("url") and secrets.get("signing_secret"):
+            return WebhookChannel(self.http, config["url"], secrets["signing_secret"])
+        return None

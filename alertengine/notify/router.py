@@ -1,0 +1,240 @@
+"""Who hears about one notification, on which channels, and what stops it: the routing decision.
+
+``plan`` reads the tenant's routing document, people, teams, services, silences and open incidents
+and returns a frozen :class:`Plan`: the rules that matched, the severity after any escalation, and
+one :class:`Decision` per recipient (send, silenced, inhibited, rate limited, held by quiet hours).
+It writes nothing itself; ``count`` says whether to record the rule hits that rate limits and
+escalation count (live routing does, inside the same transaction as the outbox rows; a dry run
+does not)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..tenancy.services import service_spec
+from .matchers import matches_all
+from .people import Person, expand
+from .routes import LOCAL_CHANNELS, SEVERITIES, Routing, RouteEvent, Rule
+from .silences import active_silences
+
+# The channels this appliance can deliver on today, and what each needs from the tenant's settings.
+DELIVERABLE = ("telegram", "webhook", *LOCAL_CHANNELS)
+CONTACT_ADDRESSES = {"telegram_chat_id": "telegram", "whatsapp": "whatsapp", "phone": "voice", "slack": "slack"}
+SEND, SILENCED, INHIBITED, RATE_LIMITED, HELD = "send", "silenced", "inhibited", "rate_limited", "held"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    key: str                                   # person:<id>, <role>:<contact name>, channel:<kind>, fallback
+    name: str
+    chain: tuple[tuple[str, str], ...]         # (channel, address) in the order to try
+    unreachable: tuple[str, ...] = ()          # channels of theirs skipped, and why
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule: str | None
+    recipient: Recipient
+    outcome: str                               # send | silenced | inhibited | rate_limited | held
+    why: str
+    release_at: float | None = None            # held: when the quiet window ends (epoch seconds)
+    then: str | None = None                    # held: deliver | summary | drop
+
+
+@dataclass(frozen=True)
+class Plan:
+    event: RouteEvent
+    version: str
+    matched: tuple[str, ...]
+    severity: str
+    escalated_by: str | None
+    silenced_by: tuple[str, ...]
+    inhibited_by: tuple[str, ...]
+    decisions: tuple[Decision, ...]
+
+    def as_data(self) -> dict[str, Any]:
+        """What the ledger and the dry run show: names and outcomes; addresses only by channel."""
+        return {"event": self.event.event, "matched": list(self.matched), "severity": self.severity,
+                "escalated_by": self.escalated_by, "silenced_by": list(self.silenced_by),
+                "inhibited_by": list(self.inhibited_by),
+                "decisions": [{"rule": d.rule, "recipient": d.recipient.key, "outcome": d.outcome, "why": d.why,
+                               "channels": [c for c, _ in d.recipient.chain],
+                               "unreachable": list(d.recipient.unreachable),
+                               **({"release_at": d.release_at, "then": d.then} if d.outcome == HELD else {})}
+                              for d in self.decisions]}
+
+
+def available_channels(conn: sqlite3.Connection, tenant: str) -> dict[str, str | None]:
+    """The tenant's deliverable channels -> their default address (Telegram's default chat)."""
+    out: dict[str, str | None] = {c: None for c in LOCAL_CHANNELS}
+    for kind, config, secrets in conn.execute("SELECT kind, config, secrets FROM channels WHERE tenant = ?", (tenant,)):
+        if kind in DELIVERABLE and secrets is not None:
+            out[kind] = json.loads(config).get("default_chat_id") if kind == "telegram" else ""
+    return out
+
+
+def _chain(wanted: list[tuple[str, str]], channels: dict[str, str | None]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    chain, skipped = [], []
+    for channel, address in wanted:
+        if channel not in channels:
+            skipped.append(f"{channel}: not set up for this tenant" if channel in DELIVERABLE
+                           else f"{channel}: not available on this appliance yet")
+        elif (channel, address) not in chain:
+            chain.append((channel, address))
+    return tuple(chain), tuple(skipped)
+
+
+def _person_recipient(person: Person, channels: dict[str, str | None], key: str | None = None) -> Recipient:
+    chain, skipped = _chain([(c, person.addresses[c]) for c in person.channels], channels)
+    return Recipient(key or f"person:{person.id}", person.name, chain, skipped)
+
+
+def _channel_recipient(kind: str, channels: dict[str, str | None]) -> Recipient:
+    address = channels.get(kind)
+    if kind == "telegram" and not address:
+        return Recipient(f"channel:{kind}", kind, (), ("telegram: no default chat set for this tenant",))
+    chain, skipped = _chain([(kind, address or "")], channels)
+    return Recipient(f"channel:{kind}", kind, chain, skipped)
+
+
+def responders(conn: sqlite3.Connection, tenant: str, spec: dict[str, Any] | None, role: str,
+               channels: dict[str, str | None]) -> list[Recipient]:
+    """A service's responders in ``role``: its contact (with the contact's own addresses) and the
+    people and teams it names."""
+    if not spec:
+        return []
+    out = []
+    contact = spec.get("contacts", {}).get(role)
+    if contact:
+        wanted = [(ch, contact[field]) for field, ch in CONTACT_ADDRESSES.items() if contact.get(field)]
+        chain, skipped = _chain(wanted, channels)
+        # keyed as approval tokens name a service's contact: "<role>:<name>"
+        out.append(Recipient(f"{role}:{contact.get('name') or role}", contact.get("name") or f"{role} contact",
+                             chain, skipped))
+    for person in expand(conn, tenant, list(spec.get("responders", {}).get(role, []))):
+        out.append(_person_recipient(person, channels))
+    return out
+
+
+def resolve(conn: sqlite3.Connection, tenant: str, receivers: tuple[str, ...], spec: dict[str, Any] | None,
+            channels: dict[str, str | None]) -> list[Recipient]:
+    out: dict[str, Recipient] = {}
+    for receiver in receivers:
+        if receiver in ("responders", "responders:secondary"):
+            found = responders(conn, tenant, spec, "secondary" if receiver.endswith("secondary") else "primary", channels)
+        elif receiver.startswith("channel:"):
+            found = [_channel_recipient(receiver.partition(":")[2], channels)]
+        else:
+            found = [_person_recipient(p, channels) for p in expand(conn, tenant, [receiver])]
+        for recipient in found:
+            out.setdefault(recipient.key, recipient)
+    return list(out.values())
+
+
+def fallback(conn: sqlite3.Connection, tenant: str, routing: Routing, channels: dict[str, str | None]) -> Recipient:
+    """One recipient whose chain is every fallback receiver's channels, in order."""
+    chain: list[tuple[str, str]] = []
+    for recipient in resolve(conn, tenant, routing.fallback, None, channels):
+        chain.extend(c for c in recipient.chain if c not in chain)
+    return Recipient("fallback", "fallback channels", tuple(chain),
+                     () if chain else ("no fallback channel is set up for this tenant",))
+
+
+def _hits(conn: sqlite3.Connection, tenant: str, rule: Rule, now: float, window: float) -> int:
+    row = conn.execute("SELECT count(*) FROM route_hits WHERE tenant = ? AND rule = ? AND at > ?",
+                       (tenant, rule.name, now - window)).fetchone()
+    return int(row[0])
+
+
+def _inhibitors(conn: sqlite3.Connection, routing: Routing, event: RouteEvent) -> list[str]:
+    """Open incidents that mute this one: each matches an inhibition rule's source, this event its
+    target, and both have the same values of the rule's ``equal`` labels."""
+    rules = [r for r in routing.inhibitions if matches_all(r.target, event.labels)]
+    if not rules:
+        return []
+    out = []
+    for inc_id, priority, service, source, raw in conn.execute(
+            "SELECT id, priority, service_name, source, labels FROM incidents WHERE tenant = ? AND is_open = 1 "
+            "AND id != ? LIMIT 5000", (event.tenant, event.incident or "")):
+        labels = incident_labels(json.loads(raw), priority, service, source)
+        for rule in rules:
+            if matches_all(rule.source, labels) and not matches_all(rule.target, labels) \
+                    and all(labels.get(k, "") == event.labels.get(k, "") for k in rule.equal):
+                out.append(f"{inc_id} ({rule.name})")
+                break
+    return out
+
+
+def incident_labels(labels: dict[str, str], priority: str, service: str | None, source: str,
+                    service_labels: dict[str, str] | None = None) -> dict[str, str]:
+    """The label set routing matches: the service's labels, the alert's, and the incident's facts."""
+    from .routes import PRIORITY_SEVERITY
+    out = {**(service_labels or {}), **labels}
+    out.setdefault("severity", PRIORITY_SEVERITY.get(priority, "low"))
+    out["priority"] = priority
+    if service:
+        out.setdefault("service", service)
+    out.setdefault("source", source)
+    return out
+
+
+def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: float, *,
+         count: bool = False) -> Plan:
+    """Route one notification. With ``count``, this routing counts towards rate limits and
+    ``escalate_after`` (the caller records the hits of ``Plan.matched``)."""
+    at = datetime.fromtimestamp(now, timezone.utc)
+    matched: list[Rule] = []
+    for rule in routing.rules:
+        if rule.matches(event):
+            matched.append(rule)
+            if not rule.cont:
+                break
+    severity, escalated_by = event.severity, None
+    for rule in matched:
+        if rule.escalate_after and rule.escalate_to and \
+                _hits(conn, event.tenant, rule, now, rule.rate_window) + (1 if count else 0) >= rule.escalate_after \
+                and SEVERITIES.index(rule.escalate_to) < SEVERITIES.index(severity):
+            severity, escalated_by = rule.escalate_to, rule.name
+    silenced_by = tuple(s.id for s in active_silences(conn, event.tenant, at) if s.matches(event.labels))
+    inhibited_by = tuple(_inhibitors(conn, routing, event)) if event.incident else ()
+    channels = available_channels(conn, event.tenant)
+    spec = _event_service(conn, event)
+    decisions: dict[str, Decision] = {}
+    for rule in matched:
+        limited = rule.rate_limit and _hits(conn, event.tenant, rule, now, rule.rate_window) >= rule.rate_limit
+        for recipient in resolve(conn, event.tenant, rule.receivers, spec, channels):
+            if silenced_by:
+                decision = Decision(rule.name, recipient, SILENCED, f"silenced by {', '.join(silenced_by)}")
+            elif inhibited_by:
+                decision = Decision(rule.name, recipient, INHIBITED, f"inhibited by {', '.join(inhibited_by)}")
+            elif limited:
+                decision = Decision(rule.name, recipient, RATE_LIMITED,
+                                    f"rule {rule.name} already sent {rule.rate_limit} in {rule.rate_window:g} s")
+            elif rule.quiet is not None and rule.quiet.holds(severity) and rule.quiet.window.contains(at):
+                end = rule.quiet.window.next_change(at)
+                decision = Decision(rule.name, recipient, HELD,
+                                    f"quiet hours of rule {rule.name}: below {rule.quiet.suppress_below}",
+                                    end.timestamp() if end else None, rule.quiet.then)
+            else:
+                decision = Decision(rule.name, recipient, SEND, f"rule {rule.name}")
+            kept = decisions.get(recipient.key)
+            if kept is None or (kept.outcome != SEND and decision.outcome == SEND):
+                decisions[recipient.key] = decision
+    if not decisions:   # nothing is dropped for want of a rule or a person: the fallback hears it
+        why = "no rule matched" if not matched else "the matching rules name nobody reachable"
+        decisions["fallback"] = Decision(None, fallback(conn, event.tenant, routing, channels),
+                                         SILENCED if silenced_by else INHIBITED if inhibited_by else SEND,
+                                         f"fallback: {why}")
+    return Plan(event, routing.version, tuple(r.name for r in matched), severity, escalated_by, silenced_by,
+                inhibited_by, tuple(decisions.values()))
+
+
+def _event_service(conn: sqlite3.Connection, event: RouteEvent) -> dict[str, Any] | None:
+    if not event.service:
+        return None
+    row = conn.execute("SELECT id FROM services WHERE tenant = ? AND name = ?", (event.tenant, event.service)).fetchone()
+    return service_spec(conn, event.tenant, row[0]) if row else None

@@ -1,0 +1,363 @@
+"""The tenant's routing document: ordered routing rules, inhibition rules and the defaults for
+grouping, retrying and falling back, in TOML (or the same structure in JSON through the API).
+
+Its version is derived from its content, like the detection policy's; every routing decision is
+ledgered with the names of the rules that matched and this version. A tenant that never set one
+routes by ``DEFAULT_ROUTING_TOML``.
+
+Decisions:
+
+* Routing is its own document, beside the detection policy, because it is owned by whoever runs
+  on-call (people and channels) rather than whoever tunes thresholds, and changes on its own
+  rhythm. Both are per-tenant, content-versioned and ledgered on change.
+* A route's ``match`` keys are ANDed; the values of one key are ORed (``severity = ["critical",
+  "high"]``). ``labels`` are matchers with Alertmanager's syntax; ``keywords`` match, without case,
+  anywhere in the title or the text.
+* Rules are tried in order; the first that matches wins unless it says ``continue = true``.
+  When none matches, the fallback receivers are told: nothing is dropped for want of a rule.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import FieldError
+from ..ledger.entry import LedgerEvent, utc_timestamp
+from ..schema import validate
+from ..store import WriteTx
+from ..tenancy.tenants import get_tenant
+from .matchers import Matcher, matches_all, parse_matchers
+from .people import ID_PATTERN, check_zone
+from .timeintervals import TimeInterval, Window, parse_time_interval, quiet_window
+
+SEVERITIES = ("critical", "high", "medium", "low")   # most severe first
+PRIORITY_SEVERITY = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
+SEVERITY_PRIORITY = {v: k for k, v in PRIORITY_SEVERITY.items()}
+CATEGORIES = ("health", "alert", "heartbeat", "deploy")
+EVENTS = ("detected", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "expired",
+          "recovered", "resolved", "acknowledged", "silence", "test")
+LOCAL_CHANNELS = ("file", "jsonl")
+REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
+RECEIVER_PATTERN = (r"^(responders(:secondary)?|person:[a-z0-9][a-z0-9_.-]{0,63}|team:[a-z0-9][a-z0-9_.-]{0,63}|"
+                    r"channel:(" + "|".join(LOCAL_CHANNELS + REMOTE_CHANNELS) + "))$")
+
+DEFAULT_ROUTING_TOML = """\
+# AlertEngine routing. Rules are tried in order; the first match wins unless it says continue = true.
+# Receivers: "responders" (the service's primary responders), "responders:secondary", "person:<id>",
+# "team:<id>", "channel:telegram" (the tenant's default chat), "channel:webhook", "channel:file",
+# "channel:jsonl".
+
+[defaults]
+receivers = ["channel:telegram", "channel:webhook"]  # the fallback: no rule matched, nobody named, or every channel failed
+retry_for = 1800.0        # seconds to keep trying a delivery before it becomes a dead letter
+failover_after = 3        # failed attempts on one channel before the next channel of that person is tried
+group_by = ["service"]    # labels that make a group ("..." : every label, i.e. no grouping)
+group_wait = 0.0          # seconds to wait for more alerts of a new group before the first message
+group_interval = 300.0    # seconds between messages about a group that changed
+repeat_interval = 0.0     # seconds before an unchanged group is told again (0: never)
+
+[[route]]
+name = "critical-all"     # every critical incident: its responders, and the team's chat
+match = { severity = ["critical"] }
+receivers = ["responders", "channel:telegram"]
+
+[[route]]
+name = "actions"          # a decision is needed or was taken: primary and secondary responders
+match = { event = ["proposed", "dissent", "rejected", "executed", "failed", "expired"] }
+receivers = ["responders", "responders:secondary"]
+
+[[route]]
+name = "default"          # everything else: the responders
+receivers = ["responders"]
+"""
+
+_SECONDS = {"type": "number", "minimum": 0, "maximum": 7 * 86_400}
+_STRINGS = {"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 256}}
+_RECEIVERS = {"type": "array", "maxItems": 64, "uniqueItems": True,
+              "items": {"type": "string", "pattern": RECEIVER_PATTERN}}
+_GROUPING = {"group_by": {"type": "array", "maxItems": 32, "items": {"type": "string", "maxLength": 128}},
+             "group_wait": _SECONDS, "group_interval": _SECONDS, "repeat_interval": _SECONDS}
+MATCH = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "severity": {"type": "array", "items": {"type": "string", "enum": list(SEVERITIES)}},
+        "priority": {"type": "array", "items": {"type": "string", "enum": list(PRIORITY_SEVERITY)}},
+        "category": {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}},
+        "event": {"type": "array", "items": {"type": "string", "enum": list(EVENTS)}},
+        "source": _STRINGS, "service": _STRINGS, "keywords": _STRINGS,
+        "labels": {"description": "matchers: ['team=\"payments\"', 'env=~\"prod.*\"'] or {team = \"payments\"}"},
+    },
+}
+QUIET = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "start": {"type": "string", "maxLength": 5}, "end": {"type": "string", "maxLength": 5},
+        "time_zone": {"type": "string", "maxLength": 64},
+        "windows": {"type": "array", "maxItems": 16, "items": {"type": "object"},
+                    "description": "recurring windows (times, weekdays, days_of_month, months, location)"},
+        "suppress_below": {"type": "string", "enum": list(SEVERITIES)},
+        "then": {"type": "string", "enum": ["deliver", "summary", "drop"],
+                 "description": "what happens to what was held back when the window ends"},
+    },
+}
+ROUTE = {
+    "type": "object", "additionalProperties": False, "required": ["name", "receivers"],
+    "properties": {
+        "name": {"type": "string", "pattern": ID_PATTERN},
+        "match": MATCH, "receivers": _RECEIVERS, "continue": {"type": "boolean"},
+        "rate_limit": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "rate_window": {"type": "number", "minimum": 1, "maximum": 7 * 86_400},
+        "escalate_after": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "escalate_to": {"type": "string", "enum": list(SEVERITIES)},
+        "quiet_hours": QUIET, **_GROUPING,
+    },
+}
+ROUTING_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "defaults": {"type": "object", "additionalProperties": False, "properties": {
+            "receivers": _RECEIVERS, "retry_for": {"type": "number", "minimum": 10, "maximum": 7 * 86_400},
+            "failover_after": {"type": "integer", "minimum": 1, "maximum": 100}, **_GROUPING}},
+        "route": {"type": "array", "maxItems": 500, "items": ROUTE},
+        "inhibit": {"type": "array", "maxItems": 200, "items": {
+            "type": "object", "additionalProperties": False, "required": ["source", "target"],
+            "properties": {"name": {"type": "string", "pattern": ID_PATTERN}, "source": {}, "target": {},
+                           "equal": {"type": "array", "maxItems": 32,
+                                     "items": {"type": "string", "maxLength": 128}}}}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """Quiet hours: inside ``window`` only ``suppress_below`` or worse gets through; the rest is held."""
+
+    window: Window
+    suppress_below: str
+    then: str            # deliver | summary | drop
+
+    def holds(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) > SEVERITIES.index(self.suppress_below)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    by: tuple[str, ...]
+    wait: float
+    interval: float
+    repeat: float
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    severity: frozenset[str]
+    priority: frozenset[str]
+    category: frozenset[str]
+    event: frozenset[str]
+    source: frozenset[str]
+    service: frozenset[str]
+    keywords: tuple[str, ...]
+    labels: tuple[Matcher, ...]
+    receivers: tuple[str, ...]
+    cont: bool
+    rate_limit: int
+    rate_window: float
+    escalate_after: int
+    escalate_to: str | None
+    quiet: Quiet | None
+    grouping: Grouping
+
+    def matches(self, event: "RouteEvent") -> bool:
+        if self.severity and event.severity not in self.severity:
+            return False
+        if self.priority and event.priority not in self.priority:
+            return False
+        if self.category and event.category not in self.category:
+            return False
+        if self.event and event.event not in self.event:
+            return False
+        if self.source and event.source not in self.source:
+            return False
+        if self.service and (event.service or "") not in self.service:
+            return False
+        if self.keywords:
+            haystack = f"{event.title}\n{event.text}".casefold()
+            if not any(k.casefold() in haystack for k in self.keywords):
+                return False
+        return matches_all(self.labels, event.labels)
+
+    def describe(self) -> dict[str, Any]:
+        match: dict[str, Any] = {k: sorted(getattr(self, k)) for k in
+                                 ("severity", "priority", "category", "event", "source", "service") if getattr(self, k)}
+        if self.keywords:
+            match["keywords"] = list(self.keywords)
+        if self.labels:
+            match["labels"] = [str(m) for m in self.labels]
+        return {"name": self.name, "match": match, "receivers": list(self.receivers), "continue": self.cont,
+                "rate_limit": self.rate_limit, "rate_window": self.rate_window,
+                "escalate_after": self.escalate_after, "escalate_to": self.escalate_to,
+                "quiet_hours": None if self.quiet is None else
+                {"suppress_below": self.quiet.suppress_below, "then": self.quiet.then},
+                "group_by": list(self.grouping.by), "group_wait": self.grouping.wait}
+
+
+@dataclass(frozen=True)
+class Inhibition:
+    name: str
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RouteEvent:
+    """What routing looks at: one notification about one incident, with the incident's facts."""
+
+    tenant: str
+    incident: str | None
+    event: str
+    priority: str
+    severity: str
+    category: str
+    source: str
+    service: str | None
+    labels: dict[str, str]
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A validated routing document and its content-derived version."""
+
+    source_text: str
+    doc: dict[str, Any]
+    rules: tuple[Rule, ...]
+    inhibitions: tuple[Inhibition, ...]
+    fallback: tuple[str, ...]
+    retry_for: float
+    failover_after: int
+    grouping: Grouping
+
+    @functools.cached_property
+    def version(self) -> str:
+        canonical = json.dumps(self.doc, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(canonical).hexdigest()[:12]
+
+
+def _quiet(doc: dict[str, Any], field: str) -> Quiet:
+    intervals: list[TimeInterval] = []
+    if "start" in doc or "end" in doc:
+        if "start" not in doc or "end" not in doc:
+            raise FieldError(field, "give both start and end (HH:MM), or windows")
+        zone = check_zone(doc.get("time_zone", "UTC"), f"{field}.time_zone")
+        intervals.append(quiet_window(doc["start"], doc["end"], zone, field))
+    for i, item in enumerate(doc.get("windows", [])):
+        intervals.append(parse_time_interval(item, f"{field}.windows[{i}]"))
+    if not intervals:
+        raise FieldError(field, "quiet hours need start and end, or windows")
+    return Quiet(Window(tuple(intervals)), doc.get("suppress_below", "critical"), doc.get("then", "deliver"))
+
+
+def _grouping(doc: dict[str, Any], base: Grouping | None) -> Grouping:
+    b = base or Grouping(("service",), 0.0, 300.0, 0.0)
+    return Grouping(tuple(doc.get("group_by", b.by)), float(doc.get("group_wait", b.wait)),
+                    float(doc.get("group_interval", b.interval)), float(doc.get("repeat_interval", b.repeat)))
+
+
+def _rule(doc: dict[str, Any], field: str, grouping: Grouping) -> Rule:
+    match = doc.get("match", {})
+    if ("escalate_after" in doc) != ("escalate_to" in doc):
+        raise FieldError(f"{field}.escalate_to", "escalate_after and escalate_to go together")
+    return Rule(doc["name"], *(frozenset(match.get(k, ())) for k in
+                               ("severity", "priority", "category", "event", "source", "service")),
+                tuple(match.get("keywords", ())),
+                parse_matchers(match["labels"], f"{field}.match.labels") if "labels" in match else (),
+                tuple(doc["receivers"]), bool(doc.get("continue", False)), int(doc.get("rate_limit", 0)),
+                float(doc.get("rate_window", 60.0)), int(doc.get("escalate_after", 0)), doc.get("escalate_to"),
+                _quiet(doc["quiet_hours"], f"{field}.quiet_hours") if "quiet_hours" in doc else None,
+                _grouping(doc, grouping))
+
+
+def build(raw: Any, text: str) -> Routing:
+    validate(ROUTING_SCHEMA, raw)
+    defaults = raw.get("defaults", {})
+    grouping = _grouping(defaults, None)
+    names: set[str] = set()
+    rules = []
+    for i, doc in enumerate(raw.get("route", [])):
+        if doc["name"] in names:
+            raise FieldError(f"route[{i}].name", f"two routes are named {doc['name']!r}")
+        names.add(doc["name"])
+        rules.append(_rule(doc, f"route[{i}]", grouping))
+    inhibitions = tuple(
+        Inhibition(doc.get("name", f"inhibit-{i + 1}"), parse_matchers(doc["source"], f"inhibit[{i}].source"),
+                   parse_matchers(doc["target"], f"inhibit[{i}].target"), tuple(doc.get("equal", ())))
+        for i, doc in enumerate(raw.get("inhibit", [])))
+    return Routing(text, raw, tuple(rules), inhibitions,
+                   tuple(defaults.get("receivers", ("channel:telegram", "channel:webhook"))),
+                   float(defaults.get("retry_for", 1800.0)), int(defaults.get("failover_after", 3)), grouping)
+
+
+@functools.lru_cache(maxsize=256)
+def parse_routing(text: str) -> Routing:
+    """Parse and validate a routing document in TOML; raise FieldError naming the bad key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FieldError("", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise FieldError("", "not valid TOML: nested too deeply") from None
+    return build(raw, text)
+
+
+def routing_from_json(doc: Any) -> Routing:
+    """The same document given as JSON (the API): stored as its canonical JSON text."""
+    routing = build(doc, "")
+    text = json.dumps(doc, sort_keys=True, indent=1)
+    return Routing(text, routing.doc, routing.rules, routing.inhibitions, routing.fallback, routing.retry_for,
+                   routing.failover_after, routing.grouping)
+
+
+def parse_any(text: str) -> Routing:
+    """A stored document: JSON when it starts with ``{``, TOML otherwise."""
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            raise FieldError("", "not valid JSON") from None
+        return routing_from_json(doc)
+    return parse_routing(text)
+
+
+DEFAULT_ROUTING = parse_routing(DEFAULT_ROUTING_TOML)
+
+
+def load_routing(conn: sqlite3.Connection, tenant: str) -> Routing:
+    row = conn.execute("SELECT source FROM routing WHERE tenant = ?", (tenant,)).fetchone()
+    return parse_any(row[0]) if row else DEFAULT_ROUTING
+
+
+def put_routing(tenant: str, new: Routing, actor: str) -> Callable[[WriteTx], Routing]:
+    """Store a tenant's routing document; the change is ledgered with both versions and the rule names."""
+
+    def write(tx: WriteTx) -> Routing:
+        get_tenant(tx.conn, tenant)
+        old = load_routing(tx.conn, tenant)
+        tx.execute("INSERT INTO routing (tenant, source, version, updated) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (tenant) DO UPDATE SET source = excluded.source, version = excluded.version, "
+                   "updated = excluded.updated", (tenant, new.source_text, new.version, utc_timestamp()))
+        tx.append(LedgerEvent(kind="routing.changed", tenant=tenant, actor=actor, policy_version=new.version,
+                              reason=f"routing {old.version} -> {new.version}: {len(new.rules)} rule(s)",
+                              data={"from_version": old.version, "to_version": new.version,
+                                    "rules": [r.name for r in new.rules],
+                                    "inhibitions": [i.name for i in new.inhibitions]}))
+        return new
+    return write
