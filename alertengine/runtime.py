@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from datetime import datetime, timezone
 
 from .appliance import DataDir
 from .config import Config, council_settings
@@ -19,6 +20,7 @@ from .notify.channels.remote import ChannelResolver
 from .notify.channels.settings import channel_secrets
 from .notify.gateway import Channel, ConsoleChannel, Gateway, JsonLinesChannel
 from .notify.sender import OutboxSender
+from .notify.silences import Silence, ended_untold, mark_told, silence_message, untold_created
 from .recovery.approvals import ApprovalTokens
 from .recovery.orchestrator import Orchestrator
 from .signals import HealthReading
@@ -55,6 +57,8 @@ class Runtime:
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
                              timeout=config.poll_timeout, url_policy=config.url_policy)
         self.timer_interval = 1.0
+        self._silence_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.publisher = Publisher(db, self.http, config.checkpoint_sink, parse_witnesses(config.witnesses))
         self.witness_interval = config.witness_interval
@@ -91,8 +95,29 @@ class Runtime:
                 log.exception("timer round failed")
             await asyncio.sleep(self.timer_interval)
 
+    def wake_timers(self) -> None:
+        """A silence was made or ended: tell its responders now rather than at the next round."""
+        if not self._tasks:
+            return   # not serving (a test driving the app in process): the next round does it
+        task = asyncio.get_running_loop().create_task(self.silence_round())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def silence_round(self) -> None:
+        """Tell the responders about silences made or ended since the last round (each once)."""
+        async with self._silence_lock:
+            for notice, silence in await asyncio.to_thread(self._silence_notices):
+                await self.gateway.notify(silence_message(silence, notice))
+                await self.db.write(mark_told(silence.tenant, silence.id, notice))
+
+    def _silence_notices(self) -> list[tuple[str, Silence]]:
+        now = datetime.now(timezone.utc)
+        with self.db.reader() as conn:
+            return [("created", s) for s in untold_created(conn)] + [("ended", s) for s in ended_untold(conn, now)]
+
     async def timer_round(self, now: str) -> None:
-        """Fire what is due: missed heartbeats, then stored incident timers."""
+        """Fire what is due: missed heartbeats, then stored incident timers, then silence notices."""
+        await self.silence_round()
         for beat in await self.db.write(claim_missed(now)):
             await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
         for timer in await self.db.write(timers.claim_due(now)):

@@ -208,3 +208,13 @@ def record_stats(tx: WriteTx, tenant: str, plan: router.Plan) -> None:
     for (rule, what), n in counts.items():
         tx.execute("INSERT INTO route_stats (tenant, rule, what, count) VALUES (?, ?, ?, ?) ON CONFLICT "
                    "(tenant, rule, what) DO UPDATE SET count = count + excluded.count", (tenant, rule, what, n))
+
+
+def route_stats(conn: Any, tenant: str) -> list[dict[str, Any]]:
+    stats: dict[str, dict[str, int]] = {}
+    for rule in routes.load_routing(conn, tenant).rules:
+        stats[rule.name] = {}
+    for rule, what, count in conn.execute("SELECT rule, what, count FROM route_stats WHERE tenant = ?", (tenant,)):
+        stats.setdefault(rule, {})[what] = count
+    keys = ("matched", "sent", "held", "suppressed", "escalated")
+    return [{"rule": name, **{k: counts.get(k, 0) for k in keys}} for name, counts in stats.items()]

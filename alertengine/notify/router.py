@@ -55,16 +55,18 @@ class Plan:
     silenced_by: tuple[str, ...]
     inhibited_by: tuple[str, ...]
     decisions: tuple[Decision, ...]
+    fallback: tuple[str, ...] = ()             # channels tried after a recipient's own, in order
 
     def as_data(self) -> dict[str, Any]:
         """What the ledger and the dry run show: names and outcomes; addresses only by channel."""
         return {"event": self.event.event, "matched": list(self.matched), "severity": self.severity,
                 "escalated_by": self.escalated_by, "silenced_by": list(self.silenced_by),
-                "inhibited_by": list(self.inhibited_by),
+                "inhibited_by": list(self.inhibited_by), "fallback_channels": list(self.fallback),
                 "decisions": [{"rule": d.rule, "recipient": d.recipient.key, "outcome": d.outcome, "why": d.why,
                                "channels": [c for c, _ in d.recipient.chain],
                                "unreachable": list(d.recipient.unreachable),
-                               **({"release_at": d.release_at, "then": d.then} if d.outcome == HELD else {})}
+                               **({"release_at": d.release_at, "then": d.then,
+                                   "release_at_utc": _iso(d.release_at)} if d.outcome == HELD else {})}
                               for d in self.decisions]}
 
 
@@ -230,7 +232,12 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
                                          SILENCED if silenced_by else INHIBITED if inhibited_by else SEND,
                                          f"fallback: {why}")
     return Plan(event, routing.version, tuple(r.name for r in matched), severity, escalated_by, silenced_by,
-                inhibited_by, tuple(decisions.values()))
+                inhibited_by, tuple(decisions.values()),
+                tuple(c for c, _ in fallback(conn, event.tenant, routing, channels).chain))
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _event_service(conn: sqlite3.Connection, event: RouteEvent) -> dict[str, Any] | None:

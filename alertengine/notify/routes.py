@@ -361,3 +361,36 @@ def put_routing(tenant: str, new: Routing, actor: str) -> Callable[[WriteTx], Ro
                                     "inhibitions": [i.name for i in new.inhibitions]}))
         return new
     return write
+
+
+SAMPLE_EVENT = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "event": {"type": "string", "enum": list(EVENTS)},
+        "severity": {"type": "string", "enum": list(SEVERITIES)},
+        "priority": {"type": "string", "enum": list(PRIORITY_SEVERITY)},
+        "category": {"type": "string", "enum": list(CATEGORIES)},
+        "source": {"type": "string", "maxLength": 128}, "service": {"type": "string", "maxLength": 128},
+        "labels": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 1024}},
+        "title": {"type": "string", "maxLength": 1000}, "text": {"type": "string", "maxLength": 4000},
+        "message": {"type": "string", "maxLength": 4000, "description": "same as text (the alert router's word)"},
+    },
+}
+
+
+def sample_event(tenant: str, body: Any) -> RouteEvent:
+    """A made-up notification for a dry run: ``{"severity": "critical", "service": "checkout", "labels": {...}}``.
+    Severity and priority fill each other in (default medium / P2)."""
+    validate(SAMPLE_EVENT, body)
+    priority = body.get("priority") or SEVERITY_PRIORITY[body.get("severity", "medium")]
+    severity = body.get("severity") or PRIORITY_SEVERITY[priority]
+    labels = {**body.get("labels", {})}
+    labels.setdefault("severity", severity)
+    labels["priority"] = priority
+    if body.get("service"):
+        labels.setdefault("service", body["service"])
+    source = body.get("source", "test")
+    labels.setdefault("source", source)
+    text = body.get("text", body.get("message", ""))
+    return RouteEvent(tenant, None, body.get("event", "detected"), priority, severity, body.get("category", "alert"),
+                      source, body.get("service"), labels, body.get("title", text[:200]), text)

@@ -202,3 +202,23 @@ def mark_told(tenant: str, silence_id: str, what: str) -> Callable[[WriteTx], No
                                   reason=f"silence {silence_id} is over: notifications it stopped flow again",
                                   data={"silence": silence_id}))
     return write
+
+
+def untold_created(conn: sqlite3.Connection) -> list[Silence]:
+    """Silences (of any tenant) whose responders were not told yet that they were made."""
+    return [_silence(r[0], r[1:]) for r in conn.execute(
+        f"SELECT tenant, {_COLUMNS} FROM silences WHERE told NOT LIKE '%created%' LIMIT 100")]
+
+
+def silence_message(silence: Silence, notice: str) -> Any:
+    """What the responders are told: the silence made (with its matchers, end and comment) or ended.
+    Routed like any notification, as event ``silence``; a ``service="x"`` matcher names the service."""
+    from .gateway import Message
+    service = next((m.value for m in silence.matchers if m.name == "service" and m.op == "="), None)
+    matchers = ", ".join(str(m) for m in silence.matchers)
+    if notice == "created":
+        text = (f"Silence {silence.id} by {silence.created_by} until {_iso(silence.ends_at)}: {silence.comment}\n"
+                f"Muted: {matchers}")
+    else:
+        text = f"Silence {silence.id} is over; notifications for {matchers} flow again"
+    return Message(silence.tenant, None, "silence", "P3", text, data={"service": service, "source": "silence"})

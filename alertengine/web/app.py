@@ -16,6 +16,8 @@ from ..appliance import DataDir
 from ..config import Config
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..ledger.verifier import b64
+from ..notify.outbox import counts as outbox_counts
+from ..notify.sender import metrics_lines
 from ..runtime import Runtime
 from ..store import Database
 from .actions import actions_api
@@ -24,6 +26,7 @@ from .bots import bots_api
 from .deploys_api import deploys_api
 from .incidents import incidents_api
 from .ingest import ingest_api
+from .notify_api import notify_api
 from .openapi import openapi_document
 from .routing import Call, Registry, error_response
 from .throttle import FailureThrottle
@@ -56,7 +59,7 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, deploys_api)
+REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, deploys_api, notify_api)
 @system.route("GET", "/metrics", permission="metrics.read", response={"type": "string"}, media_type="text/plain",
               summary="Prometheus metrics: AI tokens per tenant, open incidents, ledger size, appliance mode",
               tags=("system",))
@@ -77,6 +80,11 @@ async def metrics(call: Call) -> Any:
               f"alertengine_ledger_entries {db.ledger_size}",
               "# HELP alertengine_mode The appliance mode (1 for the current one).", "# TYPE alertengine_mode gauge"]
     lines += [f'alertengine_mode{{mode="{m}"}} {int(m == mode)}' for m in ("NORMAL", "DEGRADED", "EMERGENCY")]
+    lines += metrics_lines(call.state.runtime.sender, outbox_counts(conn))
+    lines += ["# HELP alertengine_condition A condition that makes the appliance DEGRADED (a failing channel, the AI).",
+              "# TYPE alertengine_condition gauge"]
+    lines += [f'alertengine_condition{{name="{_label(c)}"}} 1'
+              for c in sorted(call.state.runtime.modes.snapshot()["conditions"])]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

@@ -23,6 +23,11 @@ def declared_routes(app: object) -> list[tuple[str, str, Endpoint | None]]:
     return out
 
 
+def _in_a_day() -> str:
+    from datetime import datetime, timedelta, timezone
+    return (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     """Real ids of tenant ``tenant_label`` for every path parameter."""
     client, auth = world.client, world.auth(world.keys[(tenant_label, "admin")])
@@ -51,6 +56,30 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
                                   json={"name": f"svc-{uuid.uuid4().hex[:12]}", "health_url": "http://127.0.0.1:9/health"})
         assert reply.status_code == 201, reply.text
         values["service_id"] = reply.json()["id"]
+    if "{person}" in path or "{team}" in path:
+        person = f"p-{uuid.uuid4().hex[:8]}"
+        reply = await client.put(f"/api/tenants/{tenant}/people/{person}", headers=auth,
+                                 json={"name": "Ada", "addresses": {"telegram": "111"}})
+        assert reply.status_code == 200, reply.text
+        values["person"] = person
+        if "{team}" in path:
+            team = f"t-{uuid.uuid4().hex[:8]}"
+            reply = await client.put(f"/api/tenants/{tenant}/teams/{team}", headers=auth,
+                                     json={"name": "Payments", "members": [person]})
+            assert reply.status_code == 200, reply.text
+            values["team"] = team
+    if "{silence}" in path:
+        reply = await client.post(f"/api/tenants/{tenant}/silences", headers=auth,
+                                  json={"matchers": ['service="batch"'], "ends_at": _in_a_day(),
+                                        "comment": "nightly batch"})
+        assert reply.status_code == 201, reply.text
+        values["silence"] = reply.json()["id"]
+    if "{id}" in path:
+        def dead(tx):  # type: ignore[no-untyped-def]
+            return tx.execute("INSERT INTO outbox (tenant, recipient, event, body, state, next_at, deadline, created, "
+                              "updated) VALUES (?, 'person:x', 'detected', ?, 'dead', 0, 0, 'x', 'x')",
+                              (tenant, '{"message": {"text": "t"}, "chain": []}')).lastrowid
+        values["id"] = str(await world.db.write(dead))
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
