@@ -174,11 +174,11 @@ def route_set(ctx: click.Context, data_dir: Path | None, tenant_id: str, file: A
 @tenant_option
 @click.option("--event", "event_json", default=None,
               help='The event as JSON: {"severity": "critical", "service": "checkout", "labels": {...}, "message": ...}')
-@click.option("--severity", type=click.Choice(routes.SEVERITIES))
-@click.option("--category", type=click.Choice(routes.CATEGORIES))
-@click.option("--service")
-@click.option("--source")
-@click.option("--message")
+@click.option("--severity", type=click.Choice(routes.SEVERITIES), help="The event's severity (default medium).")
+@click.option("--category", type=click.Choice(routes.CATEGORIES), help="The kind of signal (default alert).")
+@click.option("--service", help="The service it is about.")
+@click.option("--source", help="Where it came from (alertmanager, grafana, poller, ...).")
+@click.option("--message", help="Its text (keywords match title and text).")
 @click.option("--at", "at", default=None, help="Route as if at this RFC 3339 time (quiet hours, silences).")
 @click.pass_context
 def route_test(ctx: click.Context, data_dir: Path | None, tenant_id: str, event_json: str | None, at: str | None,
@@ -307,9 +307,9 @@ def notify() -> None:
 @notify.command("list")
 @data_dir_option
 @tenant_option
-@click.option("--state", type=click.Choice(outbox.STATES), default=None)
-@click.option("--incident", default=None)
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--state", type=click.Choice(outbox.STATES), default=None, help="Only notifications in this state.")
+@click.option("--incident", default=None, help="Only notifications about this incident.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="At most this many.")
 @click.pass_context
 def notify_list(ctx: click.Context, data_dir: Path | None, tenant_id: str, state: str | None, incident: str | None,
                 limit: int) -> None:
