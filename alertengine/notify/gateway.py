@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
+from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
@@ -110,10 +110,14 @@ class Gateway:
         return True if row is None else bool(row[0])  # unknown tenants never get egress
 
     def recipients(self, message: Message) -> list[str]:
-        """Who routing would tell about ``message`` now (recipient keys): whom to mint approval links for."""
+        """The people routing would tell about ``message`` now (recipient keys): whom to mint approval
+        links for. A shared channel (a team chat, a webhook) is not a person: it gets the chat buttons,
+        which only allowed approvers can use, never a link anyone in it could follow. When only the
+        fallback channels would be told, the fallback counts as the one recipient."""
         conn = self.db.read_conn()
         plan = router.plan(conn, routes.load_routing(conn, message.tenant), route_event(conn, message), self.clock())
-        return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)]
+        return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)
+                and not d.recipient.key.startswith("channel:")]
 
     async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
         """Route ``message`` and store one delivery per recipient. Never raises for a routing or
@@ -140,7 +144,8 @@ class Gateway:
             fallback = router.fallback(tx.conn, message.tenant, routing, router.available_channels(tx.conn, message.tenant))
             links = message.links if self.vault is not None else {}
             outbox.enqueue(tx, plan, dataclasses.replace(message, links=links), now=now, retry_for=routing.retry_for,
-                           fallback=fallback, vault=self.vault or _NO_VAULT, shadow=shadow)
+                           fallback=fallback, vault=self.vault or _NO_VAULT, shadow=shadow,
+                           rules={r.name: r for r in routing.rules})
             tx.append(LedgerEvent(
                 kind="notification.suppressed" if shadow else "notification.routed", tenant=message.tenant,
                 incident=message.incident, actor="shadow_mode" if shadow else "system",

@@ -1,7 +1,8 @@
 """The durable outbox: every notification becomes one stored delivery per recipient, with its state.
 
 States: ``queued`` (waiting for its turn or its next attempt), ``sending`` (an attempt is in
-flight), ``delivered``, ``held`` (quiet hours; released when the window ends), ``suppressed``
+flight), ``delivered``, ``held`` (quiet hours; released when the window ends), ``grouped``
+(waiting for its group's next message; ``merged`` once it went out inside one), ``suppressed``
 (silenced, inhibited, rate limited or shadow mode: kept, never sent), ``dropped`` (held, and the
 rule said to drop what quiet hours held), ``summarised`` (held, and delivered inside one summary)
 and ``dead`` (every channel kept failing until the deadline: a notification dead letter).
@@ -22,10 +23,12 @@ from ..errors import ConflictError, NotFoundError
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 from ..tenancy.vault import SecretVault
+from . import grouping
 from .router import HELD, SEND, Plan, Recipient
+from .routes import Rule
 
-PENDING = ("queued", "sending", "held")
-FINAL = ("delivered", "suppressed", "dropped", "summarised", "dead")
+PENDING = ("queued", "sending", "held", "grouped")
+FINAL = ("delivered", "suppressed", "dropped", "summarised", "merged", "dead")
 STATES = (*PENDING, *FINAL)
 _COLUMNS = ("id, tenant, incident, recipient, event, body, sealed, route, state, reason, channel_index, "
             "channel_failures, attempts, next_at, deadline, created, updated, channel")
@@ -90,7 +93,7 @@ def message_body(message: Any) -> dict[str, Any]:
 
 
 def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: float, fallback: Recipient,
-            vault: SecretVault, shadow: bool) -> list[int]:
+            vault: SecretVault, shadow: bool, rules: dict[str, Rule] | None = None) -> list[int]:
     """Store one row per recipient of ``plan`` (inside the caller's transaction). Each recipient's
     own channels come first, then the fallback channels. ``message.links`` maps recipient keys to
     their approval links; a recipient gets only its own."""
@@ -113,11 +116,17 @@ def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: flo
         sealed = vault.encrypt(json.dumps(own), context=link_context(plan.event.tenant, key)) \
             if own and state in PENDING else None
         next_at = d.release_at if state == "held" and d.release_at is not None else now
+        group = None
+        rule = (rules or {}).get(d.rule or "")
+        if state == "queued" and not own and grouping.applies(rule, plan.event.event):
+            assert rule is not None
+            group = grouping.join(tx, plan.event.tenant, rule, key, plan.event.labels, plan.event.incident, now)
+            state, reason = "grouped", f"{d.why}; waits for its group's next message"
         cur = tx.execute(
             "INSERT INTO outbox (tenant, incident, recipient, event, body, sealed, route, state, reason, next_at, "
-            "deadline, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (plan.event.tenant, plan.event.incident, d.recipient.key, plan.event.event, json.dumps(body), sealed,
-             d.rule, state, reason, next_at, max(next_at, now) + retry_for, stamp, stamp))
+            "deadline, created, updated, group_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (plan.event.tenant, plan.event.incident, key, plan.event.event, json.dumps(body), sealed,
+             d.rule, state, reason, next_at, max(next_at, now) + retry_for, stamp, stamp, group))
         ids.append(int(cur.lastrowid))
         if state == "dead":
             tx.append(dead_event(plan.event.tenant, plan.event.incident, int(cur.lastrowid), d.recipient.key,
@@ -173,6 +182,12 @@ def due(conn: sqlite3.Connection, now: float, busy: set[str], limit: int = 64) -
 
 
 def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the sender has something to do next: a row's turn, or a group's next message."""
+    times = [t for t in (_next_row(conn), grouping.next_due(conn)) if t is not None]
+    return min(times) if times else None
+
+
+def _next_row(conn: sqlite3.Connection) -> float | None:
     r = conn.execute("SELECT min(next_at) FROM outbox o WHERE state IN ('queued', 'held') AND NOT EXISTS "
                      "(SELECT 1 FROM outbox p WHERE p.tenant = o.tenant AND p.recipient = o.recipient AND p.id < o.id "
                      "AND p.state IN ('queued', 'sending'))").fetchone()

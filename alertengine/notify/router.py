@@ -18,7 +18,7 @@ from typing import Any
 from ..tenancy.services import service_spec
 from .matchers import matches_all
 from .people import Person, expand
-from .routes import LOCAL_CHANNELS, SEVERITIES, Routing, RouteEvent, Rule
+from .routes import LOCAL_CHANNELS, SEVERITIES, RouteEvent, Routing, Rule
 from .silences import active_silences
 
 # The channels this appliance can deliver on today, and what each needs from the tenant's settings.

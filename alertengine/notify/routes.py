@@ -57,10 +57,13 @@ DEFAULT_ROUTING_TOML = """\
 receivers = ["channel:telegram", "channel:webhook"]  # the fallback: no rule matched, nobody named, or every channel failed
 retry_for = 1800.0        # seconds to keep trying a delivery before it becomes a dead letter
 failover_after = 3        # failed attempts on one channel before the next channel of that person is tried
-group_by = ["service"]    # labels that make a group ("..." : every label, i.e. no grouping)
-group_wait = 0.0          # seconds to wait for more alerts of a new group before the first message
-group_interval = 300.0    # seconds between messages about a group that changed
-repeat_interval = 0.0     # seconds before an unchanged group is told again (0: never)
+# Grouping is off unless a route (or these defaults) sets group_by. With it, detected, escalated,
+# recovered and resolved notifications of the incidents of one group become one message with counts
+# (decisions needed, such as proposals, are never grouped):
+# group_by = ["service"]  # labels that make a group
+# group_wait = 30.0       # seconds to wait for more alerts of a new group before its first message
+# group_interval = 300.0  # seconds between messages about a group that changed
+# repeat_interval = 0.0   # seconds before a group with open incidents is told again (0: never)
 
 [[route]]
 name = "critical-all"     # every critical incident: its responders, and the team's chat
@@ -152,6 +155,7 @@ class Grouping:
     wait: float
     interval: float
     repeat: float
+    enabled: bool = False       # a route or the defaults set group_by
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,9 @@ class Rule:
                 "escalate_after": self.escalate_after, "escalate_to": self.escalate_to,
                 "quiet_hours": None if self.quiet is None else
                 {"suppress_below": self.quiet.suppress_below, "then": self.quiet.then},
-                "group_by": list(self.grouping.by), "group_wait": self.grouping.wait}
+                "grouping": None if not self.grouping.enabled else {
+                    "group_by": list(self.grouping.by), "group_wait": self.grouping.wait,
+                    "group_interval": self.grouping.interval, "repeat_interval": self.grouping.repeat}}
 
 
 @dataclass(frozen=True)
@@ -267,9 +273,10 @@ def _quiet(doc: dict[str, Any], field: str) -> Quiet:
 
 
 def _grouping(doc: dict[str, Any], base: Grouping | None) -> Grouping:
-    b = base or Grouping(("service",), 0.0, 300.0, 0.0)
+    b = base or Grouping(("service",), 30.0, 300.0, 0.0)
     return Grouping(tuple(doc.get("group_by", b.by)), float(doc.get("group_wait", b.wait)),
-                    float(doc.get("group_interval", b.interval)), float(doc.get("repeat_interval", b.repeat)))
+                    float(doc.get("group_interval", b.interval)), float(doc.get("repeat_interval", b.repeat)),
+                    b.enabled or "group_by" in doc)
 
 
 def _rule(doc: dict[str, Any], field: str, grouping: Grouping) -> Rule:
@@ -310,6 +317,10 @@ def build(raw: Any, text: str) -> Routing:
 def parse_routing(text: str) -> Routing:
     """Parse and validate a routing document in TOML; raise FieldError naming the bad key."""
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError("", "not valid TOML: the text holds a lone surrogate (not UTF-8)") from None
+    try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FieldError("", f"not valid TOML: {exc}") from None
@@ -321,7 +332,11 @@ def parse_routing(text: str) -> Routing:
 def routing_from_json(doc: Any) -> Routing:
     """The same document given as JSON (the API): stored as its canonical JSON text."""
     routing = build(doc, "")
-    text = json.dumps(doc, sort_keys=True, indent=1)
+    text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError("routing", "holds a lone surrogate (not UTF-8)") from None
     return Routing(text, routing.doc, routing.rules, routing.inhibitions, routing.fallback, routing.retry_for,
                    routing.failover_after, routing.grouping)
 

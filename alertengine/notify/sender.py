@@ -29,7 +29,7 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import outbox
+from . import grouping, outbox
 from .channels.base import Delivery
 from .gateway import Message
 from .outbox import Outgoing
@@ -107,6 +107,10 @@ class OutboxSender:
         with self.db.reader() as conn:
             return outbox.next_due(conn)
 
+    def _due_groups(self, now: float) -> list[tuple[str, str]]:
+        with self.db.reader() as conn:
+            return grouping.due(conn, now)
+
     def _due(self, now: float) -> list[Outgoing]:
         with self.db.reader() as conn:
             return outbox.due(conn, now, set(self._busy), limit=self.concurrency * 8)
@@ -114,7 +118,10 @@ class OutboxSender:
     async def run_due(self) -> int:
         """Deliver every row whose turn it is now (attempts to different recipients run concurrently,
         at most ``concurrency`` at a time). Returns how many rows were handled."""
-        found = await asyncio.to_thread(self._due, self.clock())
+        now = self.clock()
+        for tenant, key in await asyncio.to_thread(self._due_groups, now):
+            await self.db.write(grouping.flush(tenant, key, now))
+        found = await asyncio.to_thread(self._due, now)
         rows = []
         for item in found:   # claimed before the next await: a concurrent pass never takes the same recipient
             key = f"{item.tenant}/{item.recipient}"

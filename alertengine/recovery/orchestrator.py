@@ -55,16 +55,6 @@ def service_target(conn: sqlite3.Connection, vault: SecretVault, tenant: str, se
     return Target(spec.get("recovery_webhook_url"), secret, spec.get("contacts", {}), spec.get("approvers", {}))
 
 
-def recipients(target: Target) -> list[str]:
-    """Who gets an approval link: each named contact, or the on-call role when none is named."""
-    out = []
-    for role in ("primary", "secondary"):
-        contact = target.contacts.get(role)
-        if contact:
-            out.append(f"{role}:{contact.get('name') or role}")
-    return out or ["on-call"]
-
-
 def dissent_theories(conn: sqlite3.Connection, tenant: str, incident: str) -> list[dict[str, Any]]:
     """The two theories of the incident's latest diagnosis, when the council dissented.
 
@@ -115,7 +105,10 @@ def mint_link(db: Database, vault: SecretVault, tokens: ApprovalTokens, base_url
     inc = engine.get_incident(conn, tenant, incident)
     if inc.stage != engine.PROPOSED:
         raise ConflictError("incident", f"{inc.id} is {inc.stage}: there is no proposal to approve")
-    people = recipients(service_target(conn, vault, tenant, inc.service_id))
+    proposal = approvals.proposal_number(conn, tenant, incident)
+    people = sorted({r for (r,) in conn.execute(
+        "SELECT recipient FROM approvals WHERE tenant = ? AND incident = ? AND proposal = ? AND recipient != 'on-call'",
+        (tenant, incident, proposal))})
     if recipient not in people:
         raise ConflictError("recipient", f"the proposal asks {', '.join(people)}, not {recipient!r}")
     choices = [t["label"] for t in dissent_theories(conn, tenant, incident)]
@@ -157,7 +150,7 @@ class Orchestrator:
         data = {"service": inc.service_name, "action": inc.action}
         # one link per recipient routing picks, bound to that recipient (and only in their message)
         people = self.gateway.recipients(Message(inc.tenant, inc.id, event, inc.priority, text, data=data)) \
-            or recipients(target)
+            or ["on-call"]   # nobody to tell: the buttons still need an approval request to point at
         if self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
                                         {"action": inc.action, "recipients": [identity_fingerprint(p) for p in people],

@@ -330,3 +330,26 @@ def m010_notify(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX route_hits_by_rule ON route_hits(tenant, rule, at)")
     conn.execute("CREATE TABLE route_stats (tenant TEXT NOT NULL, rule TEXT NOT NULL, what TEXT NOT NULL, "
                  "count INTEGER NOT NULL, PRIMARY KEY (tenant, rule, what))")
+
+
+@migration
+def m011_notify_groups(conn: sqlite3.Connection) -> None:
+    # Alertmanager-style groups of notifications (notify/grouping.py): one message per group and flush.
+    conn.execute("""
+        CREATE TABLE notify_groups (
+            tenant TEXT NOT NULL,
+            key TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            next_flush REAL,
+            last_sent REAL,
+            wait REAL NOT NULL,
+            interval REAL NOT NULL,
+            repeat REAL NOT NULL,
+            members TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (tenant, key)
+        )""")
+    conn.execute("CREATE INDEX notify_groups_due ON notify_groups(next_flush) WHERE next_flush IS NOT NULL")
+    conn.execute("ALTER TABLE outbox ADD COLUMN group_key TEXT")
+    conn.execute("CREATE INDEX outbox_grouped ON outbox(tenant, group_key) WHERE state = 'grouped'")

@@ -26,7 +26,8 @@ _HEADLINES = {
     "detected": "🔴 Incident detected", "proposed": "🛠 Action recommended", "escalated": "⬆️ Priority raised",
     "executed": "✅ Recovery action ran", "failed": "❌ Recovery action failed", "expired": "⌛ Approval expired",
     "recovered": "💚 Recovered", "resolved": "✔️ Resolved", "rejected": "✋ Action rejected",
-    "dissent": "⚖️ Diagnoses disagree: your call",
+    "dissent": "⚖️ Diagnoses disagree: your call", "grouped": "🗂 Group update", "summary": "🌙 Held during quiet hours",
+    "silence": "🔕 Silence",
 }
 
 
