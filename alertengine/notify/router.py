@@ -201,7 +201,9 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
                 _hits(conn, event.tenant, rule, now, rule.rate_window) + (1 if count else 0) >= rule.escalate_after \
                 and SEVERITIES.index(rule.escalate_to) < SEVERITIES.index(severity):
             severity, escalated_by = rule.escalate_to, rule.name
-    silenced_by = tuple(s.id for s in active_silences(conn, event.tenant, at) if s.matches(event.labels))
+    # A notice about a silence is never muted by it (nor by any other): people must hear that it began.
+    silenced_by = () if event.event == "silence" else \
+        tuple(s.id for s in active_silences(conn, event.tenant, at) if s.matches(event.labels))
     inhibited_by = tuple(_inhibitors(conn, routing, event)) if event.incident else ()
     channels = available_channels(conn, event.tenant)
     spec = _event_service(conn, event)

@@ -24,6 +24,7 @@ from alertengine.errors import FieldError
 from alertengine.incidents import engine
 from alertengine.incidents.engine import Opening
 from alertengine.notify import router
+from alertengine.notify.channels.base import Delivery
 from alertengine.notify.channels.settings import put_channel
 from alertengine.notify.gateway import Gateway, Message, route_event
 from alertengine.notify.people import normalise_person, normalise_team, put_person, put_team
@@ -37,6 +38,7 @@ from alertengine.notify.routes import (
     put_routing,
     routing_from_json,
 )
+from alertengine.notify.sender import OutboxSender
 from alertengine.notify.silences import create_silence, normalise as normalise_silence
 from alertengine.store import Database
 from alertengine.tenancy.services import create_service, normalise as normalise_service
@@ -416,7 +418,7 @@ def test_responders_of_an_unknown_service_or_none_fall_back(env: Env) -> None:
 @pytest.mark.parametrize("setup,chain,unreachable", [
     ("chat", (("telegram", "-100"),), ()),
     ("no-chat", (), ("telegram: no default chat set for this tenant",)),
-    ("no-bot", (), ("telegram: no default chat set for this tenant",)),
+    ("no-bot", (), None),
 ])
 def test_channel_telegram_needs_the_tenants_default_chat(env: Env, setup: str, chain: tuple,
                                                          unreachable: tuple) -> None:
@@ -426,7 +428,11 @@ def test_channel_telegram_needs_the_tenants_default_chat(env: Env, setup: str, c
         env.telegram(None)
     routing = parse_routing('[[route]]\nname = "r"\nreceivers = ["channel:telegram"]\n')
     [d] = env.plan(ev(), routing=routing).decisions
-    assert (d.recipient.key, d.recipient.chain, d.recipient.unreachable) == ("channel:telegram", chain, unreachable)
+    assert (d.recipient.key, d.recipient.chain) == ("channel:telegram", chain)
+    if setup == "no-bot":                     # no Telegram at all: any explanation naming telegram will do
+        assert len(d.recipient.unreachable) == 1 and d.recipient.unreachable[0].startswith("telegram: ")
+    else:
+        assert d.recipient.unreachable == unreachable
 
 
 @pytest.mark.parametrize("receiver,chain,unreachable", [
@@ -495,13 +501,12 @@ async def test_rate_limit_the_n_plus_first_in_the_window_is_limited_then_sent_ag
     env.routing(RATE)
     gw = env.gateway()
     got = []
-    for n, at in enumerate([START, START + 1, START + 2, START + 59.5, START + 62.5, START + 63]):
+    for n, at in enumerate([START, START + 1, START + 2, START + 59.5, START + 62.5]):
         plan = await notify(env, gw, at, n)
         got.append(plan.decisions[0].outcome)
-    #  t=0 and t=1 are the two allowed; t=2 and t=59.5 are limited (2 in the last 60 s);
-    #  at t=62.5 the window (2.5, 62.5] holds only limited ones... and t=62.5 itself counts for t=63
-    assert got[:4] == ["send", "send", "rate_limited", "rate_limited"]
-    assert got[4] == "send"
+    # t=0 and t=1 are the two allowed; t=2 and t=59.5 are limited (both sent ones are in the last
+    # 60 s); at t=62.5 neither sent one is in the window (2.5, 62.5] any more: sent again
+    assert got == ["send", "send", "rate_limited", "rate_limited", "send"]
     rows = env.outbox()
     assert [r[2] for r in rows[:4]] == ["queued", "queued", "suppressed", "suppressed"]
     assert rows[2][3] == "rate_limited: rule noisy already sent 2 in 60 s"
@@ -598,6 +603,23 @@ async def test_escalate_after_raises_the_severity_of_the_nth_within_the_window(e
         "SELECT body FROM ledger WHERE tenant = ? AND kind = 'notification.routed' ORDER BY seq", (env.tenant,))]
     assert [(r["severity"], r["escalated_by"]) for r in routed] == [
         ("medium", None), ("medium", None), ("critical", "medium"), ("critical", "medium"), ("medium", None)]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the dry run (plan with count=False: POST route/test, `route test`) "
+                                        "leaves out the event it routes when counting towards escalate_after, so "
+                                        "it says 'not escalated' for the notification live routing escalates "
+                                        "(router.py plan: `+ (1 if count else 0)`)")
+async def test_the_dry_run_predicts_the_escalation_live_routing_makes(env: Env) -> None:
+    env.webhook()
+    routing = env.routing(ESCALATE)
+    gw = env.gateway()
+    for n in range(2):
+        await notify(env, gw, START + n, n)
+    dry = env.plan(ev(severity="medium", priority="P2", service="checkout"), now=START + 2, routing=routing)
+    live = await notify(env, gw, START + 2, 2)
+    assert (live.severity, live.escalated_by) == ("critical", "medium")
+    assert (dry.severity, dry.escalated_by) == (live.severity, live.escalated_by)
+    assert [d.outcome for d in dry.decisions] == [d.outcome for d in live.decisions]
 
 
 async def test_escalation_never_lowers_a_severity(env: Env) -> None:
@@ -704,6 +726,49 @@ async def test_a_held_notification_is_stored_until_the_window_ends(env: Env) -> 
     [row] = env.db.read_conn().execute("SELECT state, next_at, reason FROM outbox WHERE tenant = ?",
                                        (env.tenant,)).fetchall()
     assert row == ("held", utc("2027-01-15T12:00:00Z"), "quiet hours of rule r: below critical")
+
+
+@dataclass
+class OkChannel:
+    name: str
+    got: list[Message] = field(default_factory=list)
+
+    async def send(self, message: Message) -> Delivery:
+        self.got.append(message)
+        return Delivery(True, False, "ok", provider_id=str(len(self.got)))
+
+
+@pytest.mark.parametrize("then,state,events", [
+    ("deliver", "delivered", ["detected", "detected"]),
+    ("drop", "dropped", []),
+    ("summary", "delivered", ["summary"]),
+])
+async def test_held_notifications_leave_exactly_when_the_window_ends(env: Env, then: str, state: str,
+                                                                     events: list[str]) -> None:
+    env.telegram()
+    env.routing('[defaults]\nreceivers = []\n[[route]]\nname = "r"\nreceivers = ["channel:telegram"]\n'
+                'quiet_hours = { start = "22:00", end = "07:00", time_zone = "America/New_York", '
+                f'then = "{then}" }}\n')
+    telegram = OkChannel("telegram")
+    sender = OutboxSender(env.db, env.vault, lambda t, c, a: telegram, clock=env.clock)
+    gw = Gateway(env.db, [], vault=env.vault, sender=sender, clock=env.clock)
+    await notify(env, gw, utc("2027-01-15T06:30:00Z"), 1)
+    await notify(env, gw, utc("2027-01-15T07:30:00Z"), 2)
+    release = utc("2027-01-15T12:00:00Z")                 # 07:00 in New York
+    env.clock.now = release - 0.001
+    await sender.run_due()
+    assert [r[2] for r in env.outbox()] == ["held", "held"] and telegram.got == []
+    env.clock.now = release
+    for _ in range(3):
+        await sender.run_due()
+    final = [r[2] for r in env.outbox()]
+    assert final[0] == state
+    assert [m.event for m in telegram.got] == events
+    if then == "summary":
+        assert final == ["delivered", "summarised"]
+        assert telegram.got[0].text.startswith("While quiet hours held them back, 2 notification(s):")
+    else:
+        assert final == [state, state]
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a quiet_hours time_zone given with windows (no start/end) is "
@@ -1078,8 +1143,6 @@ def test_odd_documents_are_accepted_or_a_field_error(env: Env, text: str) -> Non
     'match = { source = ["\udfff"] }',
     'group_by = ["\ud83d"]',
 ])
-@pytest.mark.xfail(strict=True, reason="BUG: parse_routing accepts a TOML text holding a lone surrogate; "
-                                        "put_routing then fails with UnicodeEncodeError instead of a FieldError")
 def test_a_lone_surrogate_in_a_toml_string_is_a_field_error_or_stored(env: Env, where: str) -> None:
     text = R + where + "\n"
     try:
@@ -1090,10 +1153,18 @@ def test_a_lone_surrogate_in_a_toml_string_is_a_field_error_or_stored(env: Env, 
     assert load_routing(env.db.read_conn(), env.tenant).version == routing.version
 
 
-def test_a_lone_surrogate_through_the_json_form_is_stored_escaped(env: Env) -> None:
-    routing = routing_from_json({"route": [{"name": "r", "receivers": [], "match": {"keywords": ["\ud800"]}}]})
+@pytest.mark.parametrize("doc", [
+    {"route": [{"name": "r", "receivers": [], "match": {"keywords": ["\ud800"]}}]},
+    {"route": [{"name": "r", "receivers": [], "match": {"labels": {"a": "\udfff"}}}]},
+    {"defaults": {"group_by": ["\ud83d"]}},
+])
+def test_a_lone_surrogate_through_the_json_form_is_a_field_error_or_stored(env: Env, doc: dict[str, Any]) -> None:
+    try:
+        routing = routing_from_json(doc)
+    except FieldError:
+        return
     env.db.write_sync(put_routing(env.tenant, routing, "test"))
-    assert load_routing(env.db.read_conn(), env.tenant).rules[0].keywords == ("\ud800",)
+    assert load_routing(env.db.read_conn(), env.tenant).version == routing.version
 
 
 JSON_VALUES = st.recursive(
