@@ -18,7 +18,7 @@ from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import outbox, router, routes
+from . import grouping, outbox, router, routes
 
 log = logging.getLogger("alertengine.gateway")
 EGRESS_KINDS = ("notification", "token", "webhook", "call")
@@ -119,6 +119,11 @@ class Gateway:
         return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)
                 and not d.recipient.key.startswith("channel:")]
 
+    def _all_grouped(self, plan: router.Plan) -> bool:
+        return plan.event.event in grouping.GROUPABLE and all(d.rule is not None for d in plan.decisions) and \
+            all(r.grouping.enabled for r in routes.load_routing(self.db.read_conn(), plan.event.tenant).rules
+                if r.name in {d.rule for d in plan.decisions})
+
     async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
         """Route ``message`` and store one delivery per recipient. Never raises for a routing or
         channel problem: the signal path that called this goes on, and the problem is ledgered."""
@@ -163,7 +168,8 @@ class Gateway:
             log.error("routing %s of %s failed: %s", message.event, message.incident, exc)
             return None
         if self.sender is not None and not shadow:
-            await self.sender.run_due()   # the first attempt now; retries are the sender's background work
+            if any(d.outcome == router.SEND for d in plan.decisions) and not self._all_grouped(plan):
+                await self.sender.run_due()   # the first attempt now; retries are the sender's background work
             self.sender.wake()
         return plan
 

@@ -4,8 +4,10 @@ Decisions, following Alertmanager:
 
 * A label the alert does not carry counts as the empty string, so ``team!="db"`` matches an alert without
   ``team`` and ``team=~".*"`` matches every alert.
-* Regexes are fully anchored (``re.fullmatch``): ``=~"foo"`` does not match ``foobar``. The syntax is
-  Python's ``re`` (close to RE2 for what matchers use; ``\\d`` and ``\\w`` are Unicode-aware here).
+* Regexes are fully anchored (``fullmatch``): ``=~"foo"`` does not match ``foobar``. They run on RE2
+  (``google-re2``), Alertmanager's own regex engine: the same syntax (no backreferences or
+  lookarounds) and time linear in the label's length, so no rule can stall routing however its
+  pattern is written (a backtracking engine takes exponential time on ``(a*)*b``).
 * Quoted values use JSON string escaping, so ``str(matcher)`` parses back to an equal matcher.
 
 Every refusal is a :class:`FieldError` naming the field; no input, however odd, raises anything else.
@@ -18,7 +20,9 @@ import json
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+import re2
 
 from alertengine.errors import FieldError
 
@@ -56,17 +60,22 @@ def _bad_text(text: str) -> str | None:
     return None
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False   # a refused pattern is the user's FieldError, not a line on stderr
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compile(pattern: str) -> Any:
+    return re2.compile(pattern, _RE2_OPTIONS)
 
 
 def _regex_problem(pattern: str) -> str | None:
     """Why ``pattern`` is not a usable regex, or None (the compiled pattern is then cached)."""
     try:
         _compile(pattern)
-    except re.error as exc:
-        return f"regex {_show(pattern)} does not compile: {exc}"
+    except re2.error as exc:
+        detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"regex {_show(pattern)} does not compile: {detail}"
     except (RecursionError, OverflowError, ValueError):
         return f"regex {_show(pattern)} does not compile: it is too deeply nested or too large"
     return None
@@ -112,7 +121,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = dataclass_field(default=None, init=False, repr=False, compare=False)
+    _regex: Any = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problem = _problem(self.name, self.op, self.value)

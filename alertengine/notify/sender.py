@@ -103,17 +103,15 @@ class OutboxSender:
             except asyncio.TimeoutError:
                 pass
 
+    # Reads run in worker threads, each on its thread's own kept-open read connection.
     def _next_due(self) -> float | None:
-        with self.db.reader() as conn:
-            return outbox.next_due(conn)
+        return outbox.next_due(self.db.read_conn())
 
     def _due_groups(self, now: float) -> list[tuple[str, str]]:
-        with self.db.reader() as conn:
-            return grouping.due(conn, now)
+        return grouping.due(self.db.read_conn(), now)
 
     def _due(self, now: float) -> list[Outgoing]:
-        with self.db.reader() as conn:
-            return outbox.due(conn, now, set(self._busy), limit=self.concurrency * 8)
+        return outbox.due(self.db.read_conn(), now, set(self._busy), limit=self.concurrency * 8)
 
     async def run_due(self) -> int:
         """Deliver every row whose turn it is now (attempts to different recipients run concurrently,
@@ -253,10 +251,9 @@ class OutboxSender:
             await self.db.write(release(item, then))
 
     def _held_of(self, item: Outgoing) -> list[Outgoing]:
-        with self.db.reader() as conn:
-            return [outbox.row(r) for r in conn.execute(
-                f"SELECT {outbox._COLUMNS} FROM outbox WHERE tenant = ? AND recipient = ? AND state = 'held' "
-                "AND next_at <= ? ORDER BY id", (item.tenant, item.recipient, self.clock()))]
+        return [outbox.row(r) for r in self.db.read_conn().execute(
+            f"SELECT {outbox._COLUMNS} FROM outbox WHERE tenant = ? AND recipient = ? AND state = 'held' "
+            "AND next_at <= ? ORDER BY id", (item.tenant, item.recipient, self.clock()))]
 
 
 def release(item: Outgoing, then: str) -> Callable[[WriteTx], None]:

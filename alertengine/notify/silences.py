@@ -87,16 +87,21 @@ def parse_time(value: Any, field: str) -> datetime:
         raise FieldError(field, "must be an RFC 3339 time, e.g. 2026-12-01T22:00:00Z")
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise FieldError(field, "must be an RFC 3339 time, e.g. 2026-12-01T22:00:00Z") from None
-    if at.tzinfo is None:
-        raise FieldError(field, "needs a time zone offset (Z or +01:00)")
-    return at.astimezone(timezone.utc)
+        if at.tzinfo is None:
+            raise FieldError(field, "needs a time zone offset (Z or +01:00)")
+        return at.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise FieldError(field, "must be an RFC 3339 time between the years 1 and 9999, e.g. 2026-12-01T22:00:00Z") \
+            from None
 
 
 def normalise(tenant: str, body: Any, actor: str, now: datetime) -> Silence:
     """Validate a new silence; raise FieldError naming what is wrong."""
     validate(SILENCE_INPUT, body)
+    try:
+        body["comment"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError("comment", "is not valid Unicode text (it contains a lone surrogate)") from None
     matchers = parse_matchers(body["matchers"], "matchers")
     if not matchers:
         raise FieldError("matchers", "give at least one matcher")

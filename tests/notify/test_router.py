@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,12 @@ from alertengine.notify import router
 from alertengine.notify.channels.base import Delivery
 from alertengine.notify.channels.settings import put_channel
 from alertengine.notify.gateway import Gateway, Message, route_event
-from alertengine.notify.people import normalise_person, normalise_team, put_person, put_team
+from alertengine.notify.people import (
+    normalise_person,
+    normalise_team,
+    put_person,
+    put_team,
+)
 from alertengine.notify.routes import (
     DEFAULT_ROUTING_TOML,
     RouteEvent,
@@ -39,9 +45,11 @@ from alertengine.notify.routes import (
     routing_from_json,
 )
 from alertengine.notify.sender import OutboxSender
-from alertengine.notify.silences import create_silence, normalise as normalise_silence
+from alertengine.notify.silences import create_silence
+from alertengine.notify.silences import normalise as normalise_silence
 from alertengine.store import Database
-from alertengine.tenancy.services import create_service, normalise as normalise_service
+from alertengine.tenancy.services import create_service
+from alertengine.tenancy.services import normalise as normalise_service
 from alertengine.tenancy.tenants import create_tenant, set_shadow
 from alertengine.tenancy.vault import SecretVault
 
@@ -513,6 +521,19 @@ async def test_rate_limit_the_n_plus_first_in_the_window_is_limited_then_sent_ag
     assert rows[4][2] == "queued"
 
 
+@pytest.mark.parametrize("second,outcome", [
+    (59.999, "rate_limited"),         # still inside the 60 s window
+    (60.0, "send"),                   # exactly 60 s later the first has left it
+    (61.0, "send"),
+])
+async def test_the_rate_window_edge(env: Env, second: float, outcome: str) -> None:
+    env.webhook()
+    env.routing(RATE.replace("rate_limit = 2", "rate_limit = 1"))
+    gw = env.gateway()
+    assert (await notify(env, gw, START, 0)).decisions[0].outcome == router.SEND
+    assert (await notify(env, gw, START + second, 1)).decisions[0].outcome == outcome
+
+
 async def test_a_rate_limit_is_per_rule_and_other_rules_are_not_limited(env: Env) -> None:
     env.webhook()
     env.routing(RATE)
@@ -758,8 +779,8 @@ async def test_held_notifications_leave_exactly_when_the_window_ends(env: Env, t
     env.clock.now = release - 0.001
     await sender.run_due()
     assert [r[2] for r in env.outbox()] == ["held", "held"] and telegram.got == []
-    env.clock.now = release
-    for _ in range(3):
+    env.clock.now = release                               # the clock stands still: every pass is at 07:00
+    for _ in range(10):
         await sender.run_due()
     final = [r[2] for r in env.outbox()]
     assert final[0] == state
@@ -769,6 +790,31 @@ async def test_held_notifications_leave_exactly_when_the_window_ends(env: Env, t
         assert telegram.got[0].text.startswith("While quiet hours held them back, 2 notification(s):")
     else:
         assert final == [state, state]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: quiet hours whose windows never end (weekdays monday:sunday) hold "
+                                        "with release_at None; outbox.enqueue then sets next_at = now, so the sender "
+                                        "'releases' them at once ('quiet hours over') although start/end windows of "
+                                        "every minute are refused")
+async def test_quiet_hours_that_never_end_are_refused_or_hold(env: Env) -> None:
+    text = ('[defaults]\nreceivers = []\n[[route]]\nname = "r"\nreceivers = ["channel:telegram"]\n'
+            'quiet_hours = { windows = [{ weekdays = ["monday:sunday"] }] }\n')
+    try:
+        parse_routing(text)
+    except FieldError as exc:
+        assert exc.field.startswith("route[0].quiet_hours")
+        return
+    env.telegram()
+    env.routing(text)
+    telegram = OkChannel("telegram")
+    sender = OutboxSender(env.db, env.vault, lambda t, c, a: telegram, clock=env.clock)
+    gw = Gateway(env.db, [], vault=env.vault, sender=sender, clock=env.clock)
+    plan = await notify(env, gw, START, 1)
+    assert plan.decisions[0].outcome == router.HELD
+    env.clock.now = START + 3600
+    for _ in range(5):
+        await sender.run_due()
+    assert [r[2] for r in env.outbox()] == ["held"] and telegram.got == []
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a quiet_hours time_zone given with windows (no start/end) is "
@@ -875,6 +921,55 @@ def test_inhibition_equal_on_a_label_that_comes_from_the_service(env: Env) -> No
     assert env.plan(event, routing=routing).inhibited_by != ()
 
 
+MUTE_THE_SITE = """
+[defaults]
+receivers = ["channel:webhook"]
+[[route]]
+name = "all"
+receivers = ["channel:webhook"]
+[[inhibit]]
+name = "site-down"
+source = ['alertname="SiteDown"']
+target = ['site=~".+"']
+equal = ["site"]
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: router._inhibitors never lets a source incident that also matches "
+                                        "the target inhibit (`not matches_all(rule.target, labels)`), so a rule "
+                                        "'SiteDown mutes everything of its site' mutes nothing; Alertmanager "
+                                        "excludes such sources only for targets that match the source too")
+def test_a_site_down_mutes_everything_else_of_its_site(env: Env) -> None:
+    env.webhook()
+    routing = env.routing(MUTE_THE_SITE)
+    down = env.incident("SiteDown", "P0", {"alertname": "SiteDown", "severity": "critical", "site": "a"})
+    disk = env.incident("DiskSlow", "P2", {"alertname": "DiskSlow", "severity": "warning", "site": "a"})
+    assert env.plan(incident_event(env, disk, "P2"), routing=routing).inhibited_by == (f"{down} (site-down)",)
+
+
+def test_a_site_down_does_not_mute_another_site_down_of_its_site(env: Env) -> None:
+    env.webhook()
+    routing = env.routing(MUTE_THE_SITE)
+    env.incident("SiteDown", "P0", {"alertname": "SiteDown", "severity": "critical", "site": "a"})
+    again = env.incident("SiteDown", "P0", {"alertname": "SiteDown", "severity": "critical", "site": "a",
+                                            "dc": "2"})
+    other = env.incident("DiskSlow", "P2", {"alertname": "DiskSlow", "site": "b"})
+    for inc, prio in ((again, "P0"), (other, "P2")):
+        assert env.plan(incident_event(env, inc, prio), routing=routing).inhibited_by == ()
+
+
+@pytest.mark.parametrize("labels,inhibited", [
+    ({"alertname": "DiskSlow", "severity": "warning"}, True),              # no site on either: equal
+    ({"alertname": "DiskSlow", "severity": "warning", "site": "a"}, False),
+])
+def test_equal_treats_a_missing_label_as_empty(env: Env, labels: dict[str, str], inhibited: bool) -> None:
+    env.webhook()
+    routing = env.routing(INHIBIT)
+    env.incident("SiteDown", "P0", {"alertname": "SiteDown", "severity": "critical"})
+    inc = env.incident("DiskSlow", "P2", labels)
+    assert bool(env.plan(incident_event(env, inc, "P2"), routing=routing).inhibited_by) is inhibited
+
+
 def test_a_silence_beats_inhibition_and_names_itself(env: Env) -> None:
     env.webhook()
     routing = env.routing(INHIBIT)
@@ -906,7 +1001,6 @@ def test_a_silence_also_silences_the_fallback(env: Env) -> None:
     ("proposed", "P1", ("actions",), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
     ("executed", "P2", ("actions",), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
     ("expired", "P3", ("actions",), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
-    ("proposed", "P0", ("critical-all",), ["primary:Pat", "person:ada", "channel:telegram"]),   # first match wins
     ("detected", "P1", ("default",), ["primary:Pat", "person:ada"]),
     ("resolved", "P2", ("default",), ["primary:Pat", "person:ada"]),
     ("recovered", "P3", ("default",), ["primary:Pat", "person:ada"]),
@@ -1050,6 +1144,10 @@ def test_a_bad_routing_document_names_the_field(text: str, field: str) -> None:
                                         "name route[0].quiet_hours.location, a key the document does not have "
                                         "(routes.py _quiet passes the quiet_hours field to quiet_window)")
 def test_a_host_dependent_quiet_hours_zone_names_time_zone(zone: str) -> None:
+    try:
+        ZoneInfo(zone)
+    except Exception:  # noqa: BLE001 - this host has no such file: check_zone names time_zone already
+        pytest.skip(f"this host's tz database has no {zone!r}")
     with pytest.raises(FieldError) as err:
         parse_routing(R + f'quiet_hours = {{ start = "22:00", end = "07:00", time_zone = "{zone}" }}\n')
     assert err.value.field == "route[0].quiet_hours.time_zone"
@@ -1101,7 +1199,6 @@ ODD = [
     R + "match = { labels = { a = { b = \"c\" } } }\n",
     R + "match = { labels = [[\"a=b\"]] }\n",
     R + 'quiet_hours = { start = "22:00", end = "07:00", time_zone = "Europe/Berlin\\u0000" }\n',
-    R + "match = { labels = ['a=~\"x{99999999999}\"'] }\n",
     "\x00",
     "\ufeff[[route]]",
 ]
@@ -1114,6 +1211,7 @@ def test_odd_documents_raise_only_field_error(text: str) -> None:
 
 
 ODD_MAYBE = [
+    R + "match = { labels = ['a=~\"x{99999999999}\"'] }\n",
     R + "match = { labels = ['a=~\"" + "(" * 200 + ")" * 200 + "\"'] }\n",
     R + "match = { labels = ['a=~\"" + "(" * 5000 + ")" * 5000 + "\"'] }\n",
     R + 'match = { keywords = ["' + "x" * 256 + '"] }\n',
@@ -1198,6 +1296,55 @@ def test_any_text_is_accepted_or_a_field_error(text: str) -> None:
         pass
 
 
+BUSY = """
+[defaults]
+receivers = ["channel:webhook"]
+[[route]]
+name = "regex"
+match = { labels = ['env=~"prod.*|(a*)*b"', 'team!~"x+"'], keywords = ["disk", "ß"] }
+receivers = ["person:ada", "team:ops", "responders"]
+continue = true
+quiet_hours = { start = "22:00", end = "07:00", time_zone = "Europe/Berlin", suppress_below = "high" }
+[[route]]
+name = "limited"
+match = { severity = ["low", "medium"] }
+receivers = ["responders:secondary", "channel:telegram"]
+rate_limit = 1
+escalate_after = 2
+escalate_to = "high"
+[[inhibit]]
+source = ['alertname="SiteDown"']
+target = ['severity="warning"']
+equal = ["site"]
+"""
+LABEL_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.dictionaries(st.sampled_from(["env", "team", "site", "severity", "alertname", "x"]), LABEL_TEXT,
+                              max_size=6),
+       title=LABEL_TEXT, text=LABEL_TEXT, severity=st.sampled_from(["critical", "high", "medium", "low"]),
+       service=st.none() | st.sampled_from(["checkout", "nope", ""]),
+       at=st.floats(min_value=0, max_value=4_000_000_000))
+def test_routing_any_event_never_raises(env: Env, labels: dict[str, str], title: str, text: str, severity: str,
+                                        service: str | None, at: float) -> None:
+    if not hasattr(env, "_busy"):
+        env.telegram()
+        env.person("ada", telegram="1")
+        env.team("ops", "ada")
+        env.service("checkout", responders={"primary": ["person:ada"], "secondary": ["team:ops"]})
+        env.incident("SiteDown", "P0", {"alertname": "SiteDown", "site": "a"})
+        env._busy = parse_routing(BUSY)  # type: ignore[attr-defined]
+    plan = env.plan(ev(labels=labels, title=title, text=text, severity=severity, service=service, incident="INC-9"),
+                    now=at, routing=env._busy)  # type: ignore[attr-defined]
+    assert plan.decisions
+    assert {d.outcome for d in plan.decisions} <= {"send", "silenced", "inhibited", "rate_limited", "held"}
+    for d in plan.decisions:
+        assert (d.outcome == "held") == (d.release_at is not None)
+        if d.release_at is not None:
+            assert d.release_at > at
+
+
 def _routing_seconds(env: Env, routing: Routing, n: int) -> float:
     best = float("inf")
     for _ in range(3):
@@ -1207,9 +1354,6 @@ def _routing_seconds(env: Env, routing: Routing, n: int) -> float:
     return best
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: label regexes run on Python's backtracking re (matchers.py "
-                                        "Matcher.matches), so a rule like a=~\"(a*)*b\" takes time exponential in "
-                                        "the label's length, inside the single writer's transaction")
 def test_a_label_regex_cannot_make_routing_take_exponential_time(env: Env) -> None:
     try:
         routing = parse_routing(R + "match = { labels = ['a=~\"(a*)*b\"'] }\n")
