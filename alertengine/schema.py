@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import json
 import re
 from typing import Any
 
@@ -76,9 +77,18 @@ def validate(schema: Schema, value: Any, field: str = "") -> Any:
     elif isinstance(value, list):
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             raise SchemaError(field, f"must have at most {schema['maxItems']} items")
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            raise SchemaError(field, f"must have at least {schema['minItems']} item(s)")
         if "items" in schema:
             for i, item in enumerate(value):
                 validate(schema["items"], item, f"{field}[{i}]")
+        if schema.get("uniqueItems"):
+            seen: set[str] = set()
+            for i, item in enumerate(value):
+                key = json.dumps(item, sort_keys=True)
+                if key in seen:
+                    raise SchemaError(f"{field}[{i}]", "repeats an earlier item")
+                seen.add(key)
     elif isinstance(value, dict):
         for name in schema.get("required", ()):
             if name not in value:

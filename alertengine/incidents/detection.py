@@ -194,8 +194,11 @@ class Detector:
                 raised = await self.db.write(engine.escalate(
                     tenant, current.id, priority, policy_version=policy.version,
                     reason=f"{signal.severity} alert {signal.title!r}", data=data))
+                widened = await self.db.write(engine.merge_labels(tenant, current.id, dict(signal.labels)))
                 if raised is not None:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
+                elif widened:   # a different alert joined: routing and silences judge the incident anew
+                    await self._tell(current, "updated", f"another alert joined: {signal.title}", policy)
         received = LedgerEvent(
             kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=f"ingest:{signal.source}",
             policy_version=policy.version, decision=signal.status, event_id=event_id,

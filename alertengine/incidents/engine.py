@@ -200,6 +200,26 @@ def transition(tenant: str, incident_id: str, dst: str, actor: str, **kw: Any) -
     return write
 
 
+def merge_labels(tenant: str, incident_id: str, labels: dict[str, str]) -> Callable[[WriteTx], bool]:
+    """Another alert joined an open incident: its labels become those every one of its alerts shares
+    (Alertmanager's common labels), so a silence or a route that matches one alert's instance does
+    not decide for the others. Returns whether they changed (derivable from the ledgered alerts)."""
+
+    def write(tx: WriteTx) -> bool:
+        row = tx.execute("SELECT labels, is_open FROM incidents WHERE tenant = ? AND id = ?",
+                         (tenant, incident_id)).fetchone()
+        if row is None or not row[1]:
+            return False
+        old = json.loads(row[0])
+        common = {k: v for k, v in old.items() if labels.get(k) == v}
+        if common == old:
+            return False
+        tx.execute("UPDATE incidents SET labels = ? WHERE tenant = ? AND id = ?",
+                   (json.dumps(common, sort_keys=True), tenant, incident_id))
+        return True
+    return write
+
+
 def escalate(tenant: str, incident_id: str, priority: str, *, reason: str, policy_version: str,
              data: dict[str, Any]) -> Callable[[WriteTx], Incident | None]:
     """Raise an open incident's priority (policy only). Returns None when nothing changed."""

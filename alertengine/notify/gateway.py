@@ -141,9 +141,11 @@ class Gateway:
         def write(tx: WriteTx) -> router.Plan:
             routing = routes.load_routing(tx.conn, message.tenant)
             event = route_event(tx.conn, message)
-            plan = router.plan(tx.conn, routing, event, now, count=True)
+            plan = router.plan(tx.conn, routing, event, now)
+            sent = {d.rule for d in plan.decisions if d.outcome == router.SEND}
             for rule in plan.matched:
-                tx.execute("INSERT INTO route_hits (tenant, rule, at) VALUES (?, ?, ?)", (message.tenant, rule, now))
+                tx.execute("INSERT INTO route_hits (tenant, rule, at, sent) VALUES (?, ?, ?, ?)",
+                           (message.tenant, rule, now, int(rule in sent)))
             tx.execute("DELETE FROM route_hits WHERE tenant = ? AND at < ?", (message.tenant, now - 7 * 86_400))
             record_stats(tx, message.tenant, plan)
             fallback = router.fallback(tx.conn, message.tenant, routing, router.available_channels(tx.conn, message.tenant))

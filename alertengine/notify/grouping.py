@@ -23,7 +23,7 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 from .routes import Rule
 
-GROUPABLE = frozenset({"detected", "escalated", "recovered", "resolved"})
+GROUPABLE = frozenset({"detected", "updated", "escalated", "recovered", "resolved"})
 MAX_LINES = 20
 
 

@@ -138,7 +138,10 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         assert self._regex is not None
-        found = self._regex.fullmatch(actual) is not None
+        try:
+            found = self._regex.fullmatch(actual) is not None
+        except UnicodeEncodeError:   # a lone surrogate in a label (never from the API): match its UTF-8 repair
+            found = self._regex.fullmatch(actual.encode("utf-8", "replace").decode("utf-8")) is not None
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:

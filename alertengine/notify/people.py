@@ -13,13 +13,13 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConflictError, FieldError, NotFoundError
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..schema import validate
 from ..store import WriteTx
 from ..tenancy.tenants import get_tenant
+from .timeintervals import parse_location, quiet_window
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -42,6 +42,16 @@ PERSON_INPUT = {
         "name": {"type": "string", "minLength": 1, "maxLength": 128},
         "time_zone": {"type": "string", "maxLength": 64, "description": "IANA zone, e.g. Europe/Berlin (default UTC)"},
         "addresses": ADDRESSES,
+        "quiet_hours": {"type": "object", "additionalProperties": False,
+                        "properties": {"start": {"type": "string", "maxLength": 5},
+                                       "end": {"type": "string", "maxLength": 5},
+                                       "suppress_below": {"type": "string",
+                                                          "enum": ["critical", "high", "medium", "low"]},
+                                       "then": {"type": "string", "enum": ["deliver", "summary", "drop"]}},
+                        "required": ["start", "end"],
+                        "description": "this person's own quiet hours, in their time zone: only suppress_below "
+                                       "(default critical) or worse reaches them; the rest waits, then goes as "
+                                       "'then' says (default deliver)"},
         "channels": {"type": "array", "maxItems": len(PERSON_CHANNELS), "uniqueItems": True,
                      "items": {"type": "string", "enum": list(PERSON_CHANNELS)},
                      "description": "the order to try this person's channels in (default: every address, "
@@ -77,10 +87,12 @@ class Person:
     channels: tuple[str, ...]   # the order to try; only channels with an address
     created: str = ""
     updated: str = ""
+    quiet_hours: dict[str, str] | None = None
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "time_zone": self.time_zone, "addresses": dict(self.addresses),
-                "channels": list(self.channels), "created": self.created, "updated": self.updated}
+                "channels": list(self.channels), "quiet_hours": self.quiet_hours, "created": self.created,
+                "updated": self.updated}
 
 
 @dataclass(frozen=True)
@@ -104,13 +116,8 @@ def check_id(value: Any, field: str = "id") -> str:
 
 
 def check_zone(value: str, field: str = "time_zone") -> str:
-    if not value or ".." in value or value.startswith("/") or len(value) > 64:
-        raise FieldError(field, f"{value!r} is not an IANA time zone name")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise FieldError(field, f"{value!r} is not an IANA time zone name") from None
-    return value
+    """An IANA zone this machine knows; host-dependent names (``localtime``) are refused."""
+    return parse_location(value, field)
 
 
 def normalise_person(tenant: str, person_id: str, body: Any) -> Person:
@@ -122,13 +129,16 @@ def normalise_person(tenant: str, person_id: str, body: Any) -> Person:
     missing = [c for c in order if c not in addresses]
     if missing:
         raise FieldError("channels", f"no address given for {', '.join(missing)}")
-    return Person(tenant, person_id, body["name"], zone, addresses, tuple(order))
+    quiet = body.get("quiet_hours")
+    if quiet is not None:
+        quiet_window(quiet["start"], quiet["end"], zone, "quiet_hours")   # refuses bad times
+    return Person(tenant, person_id, body["name"], zone, addresses, tuple(order), quiet_hours=quiet)
 
 
 def _person_ledger(person: Person) -> dict[str, Any]:
     return {"person": person.id, "name": identity_fingerprint(person.name), "time_zone": person.time_zone,
             "addresses": {ch: identity_fingerprint(a) for ch, a in sorted(person.addresses.items())},
-            "channels": list(person.channels)}
+            "channels": list(person.channels), "quiet_hours": person.quiet_hours}
 
 
 def put_person(person: Person, actor: str) -> Callable[[WriteTx], tuple[Person, bool]]:
@@ -139,7 +149,7 @@ def put_person(person: Person, actor: str) -> Callable[[WriteTx], tuple[Person, 
         row = tx.execute("SELECT created FROM people WHERE tenant = ? AND id = ?", (person.tenant, person.id)).fetchone()
         now = utc_timestamp()
         spec = {"name": person.name, "time_zone": person.time_zone, "addresses": person.addresses,
-                "channels": list(person.channels)}
+                "channels": list(person.channels), "quiet_hours": person.quiet_hours}
         tx.execute("INSERT INTO people (tenant, id, spec, created, updated) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT (tenant, id) DO UPDATE SET spec = excluded.spec, updated = excluded.updated",
                    (person.tenant, person.id, json.dumps(spec), now, now))
@@ -147,14 +157,14 @@ def put_person(person: Person, actor: str) -> Callable[[WriteTx], tuple[Person, 
                               actor=actor, reason=f"person {person.id!r} {'added' if row is None else 'changed'}",
                               data=_person_ledger(person)))
         return Person(person.tenant, person.id, person.name, person.time_zone, person.addresses, person.channels,
-                      row[0] if row else now, now), row is None
+                      row[0] if row else now, now, person.quiet_hours), row is None
     return write
 
 
 def _person(tenant: str, row: tuple) -> Person:
     spec = json.loads(row[1])
     return Person(tenant, row[0], spec["name"], spec["time_zone"], spec["addresses"], tuple(spec["channels"]),
-                  row[2], row[3])
+                  row[2], row[3], spec.get("quiet_hours"))
 
 
 def get_person(conn: sqlite3.Connection, tenant: str, person_id: str) -> Person:

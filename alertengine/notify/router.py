@@ -18,7 +18,7 @@ from typing import Any
 from ..tenancy.services import service_spec
 from .matchers import matches_all
 from .people import Person, expand
-from .routes import LOCAL_CHANNELS, SEVERITIES, RouteEvent, Routing, Rule
+from .routes import LOCAL_CHANNELS, SEVERITIES, Quiet, RouteEvent, Routing, Rule, person_quiet
 from .silences import active_silences
 
 # The channels this appliance can deliver on today, and what each needs from the tenant's settings.
@@ -33,6 +33,7 @@ class Recipient:
     name: str
     chain: tuple[tuple[str, str], ...]         # (channel, address) in the order to try
     unreachable: tuple[str, ...] = ()          # channels of theirs skipped, and why
+    quiet: Quiet | None = None                 # a person's own quiet hours, in their time zone
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _chain(wanted: list[tuple[str, str]], channels: dict[str, str | None]) -> tu
 
 def _person_recipient(person: Person, channels: dict[str, str | None], key: str | None = None) -> Recipient:
     chain, skipped = _chain([(c, person.addresses[c]) for c in person.channels], channels)
-    return Recipient(key or f"person:{person.id}", person.name, chain, skipped)
+    return Recipient(key or f"person:{person.id}", person.name, chain, skipped, person_quiet(person))
 
 
 def _channel_recipient(kind: str, channels: dict[str, str | None]) -> Recipient:
@@ -146,9 +147,11 @@ def fallback(conn: sqlite3.Connection, tenant: str, routing: Routing, channels: 
                      () if chain else ("no fallback channel is set up for this tenant",))
 
 
-def _hits(conn: sqlite3.Connection, tenant: str, rule: Rule, now: float, window: float) -> int:
-    row = conn.execute("SELECT count(*) FROM route_hits WHERE tenant = ? AND rule = ? AND at > ?",
-                       (tenant, rule.name, now - window)).fetchone()
+def _hits(conn: sqlite3.Connection, tenant: str, rule: Rule, now: float, window: float, *, sent_only: bool) -> int:
+    """How often ``rule`` matched in the window (escalate_after counts these), or how often it sent
+    something (rate_limit counts these: what a silence or quiet hours stopped uses up no limit)."""
+    row = conn.execute("SELECT count(*) FROM route_hits WHERE tenant = ? AND rule = ? AND at > ?"
+                       + (" AND sent = 1" if sent_only else ""), (tenant, rule.name, now - window)).fetchone()
     return int(row[0])
 
 
@@ -159,12 +162,17 @@ def _inhibitors(conn: sqlite3.Connection, routing: Routing, event: RouteEvent) -
     if not rules:
         return []
     out = []
-    for inc_id, priority, service, source, raw in conn.execute(
-            "SELECT id, priority, service_name, source, labels FROM incidents WHERE tenant = ? AND is_open = 1 "
-            "AND id != ? LIMIT 5000", (event.tenant, event.incident or "")):
-        labels = incident_labels(json.loads(raw), priority, service, source)
+    service_labels: dict[str | None, dict[str, str]] = {}
+    for inc_id, priority, service, source, raw, service_id in conn.execute(
+            "SELECT id, priority, service_name, source, labels, service_id FROM incidents WHERE tenant = ? "
+            "AND is_open = 1 AND id != ? ORDER BY opened_at DESC LIMIT 5000", (event.tenant, event.incident or "")):
+        if service_id not in service_labels:
+            service_labels[service_id] = (service_spec(conn, event.tenant, service_id) or {}).get("labels", {})
+        labels = incident_labels(json.loads(raw), priority, service, source, service_labels[service_id])
         for rule in rules:
-            if matches_all(rule.source, labels) and not matches_all(rule.target, labels) \
+            # As in Alertmanager, incidents that match both sides of a rule do not mute each other.
+            both = matches_all(rule.source, event.labels) and matches_all(rule.target, labels)
+            if matches_all(rule.source, labels) and not both \
                     and all(labels.get(k, "") == event.labels.get(k, "") for k in rule.equal):
                 out.append(f"{inc_id} ({rule.name})")
                 break
@@ -184,10 +192,10 @@ def incident_labels(labels: dict[str, str], priority: str, service: str | None, 
     return out
 
 
-def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: float, *,
-         count: bool = False) -> Plan:
-    """Route one notification. With ``count``, this routing counts towards rate limits and
-    ``escalate_after`` (the caller records the hits of ``Plan.matched``)."""
+def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: float) -> Plan:
+    """Route one notification (live routing and the dry run alike). This notification counts as one
+    trigger of each rule it matches for ``escalate_after``; the caller records the hits of
+    ``Plan.matched`` (live routing does, a dry run does not)."""
     at = datetime.fromtimestamp(now, timezone.utc)
     matched: list[Rule] = []
     for rule in routing.rules:
@@ -198,7 +206,7 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
     severity, escalated_by = event.severity, None
     for rule in matched:
         if rule.escalate_after and rule.escalate_to and \
-                _hits(conn, event.tenant, rule, now, rule.rate_window) + (1 if count else 0) >= rule.escalate_after \
+                _hits(conn, event.tenant, rule, now, rule.rate_window, sent_only=False) + 1 >= rule.escalate_after \
                 and SEVERITIES.index(rule.escalate_to) < SEVERITIES.index(severity):
             severity, escalated_by = rule.escalate_to, rule.name
     # A notice about a silence is never muted by it (nor by any other): people must hear that it began.
@@ -209,7 +217,8 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
     spec = _event_service(conn, event)
     decisions: dict[str, Decision] = {}
     for rule in matched:
-        limited = rule.rate_limit and _hits(conn, event.tenant, rule, now, rule.rate_window) >= rule.rate_limit
+        limited = rule.rate_limit and \
+            _hits(conn, event.tenant, rule, now, rule.rate_window, sent_only=True) >= rule.rate_limit
         for recipient in resolve(conn, event.tenant, rule.receivers, spec, channels):
             if silenced_by:
                 decision = Decision(rule.name, recipient, SILENCED, f"silenced by {', '.join(silenced_by)}")
@@ -223,6 +232,12 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
                 decision = Decision(rule.name, recipient, HELD,
                                     f"quiet hours of rule {rule.name}: below {rule.quiet.suppress_below}",
                                     end.timestamp() if end else None, rule.quiet.then)
+            elif recipient.quiet is not None and recipient.quiet.holds(severity) and \
+                    recipient.quiet.window.contains(at):
+                end = recipient.quiet.window.next_change(at)
+                decision = Decision(rule.name, recipient, HELD,
+                                    f"quiet hours of {recipient.name}: below {recipient.quiet.suppress_below}",
+                                    end.timestamp() if end else None, recipient.quiet.then)
             else:
                 decision = Decision(rule.name, recipient, SEND, f"rule {rule.name}")
             kept = decisions.get(recipient.key)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import sqlite3
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..errors import FieldError
@@ -36,11 +38,12 @@ from .matchers import Matcher, matches_all, parse_matchers
 from .people import ID_PATTERN, check_zone
 from .timeintervals import TimeInterval, Window, parse_time_interval, quiet_window
 
+log = logging.getLogger("alertengine.routing")
 SEVERITIES = ("critical", "high", "medium", "low")   # most severe first
 PRIORITY_SEVERITY = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
 SEVERITY_PRIORITY = {v: k for k, v in PRIORITY_SEVERITY.items()}
 CATEGORIES = ("health", "alert", "heartbeat", "deploy")
-EVENTS = ("detected", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "expired",
+EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "expired",
           "recovered", "resolved", "acknowledged", "silence", "test")
 LOCAL_CHANNELS = ("file", "jsonl")
 REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
@@ -66,14 +69,15 @@ failover_after = 3        # failed attempts on one channel before the next chann
 # repeat_interval = 0.0   # seconds before a group with open incidents is told again (0: never)
 
 [[route]]
-name = "critical-all"     # every critical incident: its responders, and the team's chat
-match = { severity = ["critical"] }
-receivers = ["responders", "channel:telegram"]
-
-[[route]]
 name = "actions"          # a decision is needed or was taken: primary and secondary responders
 match = { event = ["proposed", "dissent", "rejected", "executed", "failed", "expired"] }
 receivers = ["responders", "responders:secondary"]
+continue = true           # and, when critical, the team's chat too
+
+[[route]]
+name = "critical-all"     # every critical incident: its responders, and the team's chat
+match = { severity = ["critical"] }
+receivers = ["responders", "channel:telegram"]
 
 [[route]]
 name = "default"          # everything else: the responders
@@ -259,17 +263,26 @@ class Routing:
 
 
 def _quiet(doc: dict[str, Any], field: str) -> Quiet:
+    """Quiet hours: ``start``/``end`` (HH:MM, may cross midnight) and/or recurring ``windows``, read in
+    ``time_zone`` (default UTC; a window with its own ``location`` keeps it). A window that never
+    ends is refused: what it held would never be released."""
     intervals: list[TimeInterval] = []
+    zone = check_zone(doc.get("time_zone", "UTC"), f"{field}.time_zone")
     if "start" in doc or "end" in doc:
         if "start" not in doc or "end" not in doc:
             raise FieldError(field, "give both start and end (HH:MM), or windows")
-        zone = check_zone(doc.get("time_zone", "UTC"), f"{field}.time_zone")
         intervals.append(quiet_window(doc["start"], doc["end"], zone, field))
     for i, item in enumerate(doc.get("windows", [])):
+        if isinstance(item, dict) and "location" not in item and "time_zone" not in item:
+            item = {**item, "location": zone}
         intervals.append(parse_time_interval(item, f"{field}.windows[{i}]"))
     if not intervals:
         raise FieldError(field, "quiet hours need start and end, or windows")
-    return Quiet(Window(tuple(intervals)), doc.get("suppress_below", "critical"), doc.get("then", "deliver"))
+    window = Window(tuple(intervals))
+    now = datetime.now(timezone.utc)
+    if window.contains(now) and window.next_change(now) is None:
+        raise FieldError(field, "these quiet hours never end: nothing they hold would ever be delivered")
+    return Quiet(window, doc.get("suppress_below", "critical"), doc.get("then", "deliver"))
 
 
 def _grouping(doc: dict[str, Any], base: Grouping | None) -> Grouping:
@@ -356,8 +369,18 @@ DEFAULT_ROUTING = parse_routing(DEFAULT_ROUTING_TOML)
 
 
 def load_routing(conn: sqlite3.Connection, tenant: str) -> Routing:
+    """The tenant's routing. A stored document that no longer validates (it was saved before a rule
+    tightened) never stops notifications: the default routing is used, its version is what the
+    routing decisions ledger, and the problem is logged."""
     row = conn.execute("SELECT source FROM routing WHERE tenant = ?", (tenant,)).fetchone()
-    return parse_any(row[0]) if row else DEFAULT_ROUTING
+    if row is None:
+        return DEFAULT_ROUTING
+    try:
+        return parse_any(row[0])
+    except FieldError as exc:
+        log.error("the stored routing of %s is not valid any more (%s): the default routing is used; "
+                  "set it again", tenant, exc)
+        return DEFAULT_ROUTING
 
 
 def put_routing(tenant: str, new: Routing, actor: str) -> Callable[[WriteTx], Routing]:
@@ -409,3 +432,16 @@ def sample_event(tenant: str, body: Any) -> RouteEvent:
     text = body.get("text", body.get("message", ""))
     return RouteEvent(tenant, None, body.get("event", "detected"), priority, severity, body.get("category", "alert"),
                       source, body.get("service"), labels, body.get("title", text[:200]), text)
+
+
+def person_quiet(person: Any) -> Quiet | None:
+    """A person's own quiet hours (``people.Person.quiet_hours``), read in their time zone."""
+    doc = getattr(person, "quiet_hours", None)
+    if not doc:
+        return None
+    return _person_quiet(json.dumps(doc, sort_keys=True), person.time_zone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _person_quiet(doc: str, zone: str) -> Quiet:
+    return _quiet({**json.loads(doc), "time_zone": zone}, "quiet_hours")

@@ -59,15 +59,16 @@ class Silence:
     expired_at: str | None = None
 
     def state(self, at: datetime) -> str:
+        """``active`` while it mutes; ``pending`` before its start or between its windows; ``expired``."""
         if self.expired_at is not None or at >= self.ends_at:
             return "expired"
-        return "pending" if at < self.starts_at else "active"
+        if at < self.starts_at or (self.windows and not any(w.contains(at) for w in self.windows)):
+            return "pending"
+        return "active"
 
     def active(self, at: datetime) -> bool:
         """Stops notifications at ``at``: between start and end, and inside a window if it has any."""
-        if self.state(at) != "active":
-            return False
-        return not self.windows or any(w.contains(at) for w in self.windows)
+        return self.state(at) == "active"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)

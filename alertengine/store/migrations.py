@@ -353,3 +353,9 @@ def m011_notify_groups(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX notify_groups_due ON notify_groups(next_flush) WHERE next_flush IS NOT NULL")
     conn.execute("ALTER TABLE outbox ADD COLUMN group_key TEXT")
     conn.execute("CREATE INDEX outbox_grouped ON outbox(tenant, group_key) WHERE state = 'grouped'")
+
+
+@migration
+def m012_route_hits_sent(conn: sqlite3.Connection) -> None:
+    # Whether a rule's match sent anything: rate limits count only what was sent (notify/router.py).
+    conn.execute("ALTER TABLE route_hits ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")

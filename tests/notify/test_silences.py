@@ -131,7 +131,8 @@ D = timedelta(days=1)
     (dict(windows=[{"location": "Mars/Olympus"}]), "windows[0].location"),
     (dict(windows=[{}, {"colour": "x"}]), "windows[1].colour"),
 ])
-def test_a_bad_silence_is_refused_naming_the_field(tenant: str, given: dict[str, Any], field: str) -> None:
+def test_a_bad_silence_is_refused_naming_the_field(given: dict[str, Any], field: str) -> None:
+    tenant = "t_acme"                                  # normalise reads no database
     with pytest.raises(FieldError) as err:
         normalise(tenant, body(**given), "apikey:ops", NOW)
     assert err.value.field == field, err.value
@@ -151,14 +152,16 @@ def test_a_bad_silence_is_refused_naming_the_field(tenant: str, given: dict[str,
     (dict(matchers={"service": "checkout"}), NOW, NOW + 2 * H),
     (dict(matchers='{service="checkout", instance=~"10\\\\.0\\\\..*"}'), NOW, NOW + 2 * H),
 ])
-def test_a_good_silence(tenant: str, given: dict[str, Any], starts: datetime, ends: datetime) -> None:
+def test_a_good_silence(given: dict[str, Any], starts: datetime, ends: datetime) -> None:
+    tenant = "t_acme"
     s = normalise(tenant, body(**given), "apikey:ops", NOW)
     assert (s.starts_at, s.ends_at, s.created_by, s.tenant) == (starts, ends, "apikey:ops", tenant)
     assert s.id.startswith("sil_") and len(s.id) == 16
     assert MAX_LENGTH == 366 * 86_400
 
 
-def test_silence_ids_differ(tenant: str) -> None:
+def test_silence_ids_differ() -> None:
+    tenant = "t_acme"
     assert len({normalise(tenant, body(), "x", NOW).id for _ in range(50)}) == 50
 
 
@@ -166,7 +169,8 @@ def test_silence_ids_differ(tenant: str) -> None:
     "9999-12-31T23:59:59-01:00",            # past the largest datetime once in UTC
     "0001-01-01T00:00:00+01:00",            # before the smallest one
 ])
-def test_a_time_out_of_range_in_utc_is_a_field_error(tenant: str, ends_at: str) -> None:
+def test_a_time_out_of_range_in_utc_is_a_field_error(ends_at: str) -> None:
+    tenant = "t_acme"
     with pytest.raises(FieldError) as err:
         normalise(tenant, body(ends_at=ends_at), "apikey:ops", NOW)
     assert err.value.field == "ends_at"
@@ -450,26 +454,36 @@ async def test_a_silence_stops_notifications_never_the_incidents(live: Live) -> 
     assert set(incidents) == {"checkout", "payments"}
     assert all(i.is_open and i.priority == "P0" for i in incidents.values())
     assert checkout[0].id == checkout[1].id == incidents["checkout"].id
-    assert payments[0].id == incidents["payments"].id
+    assert payments[0].id == payments[1].id == incidents["payments"].id
     labels = json.loads(conn.execute("SELECT labels FROM incidents WHERE tenant = ? AND id = ?",
                                      (live.tenant, incidents["checkout"].id)).fetchone()[0])
-    assert labels == {"alertname": "CheckoutHighLatency", "instance": "10.0.0.5:8000", "service": "checkout",
-                      "severity": "critical"}
+    # what both alerts of the group share (the payload's own commonLabels): instance is not one of them
+    assert labels == {"alertname": "CheckoutHighLatency", "service": "checkout", "severity": "critical"}
 
-    # the checkout notification is stored, suppressed by the silence; payments' was delivered
+    # every checkout notification is stored, suppressed by the silence; payments' were delivered
     rows = live.rows()
-    assert [(r["incident"], r["recipient"], r["event"], r["state"]) for r in rows] == [
-        (incidents["checkout"].id, "channel:telegram", "detected", "suppressed"),
-        (incidents["payments"].id, "channel:telegram", "detected", "delivered"),
-    ]
-    assert rows[0]["reason"].startswith("silenced:") and sil.id in rows[0]["reason"]
-    assert [m.incident for m in live.telegram.got] == [incidents["payments"].id]
+    mine = [r for r in rows if r["incident"] == incidents["checkout"].id]
+    theirs = [r for r in rows if r["incident"] == incidents["payments"].id]
+    assert len(mine) + len(theirs) == len(rows)
+    assert mine and mine[0]["event"] == "detected" and mine[0]["recipient"] == "channel:telegram"
+    assert theirs and theirs[0]["event"] == "detected" and theirs[0]["recipient"] == "channel:telegram"
+    for row in mine:
+        assert row["state"] == "suppressed"
+        assert row["reason"].startswith("silenced:") and sil.id in row["reason"]
+    assert [r["state"] for r in theirs] == ["delivered"] * len(theirs)
+    assert {m.incident for m in live.telegram.got} == {incidents["payments"].id}
+    assert len(live.telegram.got) == len(theirs)
 
     # the routing decisions are ledgered, naming the silence
     routed = [(json.loads(b)["incident"], json.loads(b)["data"]["routing"]) for (b,) in conn.execute(
         "SELECT body FROM ledger WHERE tenant = ? AND kind = 'notification.routed' ORDER BY seq", (live.tenant,))]
-    assert [(i, r["silenced_by"], [d["outcome"] for d in r["decisions"]]) for i, r in routed] == [
-        (incidents["checkout"].id, [sil.id], ["silenced"]), (incidents["payments"].id, [], ["send"])]
+    assert len(routed) == len(rows)
+    for inc, routing in routed:
+        if inc == incidents["checkout"].id:
+            assert routing["silenced_by"] == [sil.id]
+            assert {d["outcome"] for d in routing["decisions"]} == {"silenced"}
+        else:
+            assert routing["silenced_by"] == [] and {d["outcome"] for d in routing["decisions"]} == {"send"}
 
     # expired by hand: the next checkout notification (its resolution) is delivered
     live.db.write_sync(expire_silence(live.tenant, sil.id, "apikey:ops"))
@@ -477,8 +491,10 @@ async def test_a_silence_stops_notifications_never_the_incidents(live: Live) -> 
     await live.feed(resolved(firing_group()))
     closed = engine.get_incident(live.db.read_conn(), live.tenant, incidents["checkout"].id)
     assert not closed.is_open and closed.stage == engine.RESOLVED
-    assert [(r["incident"], r["event"], r["state"]) for r in live.rows()][2:] == [
+    assert [(r["incident"], r["event"], r["state"]) for r in live.rows()[len(rows):]] == [
         (incidents["checkout"].id, "resolved", "delivered")]
+    assert incidents["payments"].id in {i.id for i in engine.list_incidents(live.db.read_conn(), live.tenant)
+                                        if i.is_open}
 
     # every silence change is in the ledger, in order, and the chain verifies
     assert [(k, d["silence"], a) for k, d, a in kinds(live.db, live.tenant)] == [
@@ -486,23 +502,28 @@ async def test_a_silence_stops_notifications_never_the_incidents(live: Live) -> 
     order = [k for (k,) in conn.execute("SELECT kind FROM ledger WHERE tenant = ? AND (kind LIKE 'silence.%' OR "
                                         "kind IN ('incident.detected', 'notification.routed')) ORDER BY seq",
                                         (live.tenant,))]
-    assert order == ["silence.created", "incident.detected", "notification.routed", "incident.detected",
-                     "notification.routed", "silence.expired", "notification.routed"]
+    assert order[0] == "silence.created" and order.count("incident.detected") == 2
+    assert order[-2:] == ["silence.expired", "notification.routed"]
+    assert order.count("notification.routed") == len(rows) + 1
     assert_ledger_verifies(live.db)
 
 
 async def test_a_silence_that_matches_no_alert_of_the_group_changes_nothing(live: Live) -> None:
     live.silence(['service="payments"'])
     await live.feed(firing_group())
-    assert [r["state"] for r in live.rows()] == ["delivered"]
-    assert len(live.telegram.got) == 1
+    rows = live.rows()
+    assert rows and rows[0]["event"] == "detected"
+    assert [r["state"] for r in rows] == ["delivered"] * len(rows)
+    assert len(live.telegram.got) == len(rows)
 
 
 async def test_an_expired_silence_stops_nothing(live: Live) -> None:
     sil = live.silence(['service="checkout"'])
     live.db.write_sync(expire_silence(live.tenant, sil.id, "apikey:ops"))
     await live.feed(firing_group())
-    assert [(r["event"], r["state"]) for r in live.rows()] == [("detected", "delivered")]
+    rows = live.rows()
+    assert rows and rows[0]["event"] == "detected"
+    assert [r["state"] for r in rows] == ["delivered"] * len(rows)
     assert_ledger_verifies(live.db)
 
 
@@ -510,18 +531,20 @@ async def test_a_silenced_notification_is_suppressed_in_shadow_mode_too(live: Li
     live.db.write_sync(set_shadow(live.tenant, True, "test"))
     live.silence(['service="checkout"'])
     await live.feed(firing_group())
-    [row] = live.rows()
-    assert row["state"] == "suppressed" and live.telegram.got == []
-    [(b,)] = live.db.read_conn().execute("SELECT body FROM ledger WHERE tenant = ? AND kind = "
-                                         "'notification.suppressed'", (live.tenant,)).fetchall()
-    assert [d["outcome"] for d in json.loads(b)["data"]["would_have"]["decisions"]] == ["silenced"]
+    rows = live.rows()
+    assert rows and {r["state"] for r in rows} == {"suppressed"} and live.telegram.got == []
+    found = live.db.read_conn().execute("SELECT body FROM ledger WHERE tenant = ? AND kind = "
+                                        "'notification.suppressed'", (live.tenant,)).fetchall()
+    assert len(found) == len(rows)
+    for (b,) in found:
+        assert [d["outcome"] for d in json.loads(b)["data"]["would_have"]["decisions"]] == ["silenced"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an incident carries only its first alert's labels "
-                                        "(engine.open_incident), and a later alert joining it notifies nothing "
-                                        "(detection.on_alert), so a silence for one instance hides the "
-                                        "group's other, unsilenced, firing instance")
 async def test_a_silence_for_one_instance_does_not_hide_the_other_instance(live: Live) -> None:
-    live.silence(['instance="10.0.0.5:8000"'])              # maintenance on one host only
+    sil = live.silence(['instance="10.0.0.5:8000"'])        # maintenance on one host only
     await live.feed(firing_group())                         # 10.0.0.5 and 10.0.0.6 both firing
-    assert any(r["state"] != "suppressed" for r in live.rows()), live.rows()
+    rows = live.rows()
+    assert rows[0]["event"] == "detected" and rows[0]["state"] == "suppressed" and sil.id in rows[0]["reason"]
+    told = [r for r in rows if r["state"] == "delivered"]
+    assert told, rows                                       # the unsilenced instance is told about
+    assert len(live.telegram.got) == len(told)
