@@ -60,6 +60,7 @@ def person_set(ctx: click.Context, data_dir: Path | None, tenant_id: str, person
 def person_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
     """List a tenant's people as JSON."""
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
         echo_json([p.public() for p in people.list_people(db.read_conn(), tenant_id)])
 
 
@@ -102,6 +103,7 @@ def team_set(ctx: click.Context, data_dir: Path | None, tenant_id: str, team_id:
 def team_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
     """List a tenant's teams as JSON."""
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
         echo_json([t.public() for t in people.list_teams(db.read_conn(), tenant_id)])
 
 
@@ -136,6 +138,7 @@ def _cell(values: Any) -> str:
 def route_show(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
     """The rules as a readable table, in the order they are tried."""
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
         routing = routes.load_routing(db.read_conn(), tenant_id)
     rows = [("#", "RULE", "MATCHES", "RECEIVERS", "LIMITS", "QUIET", "CONTINUE")]
     for i, rule in enumerate(routing.rules, start=1):
@@ -208,6 +211,7 @@ def route_test(ctx: click.Context, data_dir: Path | None, tenant_id: str, event_
 def route_stats_command(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> None:
     """Per rule: matched, sent, held, suppressed, escalated."""
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        get_tenant(db.read_conn(), tenant_id)
         stats = route_stats(db.read_conn(), tenant_id)
     rows = [("RULE", "MATCHED", "SENT", "HELD", "SUPPRESSED", "ESCALATED")]
     rows += [(s["rule"], *(str(s[k]) for k in ("matched", "sent", "held", "suppressed", "escalated"))) for s in stats]

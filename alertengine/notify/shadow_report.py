@@ -47,8 +47,13 @@ def shadow_report(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any]:
             what = kind.split(".")[0]
             counts[what] += 1
             if e["incident"] in incidents:
-                incidents[e["incident"]]["would_have"].append(
-                    {"at": e["ts"], "what": what, **{k: v for k, v in data["would_have"].items() if k != "recipient"}})
+                would = {k: v for k, v in data["would_have"].items() if k != "recipient"}
+                # who routing would have told, and on which channels (notifications routed in shadow mode)
+                told = [f"{d['recipient']} ({', '.join(d['channels']) or 'fallback'})"
+                        + ("" if d["outcome"] == "send" else f" — {d['outcome']}")
+                        for d in would.get("decisions", [])]
+                incidents[e["incident"]]["would_have"].append({"at": e["ts"], "what": what, **would,
+                                                               **({"told": told} if told else {})})
         elif e["incident"] in incidents and e["stage"]:
             inc = incidents[e["incident"]]
             inc["stage"] = e["stage"]
