@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -54,18 +55,33 @@ def _link_note(message: Message) -> str:
     return ", ".join(message.links)
 
 
+# ANSI colours by priority, for a console that is a terminal (https://no-color.org/ turns them off).
+COLOURS = {"P0": "\033[1;31m", "P1": "\033[31m", "P2": "\033[33m", "P3": "\033[36m"}
+RESET = "\033[0m"
+
+
 class ConsoleChannel:
-    """Prints notifications on the appliance's standard output (never an approval link)."""
+    """Prints notifications on the appliance's standard output, the priority coloured when it is a
+    terminal (never an approval link)."""
 
     name = "console"
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, colour: bool | None = None) -> None:
         self.stream = stream
+        self.colour = colour
+
+    def _coloured(self, stream: Any) -> bool:
+        if self.colour is not None:
+            return self.colour
+        return not os.environ.get("NO_COLOR") and bool(getattr(stream, "isatty", lambda: False)())
 
     def deliver(self, message: Message) -> str:
         stream = self.stream or sys.stdout
         links = f"\n    approval links sent to: {_link_note(message)}" if message.links else ""
-        stream.write(f"[{message.priority}] {message.tenant} {message.incident} {message.event}: {message.text}{links}\n")
+        tag = f"[{message.priority}]"
+        if self._coloured(stream):
+            tag = f"{COLOURS.get(message.priority, '')}{tag}{RESET}"
+        stream.write(f"{tag} {message.tenant} {message.incident} {message.event}: {message.text}{links}\n")
         stream.flush()
         return f"console:{message.incident}:{message.event}"
 

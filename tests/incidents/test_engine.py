@@ -209,3 +209,25 @@ async def test_auto_resolve_is_a_stored_deadline_that_survives_a_restart(data_di
             assert replay_database(conn).differences == []
     finally:
         db.close()
+
+
+def test_an_incident_keeps_the_labels_all_its_alerts_share(db: Database) -> None:
+    tenant = db.write_sync(create_tenant("acme", "test")).id
+    opening = engine.Opening(tenant, "alertmanager:checkout:Down", "alertmanager", "checkout down", "P1", None,
+                             "checkout", None, "sha256:000000000000", "test",
+                             {"labels": {"alertname": "Down", "instance": "10.0.0.5", "service": "checkout"}})
+    inc, _ = db.write_sync(engine.open_incident(opening))
+
+    def labels() -> dict:
+        return json.loads(db.read_conn().execute("SELECT labels FROM incidents WHERE id = ?", (inc.id,)).fetchone()[0])
+    assert labels() == {"alertname": "Down", "instance": "10.0.0.5", "service": "checkout"}
+    assert db.write_sync(engine.merge_labels(tenant, inc.id, {"alertname": "Down", "instance": "10.0.0.5",
+                                                              "service": "checkout", "extra": "x"})) is False
+    assert db.write_sync(engine.merge_labels(tenant, inc.id, {"alertname": "Down", "instance": "10.0.0.6",
+                                                              "service": "checkout"})) is True
+    assert labels() == {"alertname": "Down", "service": "checkout"}
+    assert db.write_sync(engine.merge_labels(tenant, inc.id, {"alertname": "Down", "service": "checkout"})) is False
+    assert db.write_sync(engine.merge_labels(tenant, "INC-404", {})) is False
+    db.write_sync(engine.transition(tenant, inc.id, engine.RESOLVED, "policy", reason="test"))
+    assert db.write_sync(engine.merge_labels(tenant, inc.id, {})) is False
+    assert labels() == {"alertname": "Down", "service": "checkout"}      # a closed incident keeps its labels
