@@ -25,6 +25,7 @@ from ..incidents.timers import Timer
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..net.webhooks import post_signed
 from ..notify.gateway import Gateway, Message
+from ..notify.people import expand
 from ..store import Database, WriteTx
 from ..tenancy.vault import SecretVault
 from . import approvals
@@ -192,7 +193,10 @@ class Orchestrator:
         approval = approvals.find_approval(conn, ref=ref, tenant=tenant)
         inc = engine.get_incident(conn, tenant, approval.incident)
         target = service_target(conn, self.vault, tenant, inc.service_id)
-        allowed = [str(i) for i in target.approvers.get(channel, [])]
+        # the ids listed for this channel, and the addresses on it of the people and teams named in "people"
+        named = expand(conn, tenant, [str(r) for r in target.approvers.get("people", [])])
+        allowed = [str(i) for i in target.approvers.get(channel, [])] + \
+            [p.addresses[channel] for p in named if channel in p.addresses]
         identity = f"{channel}:{user}"
         if user not in allowed:
             await self.db.append(LedgerEvent(

@@ -46,8 +46,9 @@ SERVICE_INPUT = {
                                       "in order (the contacts above are told too)"},
         "approvers": {"type": "object", "additionalProperties": False,
                       "properties": {"telegram": IDENTITIES, "whatsapp": IDENTITIES, "slack": IDENTITIES,
-                                     "link": IDENTITIES},
-                      "description": "who may approve recoveries, per channel (chat user ids, phone numbers)"},
+                                     "link": IDENTITIES, "people": RESPONDERS},
+                      "description": "who may approve recoveries: per channel (chat user ids, phone numbers), "
+                                     "and people / teams (person:<id>, team:<id>) by their addresses"},
         "labels": {"type": "object", "maxProperties": 32,
                    "additionalProperties": {"type": "string", "maxLength": 256}},
         "policy": {"type": "object", "maxProperties": 64, "description": "per-service policy overrides"},

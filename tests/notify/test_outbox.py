@@ -36,27 +36,40 @@ receivers = ["person:ada"]
 """
 
 
-async def test_a_60_second_outage_is_retried_with_backoff_and_every_attempt_is_ledgered(rig: Rig) -> None:
+async def test_a_60_second_telegram_outage_is_retried_with_backoff_and_every_attempt_is_ledgered(
+        rig: Rig, config: Config, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+    """The fake Telegram Bot API answers 502 for 60 s of the clock, then works again."""
+    rig.db.write_sync(put_channel(rig.tenant, "telegram", {
+        "config": {"api_base_url": fake_telegram.base_url, "default_chat_id": "-100"},
+        "secrets": {"bot_token": fake_telegram.token}}, config.url_policy, rig.vault, "test"))
     rig.routing('[[route]]\nname = "all"\nreceivers = ["channel:telegram"]\n[defaults]\nreceivers = []\n')
-    telegram = Scripted("telegram", [DOWN])
-    rig.channels = {"telegram": telegram}
-    rig.build()
-    await rig.gateway.notify(Message(rig.tenant, "INC-1", "detected", "P1", "checkout down"))
-    assert rig.modes.snapshot()["conditions"] == {f"channel telegram of {rig.tenant}": "HTTP 502"}
-    while rig.clock.now < START + 60:             # the provider is down for 60 s of the clock
-        upcoming = outbox.next_due(rig.db.read_conn())
-        rig.clock.now = upcoming
-        await rig.sender.run_due()
-    telegram.answers = [OK]
-    await rig.run_until_settled()
+    async with httpx.AsyncClient() as http:
+        rig.build()
+        rig.sender.resolve = ChannelResolver(rig.db, rig.vault, http, rig.db.path.parent / "notify")
+        down = {"until": START + 60}
+
+        async def attempt_when_due() -> None:
+            rig.clock.now = outbox.next_due(rig.db.read_conn())
+            if rig.clock.now < down["until"]:
+                fake_telegram.fail_next("sendMessage", 502)
+            await rig.sender.run_due()
+        fake_telegram.fail_next("sendMessage", 502)
+        await rig.gateway.notify(Message(rig.tenant, "INC-1", "detected", "P1", "checkout down"))
+        assert rig.modes.snapshot()["mode"] == "DEGRADED"
+        assert list(rig.modes.snapshot()["conditions"]) == [f"channel telegram of {rig.tenant}"]
+        while outbox.next_due(rig.db.read_conn()) is not None:
+            await attempt_when_due()
     [row] = rig.rows()
-    assert row.state == "delivered" and row.channel == "telegram"
+    assert row.state == "delivered" and row.channel == "telegram" and rig.clock.now >= START + 60
+    assert [m["text"].splitlines()[-1] for m in fake_telegram.messages.values()] == ["checkout down"]   # once
     entries = rig.ledger()
     attempts = [(k, d["attempt"]) for k, d in entries if k in ("notification.sent", "notification.failed")]
     n = len(attempts)
     assert 6 <= n <= 40                            # backoff: 1 s doubling, capped at 30 s, over 60 s
     assert attempts == [("notification.failed", i) for i in range(1, n)] + [("notification.sent", n)]
+    assert len(fake_telegram.calls_to("sendMessage")) == n              # every attempt reached Telegram
     assert entries[0][0] == "notification.routed"
+    assert all("HTTP 502" in d["detail"] for k, d in entries if k == "notification.failed")
     assert rig.modes.snapshot()["mode"] == "NORMAL"            # its next delivery cleared the condition
 
 

@@ -132,3 +132,30 @@ def test_set_webhook_from_the_cli(data_dir: DataDir, fake_telegram: FakeTelegram
     [call] = fake_telegram.calls_to("setWebhook")
     assert call["url"] == f"https://ae.example.com/bot/telegram/{tenant}" and len(call["secret_token"]) >= 32
     assert fake_telegram.token not in result.stdout + result.stderr
+
+
+async def test_a_person_named_as_approver_approves_with_their_own_telegram_account(
+        phone: Flow, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+    from alertengine.incidents.detection import ServiceRef
+    from alertengine.notify.people import normalise_person, put_person
+    from alertengine.tenancy.services import create_service, normalise
+    phone.db.write_sync(put_person(normalise_person(phone.tenant, "grace", {
+        "name": "Grace", "addresses": {"telegram": "444"}}), "test"))
+    with Receiver() as receiver:
+        spec = normalise({"name": "checkout", "health_url": "http://127.0.0.1:9/health",
+                          "recovery_webhook_url": f"{receiver.url}/recover",
+                          "responders": {"primary": ["person:grace"]},
+                          "approvers": {"people": ["person:grace"]}}, phone.config.url_policy)
+        svc, receiver.secret = phone.db.write_sync(create_service(phone.tenant, "checkout", spec,
+                                                                  phone.app.state.vault, "test"))
+        phone.service = ServiceRef(phone.tenant, svc.id, "checkout")
+        await phone.outage()
+        sent = fake_telegram.calls_to("sendMessage")
+        proposal = next(m for m in sent if "reply_markup" in m)
+        assert proposal["chat_id"] == "444"                       # Grace's own chat: she is the responder
+        approve = proposal["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        message_id = 1 + sent.index(proposal)
+        assert (await tap(phone, fake_telegram, 111, approve, message_id)).json()["outcome"] == "not_an_approver"
+        assert (await tap(phone, fake_telegram, 444, approve, message_id)).json()["outcome"] == "authorized"
+        await phone.settle()
+        assert json.loads(receiver.requests[0].body)["approved_by"] == ["telegram:444"]
