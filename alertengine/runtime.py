@@ -122,7 +122,7 @@ class Runtime:
             await self.detector.on_alert(beat.tenant, heartbeat_signal(beat, "firing"), None)
         for timer in await self.db.write(timers.claim_due(now)):
             try:
-                if timer.kind == "approval_expiry":
+                if timer.kind in ("approval_expiry", "verify_recovery"):
                     await self.orchestrator.on_timer(timer)
                 else:
                     await self.detector.on_timer(timer)

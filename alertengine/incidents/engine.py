@@ -37,6 +37,8 @@ TRANSITIONS: dict[tuple[str | None, str], frozenset[str]] = {
     (AUTHORIZED, EXECUTING): frozenset({"orchestrator"}),
     (EXECUTING, EXECUTED): frozenset({"orchestrator"}),
     (EXECUTING, FAILED): frozenset({"orchestrator"}),
+    # the recovery ran but the service did not recover within the verification window
+    (EXECUTED, FAILED): frozenset({"policy"}),
     **{(s, RECOVERED): frozenset({"policy"}) for s in OPEN - {AUTHORIZED, EXECUTING}},
     **{(s, RESOLVED): frozenset({"engineer", "policy", "ingest"}) for s in OPEN},
 }

@@ -39,6 +39,7 @@ breaches_to_open = 3     # consecutive breaching polls before an incident opens
 healthy_to_recover = 3   # consecutive healthy polls before policy declares recovery
 min_alert_severity = "low"  # ingested alerts below this severity are recorded, open nothing
 auto_resolve_after = 0.0  # seconds without a firing alert after which policy resolves an alert's incident (0: never)
+verification_window = 60.0  # seconds after a recovery ran for the service to recover; else FAILED (not_recovered)
 
 [priority.signal]        # priority of a health-poll incident, by its worst breach
 unreachable = "P1"
@@ -82,7 +83,8 @@ THRESHOLDS = {"p95_ms": _NUM, "error_rate": {"type": "number", "minimum": 0, "ma
 DETECTION = {"breaches_to_open": {"type": "integer", "minimum": 1, "maximum": 1000},
              "healthy_to_recover": {"type": "integer", "minimum": 1, "maximum": 1000},
              "min_alert_severity": {"type": "string", "enum": list(SEVERITIES)},
-             "auto_resolve_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400}}
+             "auto_resolve_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400},
+             "verification_window": {"type": "number", "minimum": 5, "maximum": 86_400}}
 ACTION = {"type": "string", "minLength": 1, "maxLength": 200}
 APPROVALS = {"required": {"type": "integer", "minimum": 1, "maximum": 5},
              "ttl_seconds": {"type": "number", "minimum": 30, "maximum": 86_400}}
@@ -137,6 +139,7 @@ class ServiceRules:
     healthy_to_recover: int
     min_alert_severity: str
     auto_resolve_after: float
+    verification_window: float  # seconds for the service to recover after a recovery ran
     required: int          # approvals needed (two-person rule: 2)
     ttl_seconds: float     # approval validity
     action: str

@@ -43,7 +43,8 @@ SEVERITIES = ("critical", "high", "medium", "low")   # most severe first
 PRIORITY_SEVERITY = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
 SEVERITY_PRIORITY = {v: k for k, v in PRIORITY_SEVERITY.items()}
 CATEGORIES = ("health", "alert", "heartbeat", "deploy")
-EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "expired",
+EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "not_recovered",
+          "expired",
           "recovered", "resolved", "acknowledged", "silence", "test")
 LOCAL_CHANNELS = ("file", "jsonl")
 REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
@@ -70,7 +71,7 @@ failover_after = 3        # failed attempts on one channel before the next chann
 
 [[route]]
 name = "actions"          # a decision is needed or was taken: primary and secondary responders
-match = { event = ["proposed", "dissent", "rejected", "executed", "failed", "expired"] }
+match = { event = ["proposed", "dissent", "rejected", "executed", "failed", "not_recovered", "expired"] }
 receivers = ["responders", "responders:secondary"]
 continue = true           # and, when critical, the team's chat too
 

@@ -12,14 +12,14 @@ import json
 import logging
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..errors import ConflictError, NotFoundError
-from ..incidents import engine
+from ..incidents import engine, timers
 from ..incidents.policy import load_policy
 from ..incidents.timers import Timer
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
@@ -42,6 +42,7 @@ class Target:
     secret: str | None
     contacts: dict[str, Any]
     approvers: dict[str, list[str]]
+    overrides: dict[str, Any] = field(default_factory=dict)   # the service's own policy settings
 
 
 def service_target(conn: sqlite3.Connection, vault: SecretVault, tenant: str, service_id: str | None) -> Target:
@@ -53,7 +54,8 @@ def service_target(conn: sqlite3.Connection, vault: SecretVault, tenant: str, se
         return Target(None, None, {}, {})
     spec = json.loads(row[0])
     secret = vault.decrypt(bytes(row[1]), context=f"tenant:{tenant}/service:{service_id}/webhook_secret")
-    return Target(spec.get("recovery_webhook_url"), secret, spec.get("contacts", {}), spec.get("approvers", {}))
+    return Target(spec.get("recovery_webhook_url"), secret, spec.get("contacts", {}), spec.get("approvers", {}),
+                  spec.get("policy", {}))
 
 
 def dissent_theories(conn: sqlite3.Connection, tenant: str, incident: str) -> list[dict[str, Any]]:
@@ -264,12 +266,22 @@ class Orchestrator:
         if not result.delivered:
             return await self._failed(running, policy.version, result.detail, payload, target, attempts,
                                       result.final_status)
-        done = await engine.run(self.db, engine.transition(
-            inc.tenant, inc.id, engine.EXECUTED, "orchestrator", decision="executed", policy_version=policy.version,
-            reason=f"recovery webhook answered {result.final_status}",
-            data={"status": result.final_status, "attempts": attempts, "idempotency_key": key}))
+        window = policy.rules(inc.service_name, target.overrides).verification_window
+
+        def executed(tx: WriteTx) -> engine.Incident | engine.IllegalTransitionError:
+            moved = engine.apply_transition(
+                tx, running, engine.EXECUTED, "orchestrator", decision="executed", policy_version=policy.version,
+                reason=f"recovery webhook answered {result.final_status}",
+                data={"status": result.final_status, "attempts": attempts, "idempotency_key": key,
+                      "verification_window": window})
+            # a stored deadline: if the service has not recovered by then, policy says so (a restart loses none)
+            timers.schedule(tx, inc.tenant, inc.id, "verify_recovery", timers.due_in(window),
+                            {"window": window, "policy_version": policy.version})
+            return moved
+        done = await engine.run(self.db, executed)
         await self.gateway.notify(Message(inc.tenant, inc.id, "executed", inc.priority,
-                                          f"{inc.action} ran (HTTP {result.final_status}); watching for recovery"),
+                                          f"{inc.action} ran (HTTP {result.final_status}); watching {window:g} s "
+                                          "for recovery", data={"service": inc.service_name}),
                                   policy_version=policy.version)
         return done
 
@@ -293,6 +305,9 @@ class Orchestrator:
 
     # --- deadlines ------------------------------------------------------------------------------
     async def on_timer(self, timer: Timer) -> None:
+        if timer.kind == "verify_recovery" and timer.incident is not None:
+            await self._verify_recovery(timer)
+            return
         if timer.kind != "approval_expiry" or timer.incident is None:
             return
         policy = load_policy(self.db.read_conn(), timer.tenant)
@@ -305,6 +320,38 @@ class Orchestrator:
             await self.gateway.notify(Message(timer.tenant, timer.incident, "expired", expired.priority,
                                               "no approval in time: the proposal expired"),
                                       policy_version=policy.version)
+
+    async def _verify_recovery(self, timer: Timer) -> None:
+        """The verification window after a recovery ran is over. Recovered (or resolved) meanwhile:
+        nothing to do. Still EXECUTED: the recovery did not work. Policy records FAILED
+        (``not_recovered``), the responders are told, and policy proposes again: a new approval."""
+        assert timer.incident is not None
+        conn = self.db.read_conn()
+        try:
+            inc = engine.get_incident(conn, timer.tenant, timer.incident)
+        except NotFoundError:
+            return
+        if inc.stage != engine.EXECUTED:
+            return
+        policy = load_policy(conn, timer.tenant)
+        window = timer.data.get("window")
+        failed = await engine.run(self.db, engine.transition(
+            inc.tenant, inc.id, engine.FAILED, "policy", decision="not_recovered", policy_version=policy.version,
+            reason=f"the recovery ran but {inc.service_name or 'the service'} is still failing after {window} s",
+            data={"window": window}))
+        if not isinstance(failed, engine.Incident):
+            return
+        await self.gateway.notify(Message(
+            inc.tenant, inc.id, "not_recovered", inc.priority,
+            f"{inc.action} ran but {inc.service_name or 'the service'} is still failing after {window} s. "
+            "A new approval is needed to try again.", data={"service": inc.service_name, "stage": failed.stage}),
+            policy_version=policy.version)
+        if inc.action:
+            again = await engine.run(self.db, engine.transition(
+                inc.tenant, inc.id, engine.PROPOSED, "policy", decision="propose", policy_version=policy.version,
+                reason="policy proposes again: the recovery did not work", data={"action": inc.action}))
+            if isinstance(again, engine.Incident):
+                await self.propose(again)
 
     async def close(self) -> None:
         if self.background:

@@ -66,6 +66,8 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("AUTHORIZED", "EXECUTING"): ORCHESTRATOR,
     ("EXECUTING", "EXECUTED"): ORCHESTRATOR,
     ("EXECUTING", "FAILED"): ORCHESTRATOR,
+    # policy: the recovery ran, but the service did not recover within the verification window
+    ("EXECUTED", "FAILED"): POLICY,
     # policy sees the service healthy again: from every open stage except while an authorized action
     # is pending or running
     ("DETECTED", "RECOVERED"): POLICY,
@@ -157,7 +159,7 @@ def expected_allowed(src: str, dst: str, actor: str) -> bool:
 
 def test_the_expected_table_is_complete_and_consistent() -> None:
     """Guards the table above: every stage reachable, nothing leaves a closed stage, nothing enters DETECTED."""
-    assert len(ALLOWED) == 29
+    assert len(ALLOWED) == 30
     assert all(src in STAGES and dst in STAGES for src, dst in ALLOWED)
     assert not [pair for pair in ALLOWED if pair[0] in CLOSED_STAGES or pair[1] == "DETECTED"]
     assert {dst for _, dst in ALLOWED} == set(STAGES) - {"DETECTED"}

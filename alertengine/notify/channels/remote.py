@@ -27,7 +27,7 @@ _HEADLINES = {
     "executed": "✅ Recovery action ran", "failed": "❌ Recovery action failed", "expired": "⌛ Approval expired",
     "recovered": "💚 Recovered", "resolved": "✔️ Resolved", "rejected": "✋ Action rejected",
     "dissent": "⚖️ Diagnoses disagree: your call", "grouped": "🗂 Group update", "summary": "🌙 Held during quiet hours",
-    "silence": "🔕 Silence", "updated": "🔴 Incident widened",
+    "silence": "🔕 Silence", "not_recovered": "❌ Recovery did not work", "updated": "🔴 Incident widened",
 }
 
 
