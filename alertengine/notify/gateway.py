@@ -23,6 +23,9 @@ from . import grouping, outbox, router, routes
 
 log = logging.getLogger("alertengine.gateway")
 EGRESS_KINDS = ("notification", "token", "webhook", "call")
+# News of an open incident carries buttons to acknowledge, resolve or silence it for an hour.
+ACTIONABLE = frozenset({"detected", "updated", "escalated", "not_recovered", "escalation"})
+INCIDENT_BUTTONS = (("Acknowledge", "ak"), ("Resolve", "rs"), ("Silence 1 h", "sl"))
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ class Gateway:
     async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
         """Route ``message`` and store one delivery per recipient. Never raises for a routing or
         channel problem: the signal path that called this goes on, and the problem is ledgered."""
+        if message.incident and not message.buttons and message.event in ACTIONABLE:
+            # chat buttons on news of an open incident: acknowledge, resolve, silence (web/bots.py)
+            message = dataclasses.replace(message, buttons=[[(label, f"{code}:{message.incident}")
+                                                             for label, code in INCIDENT_BUTTONS]])
         shadow = self.is_shadow(message.tenant)
         if not shadow:
             for channel in self.channels:

@@ -1,4 +1,5 @@
-"""Chat-bot webhooks: Telegram's callback buttons approve or reject a proposed recovery.
+"""Chat-bot webhooks: Telegram's callback buttons approve or reject a proposed recovery, and
+acknowledge, resolve or silence an incident (``ak|rs|sl:<incident>``; recovery/chat.py says who may).
 
 ``POST /bot/telegram/{tenant}`` is authenticated by Telegram's ``X-Telegram-Bot-Api-Secret-Token``
 (the tenant's telegram ``webhook_secret``); a tenant without one, or a wrong header, gets the same
@@ -15,7 +16,8 @@ from starlette.responses import JSONResponse
 
 from ..errors import NotFoundError
 from ..notify.channels.settings import channel_secrets
-from ..notify.channels.telegram import TelegramClient, parse_callback, secret_token_ok
+from ..notify.channels.telegram import CallbackQuery, TelegramClient, parse_callback, secret_token_ok
+from ..recovery import chat
 from .body import ApiError, decode_json, read_body
 from .routing import Call, Registry
 from .throttle import failed_auth
@@ -23,6 +25,13 @@ from .throttle import failed_auth
 bots_api = Registry()
 MAX_UPDATE = 64 * 1024  # a callback update is a few KiB; Telegram messages are at most 4096 characters
 _DATA = re.compile(r"^ap:([a-z0-9]{12}):([yn])$")
+_INCIDENT = re.compile(r"^(ak|rs|sl):(INC-[0-9]{1,15})$")
+_DONE = {"acknowledged": "acknowledged", "resolved": "resolved", "silenced": "silenced for 1 h"}
+_ACTION_ANSWERS = {"acknowledged": "Acknowledged: the escalation stops.", "resolved": "Resolved.",
+                   "silenced": "Silenced for 1 hour.", "already": "Already acknowledged.",
+                   "closed": "This incident is closed.", "unknown": "No such incident.",
+                   "not_allowed": "You are not one of this tenant's responders.",
+                   "cannot_silence": "Nothing to silence this incident by."}
 _ANSWERS = {"authorized": "Approved: the recovery runs now.", "waiting": "Approval recorded: one more person must approve.",
             "rejected": "Rejected: the action will not run.", "already_used": "Already decided.",
             "expired": "This approval has expired.", "not_proposed": "Nothing to approve any more.",
@@ -58,6 +67,9 @@ async def telegram_webhook(call: Call) -> Any:
         return {"ok": True, "outcome": "ignored"}
     match = _DATA.match(query.data)
     client = _client(call, tenant, secrets)
+    action = _INCIDENT.match(query.data)
+    if action is not None:
+        return await _incident_action(call, tenant, client, query, *action.groups())
     if match is None:
         if client:
             await client.answer_callback(query.id, "Unknown button.")
@@ -76,3 +88,15 @@ async def telegram_webhook(call: Call) -> Any:
             await client.edit_message(query.chat_id, query.message_id,
                                       f"{verdict.incident.id}: {verdict.incident.action} {verb} by {query.user_name}.")
     return JSONResponse({"ok": True, "outcome": outcome})
+
+
+async def _incident_action(call: Call, tenant: str, client: TelegramClient | None, query: CallbackQuery, code: str,
+                           incident: str) -> Any:
+    """Acknowledge, resolve or silence from a button; the message then shows who did what."""
+    result = await chat.act(call.state.db, tenant, incident, "telegram", str(query.user_id), code)
+    if client:
+        await client.answer_callback(query.id, _ACTION_ANSWERS.get(result.outcome, result.outcome))
+        if result.outcome in _DONE and query.chat_id is not None and query.message_id is not None:
+            await client.edit_message(query.chat_id, query.message_id,
+                                      f"{incident}: {_DONE[result.outcome]} by {query.user_name}.")
+    return JSONResponse({"ok": True, "outcome": result.outcome})

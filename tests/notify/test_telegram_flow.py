@@ -55,7 +55,8 @@ async def test_buttons_from_a_stranger_are_refused_and_an_approver_runs_the_reco
         receiver.secret = phone.add_service(f"{receiver.url}/recover")
         await phone.outage()
         sent = fake_telegram.calls_to("sendMessage")
-        proposal = next(m for m in sent if "reply_markup" in m)
+        proposal = next(m for m in sent if "reply_markup" in m
+                        and m["reply_markup"]["inline_keyboard"][0][0]["callback_data"].startswith("ap:"))
         approve, reject = (b["callback_data"] for b in proposal["reply_markup"]["inline_keyboard"][0])
         assert approve.startswith("ap:") and approve.endswith(":y") and len(approve.encode()) <= 64
         assert "eyJ" not in json.dumps(proposal)  # never a token in a chat message
@@ -151,7 +152,8 @@ async def test_a_person_named_as_approver_approves_with_their_own_telegram_accou
         phone.service = ServiceRef(phone.tenant, svc.id, "checkout")
         await phone.outage()
         sent = fake_telegram.calls_to("sendMessage")
-        proposal = next(m for m in sent if "reply_markup" in m)
+        proposal = next(m for m in sent if "reply_markup" in m
+                        and m["reply_markup"]["inline_keyboard"][0][0]["callback_data"].startswith("ap:"))
         assert proposal["chat_id"] == "444"                       # Grace's own chat: she is the responder
         approve = proposal["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         message_id = 1 + sent.index(proposal)
@@ -159,3 +161,37 @@ async def test_a_person_named_as_approver_approves_with_their_own_telegram_accou
         assert (await tap(phone, fake_telegram, 444, approve, message_id)).json()["outcome"] == "authorized"
         await phone.settle()
         assert json.loads(receiver.requests[0].body)["approved_by"] == ["telegram:444"]
+
+
+async def test_responders_acknowledge_silence_and_resolve_from_telegram(
+        phone: Flow, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+    with Receiver() as receiver:
+        receiver.secret = phone.add_service(f"{receiver.url}/recover")   # contact Ada: Telegram chat 111
+        await phone.outage()
+    sent = fake_telegram.calls_to("sendMessage")
+    news = next(m for m in sent if m["text"].startswith("🔴 Incident detected"))
+    assert news["chat_id"] == "111"
+    codes = [b["callback_data"] for b in news["reply_markup"]["inline_keyboard"][0]]
+    assert codes == ["ak:INC-1", "rs:INC-1", "sl:INC-1"]
+    message_id = 1 + sent.index(news)
+    stranger = await tap(phone, fake_telegram, 999, "ak:INC-1", message_id)
+    assert stranger.json()["outcome"] == "not_allowed" and phone.incident().acknowledged_by is None
+    assert "incident.action_refused" in phone.kinds()
+    acked = await tap(phone, fake_telegram, 111, "ak:INC-1", message_id)
+    assert acked.json()["outcome"] == "acknowledged"
+    assert phone.incident().acknowledged_by == "engineer:telegram:111"
+    assert (await tap(phone, fake_telegram, 111, "ak:INC-1", message_id)).json()["outcome"] == "already"
+    silenced = await tap(phone, fake_telegram, 111, "sl:INC-1", message_id)
+    assert silenced.json()["outcome"] == "silenced"
+    [silence] = [json.loads(b) for (b,) in phone.db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind = 'silence.created'")]
+    assert silence["actor"] == "engineer:telegram:111"
+    assert silence["data"]["matchers"] == [{"name": "service", "op": "=", "value": "checkout"}]
+    resolved = await tap(phone, fake_telegram, 111, "rs:INC-1", message_id)
+    assert resolved.json()["outcome"] == "resolved" and phone.incident().stage == engine.RESOLVED
+    assert (await tap(phone, fake_telegram, 111, "rs:INC-1", message_id)).json()["outcome"] == "closed"
+    edits = [e["text"] for e in fake_telegram.calls_to("editMessageText")]
+    assert [e.split(" by ")[0] for e in edits] == ["INC-1: acknowledged", "INC-1: silenced for 1 h", "INC-1: resolved"]
+    answers = [a["text"] for a in fake_telegram.calls_to("answerCallbackQuery")]
+    assert answers[0] == "You are not one of this tenant's responders." and "Acknowledged" in answers[1]
+    phone.replay_clean()
