@@ -11,7 +11,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -19,28 +18,16 @@ from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import grouping, outbox, router, routes
+from . import escalation, grouping, outbox, router, routes
+from .message import Message
 
 log = logging.getLogger("alertengine.gateway")
 EGRESS_KINDS = ("notification", "token", "webhook", "call")
 # News of an open incident carries buttons to acknowledge, resolve or silence it for an hour.
 ACTIONABLE = frozenset({"detected", "updated", "escalated", "not_recovered", "escalation"})
 INCIDENT_BUTTONS = (("Acknowledge", "ak"), ("Resolve", "rs"), ("Silence 1 h", "sl"))
-
-
-@dataclass(frozen=True)
-class Message:
-    """A notification about an incident, in plain words."""
-
-    tenant: str
-    incident: str
-    event: str              # detected | proposed | recovered | resolved | escalated | ...
-    priority: str
-    text: str
-    recipient: str = "on-call"
-    data: dict[str, Any] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)  # recipient -> approval link (tokens: never ledgered or logged)
-    buttons: list[list[tuple[str, str]]] = field(default_factory=list)  # chat buttons: (label, callback data)
+# Notifications that start (or restart) the incident's escalation chain, and why.
+CHAIN_STARTS = {"detected": "the incident opened", "not_recovered": "the recovery ran but did not work"}
 
 
 class Channel(Protocol):
@@ -176,6 +163,14 @@ class Gateway:
             outbox.enqueue(tx, plan, dataclasses.replace(message, links=links), now=now, retry_for=routing.retry_for,
                            fallback=fallback, vault=self.vault or _NO_VAULT, shadow=shadow,
                            rules={r.name: r for r in routing.rules})
+            if message.incident and message.event in CHAIN_STARTS and \
+                    any(d.outcome in (router.SEND, router.HELD) for d in plan.decisions) and \
+                    tx.execute("SELECT 1 FROM incidents WHERE tenant = ? AND id = ? AND is_open = 1",
+                               (message.tenant, message.incident)).fetchone():
+                chain = routing.chain_for(plan.matched[0] if plan.matched else None)
+                if chain is not None:
+                    escalation.start(tx, message.tenant, message.incident, chain, routing.version, now,
+                                     CHAIN_STARTS[message.event])
             tx.append(LedgerEvent(
                 kind="notification.suppressed" if shadow else "notification.routed", tenant=message.tenant,
                 incident=message.incident, actor="shadow_mode" if shadow else "system",

@@ -192,13 +192,17 @@ def incident_labels(labels: dict[str, str], priority: str, service: str | None, 
     return out
 
 
-def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: float) -> Plan:
+def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: float,
+         receivers: tuple[str, ...] | None = None, by: str | None = None) -> Plan:
     """Route one notification (live routing and the dry run alike). This notification counts as one
     trigger of each rule it matches for ``escalate_after``; the caller records the hits of
-    ``Plan.matched`` (live routing does, a dry run does not)."""
+    ``Plan.matched`` (live routing does, a dry run does not).
+
+    With ``receivers`` the rules are not consulted: those receivers are told, under the name ``by``
+    (an escalation step). Silences, inhibition and people's quiet hours hold for them all the same."""
     at = datetime.fromtimestamp(now, timezone.utc)
     matched: list[Rule] = []
-    for rule in routing.rules:
+    for rule in routing.rules if receivers is None else ():
         if rule.matches(event):
             matched.append(rule)
             if not rule.cont:
@@ -216,41 +220,44 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
     channels = available_channels(conn, event.tenant)
     spec = _event_service(conn, event)
     decisions: dict[str, Decision] = {}
-    for rule in matched:
-        limited = rule.rate_limit and \
+    told = [(r.name, r.receivers, r) for r in matched] if receivers is None else [(by or "direct", receivers, None)]
+    for name, names, rule in told:
+        limited = rule is not None and rule.rate_limit and \
             _hits(conn, event.tenant, rule, now, rule.rate_window, sent_only=True) >= rule.rate_limit
-        for recipient in resolve(conn, event.tenant, rule.receivers, spec, channels):
+        for recipient in resolve(conn, event.tenant, names, spec, channels):
             if silenced_by:
-                decision = Decision(rule.name, recipient, SILENCED, f"silenced by {', '.join(silenced_by)}")
+                decision = Decision(name, recipient, SILENCED, f"silenced by {', '.join(silenced_by)}")
             elif inhibited_by:
-                decision = Decision(rule.name, recipient, INHIBITED, f"inhibited by {', '.join(inhibited_by)}")
+                decision = Decision(name, recipient, INHIBITED, f"inhibited by {', '.join(inhibited_by)}")
             elif limited:
-                decision = Decision(rule.name, recipient, RATE_LIMITED,
-                                    f"rule {rule.name} already sent {rule.rate_limit} in {rule.rate_window:g} s")
-            elif rule.quiet is not None and rule.quiet.holds(severity) and rule.quiet.window.contains(at):
-                end = rule.quiet.window.next_change(at)
-                decision = Decision(rule.name, recipient, HELD,
-                                    f"quiet hours of rule {rule.name}: below {rule.quiet.suppress_below}",
-                                    end.timestamp() if end else None, rule.quiet.then)
-            elif recipient.quiet is not None and recipient.quiet.holds(severity) and \
-                    recipient.quiet.window.contains(at):
-                end = recipient.quiet.window.next_change(at)
-                decision = Decision(rule.name, recipient, HELD,
-                                    f"quiet hours of {recipient.name}: below {recipient.quiet.suppress_below}",
-                                    end.timestamp() if end else None, recipient.quiet.then)
+                assert rule is not None
+                decision = Decision(name, recipient, RATE_LIMITED,
+                                    f"rule {name} already sent {rule.rate_limit} in {rule.rate_window:g} s")
             else:
-                decision = Decision(rule.name, recipient, SEND, f"rule {rule.name}")
+                decision = _quiet_or_send(name, recipient, rule.quiet if rule else None, severity, at)
             kept = decisions.get(recipient.key)
             if kept is None or (kept.outcome != SEND and decision.outcome == SEND):
                 decisions[recipient.key] = decision
     if not decisions:   # nothing is dropped for want of a rule or a person: the fallback hears it
-        why = "no rule matched" if not matched else "the matching rules name nobody reachable"
-        decisions["fallback"] = Decision(None, fallback(conn, event.tenant, routing, channels),
+        why = "nobody named is reachable" if receivers is not None else \
+            "no rule matched" if not matched else "the matching rules name nobody reachable"
+        decisions["fallback"] = Decision(by if receivers is not None else None,
+                                         fallback(conn, event.tenant, routing, channels),
                                          SILENCED if silenced_by else INHIBITED if inhibited_by else SEND,
                                          f"fallback: {why}")
     return Plan(event, routing.version, tuple(r.name for r in matched), severity, escalated_by, silenced_by,
                 inhibited_by, tuple(decisions.values()),
                 tuple(c for c, _ in fallback(conn, event.tenant, routing, channels).chain))
+
+
+def _quiet_or_send(name: str, recipient: Recipient, quiet: Quiet | None, severity: str, at: datetime) -> Decision:
+    """Held by the rule's quiet hours, or by the person's own, or sent."""
+    for whose, q in ((f"rule {name}", quiet), (recipient.name, recipient.quiet)):
+        if q is not None and q.holds(severity) and q.window.contains(at):
+            end = q.window.next_change(at)
+            return Decision(name, recipient, HELD, f"quiet hours of {whose}: below {q.suppress_below}",
+                            end.timestamp() if end else None, q.then)
+    return Decision(name, recipient, SEND, f"rule {name}")
 
 
 def _iso(at: float | None) -> str | None:

@@ -25,7 +25,8 @@ import json
 import logging
 import sqlite3
 import tomllib
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..schema import validate
 from ..store import WriteTx
 from ..tenancy.tenants import get_tenant
+from .chains import BUILT_IN, Chain, parse_chains
 from .matchers import Matcher, matches_all, parse_matchers
 from .people import ID_PATTERN, check_zone
 from .timeintervals import TimeInterval, Window, parse_time_interval, quiet_window
@@ -124,6 +126,7 @@ ROUTE = {
         "escalate_after": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         "escalate_to": {"type": "string", "enum": list(SEVERITIES)},
         "quiet_hours": QUIET, **_GROUPING,
+        "escalation": {"type": "string", "maxLength": 64, "description": "the chain to follow, or none"},
     },
 }
 ROUTING_SCHEMA = {
@@ -131,7 +134,9 @@ ROUTING_SCHEMA = {
     "properties": {
         "defaults": {"type": "object", "additionalProperties": False, "properties": {
             "receivers": _RECEIVERS, "retry_for": {"type": "number", "minimum": 10, "maximum": 7 * 86_400},
-            "failover_after": {"type": "integer", "minimum": 1, "maximum": 100}, **_GROUPING}},
+            "failover_after": {"type": "integer", "minimum": 1, "maximum": 100}, **_GROUPING,
+            "escalation": {"type": "string", "maxLength": 64}}},
+        "escalation": {"type": "object", "description": "named escalation chains (chains.py)"},
         "route": {"type": "array", "maxItems": 500, "items": ROUTE},
         "inhibit": {"type": "array", "maxItems": 200, "items": {
             "type": "object", "additionalProperties": False, "required": ["source", "target"],
@@ -182,6 +187,7 @@ class Rule:
     escalate_to: str | None
     quiet: Quiet | None
     grouping: Grouping
+    escalation: str | None = None        # the chain its incidents follow (None: the default one)
 
     def matches(self, event: "RouteEvent") -> bool:
         if self.severity and event.severity not in self.severity:
@@ -256,6 +262,14 @@ class Routing:
     retry_for: float
     failover_after: int
     grouping: Grouping
+    chains: dict[str, Chain] = field(default_factory=lambda: {"default": BUILT_IN})
+    escalation: str = "default"          # the chain of routes that name none
+
+    def chain_for(self, rule: str | None) -> Chain | None:
+        """The chain an incident first routed by ``rule`` follows; None for ``none``."""
+        found = next((r for r in self.rules if r.name == rule), None)
+        name = (found.escalation if found is not None and found.escalation else None) or self.escalation
+        return None if name == "none" else self.chains[name]
 
     @functools.cached_property
     def version(self) -> str:
@@ -304,7 +318,7 @@ def _rule(doc: dict[str, Any], field: str, grouping: Grouping) -> Rule:
                 tuple(doc["receivers"]), bool(doc.get("continue", False)), int(doc.get("rate_limit", 0)),
                 float(doc.get("rate_window", 60.0)), int(doc.get("escalate_after", 0)), doc.get("escalate_to"),
                 _quiet(doc["quiet_hours"], f"{field}.quiet_hours") if "quiet_hours" in doc else None,
-                _grouping(doc, grouping))
+                _grouping(doc, grouping), doc.get("escalation"))
 
 
 def build(raw: Any, text: str) -> Routing:
@@ -322,9 +336,16 @@ def build(raw: Any, text: str) -> Routing:
         Inhibition(doc.get("name", f"inhibit-{i + 1}"), parse_matchers(doc["source"], f"inhibit[{i}].source"),
                    parse_matchers(doc["target"], f"inhibit[{i}].target"), tuple(doc.get("equal", ())))
         for i, doc in enumerate(raw.get("inhibit", [])))
+    chains = parse_chains(raw.get("escalation", {}), RECEIVER_PATTERN)
+    escalation = defaults.get("escalation", "default")
+    for where, name in [("defaults.escalation", escalation)] + \
+            [(f"route[{i}].escalation", r.escalation) for i, r in enumerate(rules) if r.escalation]:
+        if name != "none" and name not in chains:
+            raise FieldError(where, f"no escalation chain named {name!r} (define [escalation.{name}], or say none)")
     return Routing(text, raw, tuple(rules), inhibitions,
                    tuple(defaults.get("receivers", ("channel:telegram", "channel:webhook"))),
-                   float(defaults.get("retry_for", 1800.0)), int(defaults.get("failover_after", 3)), grouping)
+                   float(defaults.get("retry_for", 1800.0)), int(defaults.get("failover_after", 3)), grouping,
+                   chains, escalation)
 
 
 @functools.lru_cache(maxsize=256)
@@ -351,8 +372,7 @@ def routing_from_json(doc: Any) -> Routing:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise FieldError("routing", "holds a lone surrogate (not UTF-8)") from None
-    return Routing(text, routing.doc, routing.rules, routing.inhibitions, routing.fallback, routing.retry_for,
-                   routing.failover_after, routing.grouping)
+    return dataclasses.replace(routing, source_text=text)
 
 
 def parse_any(text: str) -> Routing:

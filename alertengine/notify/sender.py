@@ -29,7 +29,7 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import grouping, outbox
+from . import escalation, grouping, outbox
 from .channels.base import Delivery
 from .gateway import Message
 from .outbox import Outgoing
@@ -107,6 +107,13 @@ class OutboxSender:
     def _next_due(self) -> float | None:
         return outbox.next_due(self.db.read_conn())
 
+    def _due_escalations(self, now: float) -> list[tuple[str, str]]:
+        return escalation.due(self.db.read_conn(), now)
+
+    def _is_shadow(self, tenant: str) -> bool:
+        row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
+        return True if row is None else bool(row[0])
+
     def _due_groups(self, now: float) -> list[tuple[str, str]]:
         return grouping.due(self.db.read_conn(), now)
 
@@ -119,6 +126,8 @@ class OutboxSender:
         now = self.clock()
         for tenant, key in await asyncio.to_thread(self._due_groups, now):
             await self.db.write(grouping.flush(tenant, key, now))
+        for tenant, incident in await asyncio.to_thread(self._due_escalations, now):
+            await self.db.write(escalation.fire(tenant, incident, now, self.vault, self._is_shadow(tenant)))
         found = await asyncio.to_thread(self._due, now)
         rows = []
         for item in found:   # claimed before the next await: a concurrent pass never takes the same recipient

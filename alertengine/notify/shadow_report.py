@@ -54,6 +54,12 @@ def shadow_report(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any]:
                         for d in would.get("decisions", [])]
                 incidents[e["incident"]]["would_have"].append({"at": e["ts"], "what": what, **would,
                                                                **({"told": told} if told else {})})
+        elif kind == "escalation.step" and data.get("shadow") and e["incident"] in incidents:
+            counts["escalation"] = counts.get("escalation", 0) + 1
+            incidents[e["incident"]]["would_have"].append({
+                "at": e["ts"], "what": "escalation", "step": data["step"], "chain": data["chain"],
+                "told": [f"{t['recipient']} ({', '.join(t['channels']) or 'fallback'})"
+                         + ("" if t["outcome"] == "send" else f" — {t['outcome']}") for t in data["told"]]})
         elif e["incident"] in incidents and e["stage"]:
             inc = incidents[e["incident"]]
             inc["stage"] = e["stage"]

@@ -359,3 +359,23 @@ def m011_notify_groups(conn: sqlite3.Connection) -> None:
 def m012_route_hits_sent(conn: sqlite3.Connection) -> None:
     # Whether a rule's match sent anything: rate limits count only what was sent (notify/router.py).
     conn.execute("ALTER TABLE route_hits ADD COLUMN sent INTEGER NOT NULL DEFAULT 1")
+
+
+@migration
+def m013_escalations(conn: sqlite3.Connection) -> None:
+    # Each open incident's escalation chain: where it stands and when its next step is due (notify/escalation.py).
+    conn.execute("""
+        CREATE TABLE escalations (
+            tenant TEXT NOT NULL,
+            incident TEXT NOT NULL,
+            chain TEXT NOT NULL,
+            routing_version TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            round INTEGER NOT NULL,
+            round_start REAL NOT NULL,
+            due REAL,
+            state TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (tenant, incident)
+        )""")
+    conn.execute("CREATE INDEX escalations_due ON escalations(due) WHERE due IS NOT NULL")

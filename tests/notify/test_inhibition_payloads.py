@@ -14,6 +14,9 @@ from tests.conftest import FIXTURES
 from tests.notify.rig import OK, Rig, Scripted
 
 ROUTING = """
+[defaults]
+escalation = "none"        # this test is about inhibition, not about chasing
+
 [[route]]
 name = "team-chat"
 receivers = ["channel:telegram"]
