@@ -112,9 +112,14 @@ quiet_hours = {{ start = "{start}", end = "{end}", time_zone = "UTC", suppress_b
         assert set(incidents) == {"CheckoutDown on checkout", "LedgerSlow on ledger", "BatchLate on batch"}
         assert all(i["is_open"] for i in incidents.values())          # a silence never stops policy
 
-        rows = app.ok("GET", f"/api/tenants/{tenant}/notifications", admin, params={"limit": 1000})["notifications"]
-        by_incident = {(r["incident"], r["event"]): r for r in rows}
-        page = by_incident[(incidents["CheckoutDown on checkout"]["id"], "detected")]
+        def rows() -> dict[tuple[str, str], dict[str, Any]]:
+            found = app.ok("GET", f"/api/tenants/{tenant}/notifications", admin, params={"limit": 1000})
+            return {(r["incident"], r["event"]): r for r in found["notifications"]}
+        page_key = (incidents["CheckoutDown on checkout"]["id"], "detected")
+        # the fake has the message; the appliance records the delivery right after: wait for that
+        by_incident = wait_for(lambda: (found := rows()) and found[page_key]["state"] == "delivered" and found,
+                               what="the page to be recorded as delivered")
+        page = by_incident[page_key]
         assert (page["recipient"], page["state"], page["channel"]) == ("person:ada", "delivered", "telegram")
         assert page["attempts"] == 3                                   # two refused, the third delivered
         held = by_incident[(incidents["LedgerSlow on ledger"]["id"], "detected")]
