@@ -10,13 +10,15 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from ..diagnosis import deploys
 from ..diagnosis.council import Council
-from ..ledger.entry import LedgerEvent, redact
+from ..ledger.entry import LedgerEvent, redact, utc_timestamp
 from ..notify.gateway import Gateway, Message
 from ..signals import AlertSignal, HealthReading
 from ..store import Database, WriteTx
@@ -24,6 +26,7 @@ from ..store.modes import ModeTracker
 from . import engine, timers
 from .engine import Incident, Opening
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
+from .policy import raised as raised_by_repeats
 
 log = logging.getLogger("alertengine.detection")
 _ALERT_NS = uuid.UUID("5d7d1f0e-6a63-4c55-9a52-2f5c3c6b1a10")  # event ids of alert deliveries, for idempotency
@@ -163,6 +166,8 @@ class Detector:
             episode = f"{episode}:{'open' if current is not None else 'idle'}"
         event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
                                              f"{signal.starts_at}|{episode}"))
+        if signal.status == "firing" and current is not None:   # repeats count, even those already ledgered
+            current = await self._occurred(tenant, current)
         if conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
             return current
         policy = self.policy(tenant)
@@ -186,6 +191,11 @@ class Detector:
         elif signal.status == "firing" and alert_opens(signal, rules):
             priority = policy.severity_priority(signal.severity)
             if current is None:
+                triage = self._triage_count(tenant, fingerprint)
+                higher, why = raised_by_repeats(policy, priority, 0, triage + 1)
+                if why is not None:
+                    data = {**data, "escalated_from": priority, "escalated_because": why}
+                    priority = higher
                 result = await self._open(Opening(
                     tenant, fingerprint, signal.source, signal.title, priority, service.id if service else None,
                     service.name if service else signal.service, rules.action if service else None, policy.version,
@@ -204,26 +214,79 @@ class Detector:
             policy_version=policy.version, decision=signal.status, event_id=event_id,
             reason=f"{signal.source}: {signal.title} is {signal.status}", data=data)
         auto_resolve = result is not None and result.is_open and signal.status == "firing" and rules.auto_resolve_after > 0
+        candidate_after = float(policy.doc["auto_resolve"]["candidate_after"]) \
+            if result is not None and result.is_open and signal.status == "firing" else 0.0
 
         def record(tx: WriteTx) -> None:
             entry = tx.append(received)
             if auto_resolve and not entry.duplicate:
                 timers.schedule(tx, tenant, result.id, "auto_resolve", timers.due_in(rules.auto_resolve_after),
                                 {"after": rules.auto_resolve_after, "policy_version": policy.version})
+            if candidate_after and not entry.duplicate:
+                timers.schedule(tx, tenant, result.id, "auto_resolve_candidate", timers.due_in(candidate_after),
+                                {"after": candidate_after, "policy_version": policy.version})
         await self.db.write(record)
         return result
 
     async def on_timer(self, timer: timers.Timer) -> None:
         """A stored deadline came due."""
-        if timer.kind == "auto_resolve" and timer.incident is not None:
-            inc = engine.get_incident(self.db.read_conn(), timer.tenant, timer.incident)
-            if inc.is_open:
-                resolved = await engine.run(self.db, engine.transition(
-                    timer.tenant, inc.id, engine.RESOLVED, "policy", decision="auto_resolved",
-                    policy_version=timer.data.get("policy_version"),
-                    reason=f"no firing alert for {timer.data.get('after')} s: auto-resolved by policy"))
-                await self._tell(resolved, "resolved", "auto-resolved: the alert stopped firing",
-                                 self.policy(timer.tenant))
+        if timer.kind not in ("auto_resolve", "auto_resolve_candidate") or timer.incident is None:
+            return
+        inc = engine.get_incident(self.db.read_conn(), timer.tenant, timer.incident)
+        if not inc.is_open:
+            return
+        policy = self.policy(timer.tenant)
+        rules = policy.doc["auto_resolve"]
+        quiet = f"no firing alert for {timer.data.get('after')} s"
+        if inc.priority not in rules["allowed"]:   # a P1 or P0 is closed by people, never by silence
+            await self.db.append(LedgerEvent(
+                kind="incident.auto_resolve_skipped", tenant=inc.tenant, incident=inc.id, stage=inc.stage,
+                actor="policy", decision="kept_open", policy_version=policy.version,
+                reason=f"{quiet}, but {inc.priority} is not one auto-resolve may close "
+                       f"(allowed: {', '.join(rules['allowed']) or 'none'})"))
+            return
+        if timer.kind == "auto_resolve_candidate" and not rules["auto_close"]:
+            await self.db.append(LedgerEvent(
+                kind="incident.auto_resolve_candidate", tenant=inc.tenant, incident=inc.id, stage=inc.stage,
+                actor="policy", decision="candidate", policy_version=policy.version,
+                reason=f"{quiet}: a candidate for resolving (auto_close is off: a person decides)"))
+            await self._tell(inc, "resolve_candidate", f"{quiet}: it may be over. Resolve it if so.", policy)
+            return
+        resolved = await engine.run(self.db, engine.transition(
+            timer.tenant, inc.id, engine.RESOLVED, "policy", decision="auto_resolved",
+            policy_version=timer.data.get("policy_version"), reason=f"{quiet}: auto-resolved by policy"))
+        await self._tell(resolved, "resolved", "auto-resolved: the alert stopped firing", policy)
+
+    def _triage_count(self, tenant: str, fingerprint: str) -> int:
+        """Incidents of this alert opened in the last 24 h (seed 004's triage count)."""
+        since = utc_timestamp(datetime.now(timezone.utc) - timedelta(hours=24))
+        row = self.db.read_conn().execute("SELECT count(*) FROM incidents WHERE tenant = ? AND fingerprint = ? "
+                                          "AND opened_at >= ?", (tenant, fingerprint, since)).fetchone()
+        return int(row[0])
+
+    async def _occurred(self, tenant: str, current: Incident) -> Incident:
+        """A firing alert for an open incident: count it, and raise the priority when policy says so."""
+        policy = self.policy(tenant)
+        window = float(policy.doc["escalation"]["occurrence_window"])
+        now = time.time()
+
+        def record(tx: WriteTx) -> int:
+            tx.execute("INSERT INTO alert_occurrences (tenant, incident, at) VALUES (?, ?, ?)", (tenant, current.id, now))
+            tx.execute("DELETE FROM alert_occurrences WHERE tenant = ? AND incident = ? AND at < ?",
+                       (tenant, current.id, now - window))
+            return int(tx.execute("SELECT count(*) FROM alert_occurrences WHERE tenant = ? AND incident = ?",
+                                  (tenant, current.id)).fetchone()[0])
+        occurrences = await self.db.write(record)
+        higher, why = raised_by_repeats(policy, current.priority, occurrences, 0)
+        if why is None:
+            return current
+        up = await self.db.write(engine.escalate(tenant, current.id, higher, reason=f"repeats: {why}",
+                                                 policy_version=policy.version,
+                                                 data={"occurrences": occurrences, "window": window}))
+        if up is None:
+            return current
+        await self._tell(up, "escalated", f"priority raised to {higher}: {why}", policy)
+        return up
 
     def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
         """Alert fingerprints of the incident still firing once ``resolved`` is counted (from the ledger)."""

@@ -58,6 +58,19 @@ high = "P1"
 medium = "P2"
 low = "P3"
 
+[escalation]             # priority rises with repeats: deterministic, never above the cap
+occurrence_window = 3600.0   # seconds in which firing alerts of one incident are counted
+p2_to_p1_occurrences = 5     # P2 (or P3) becomes P1 at this many firing alerts in the window (0: never)
+p1_to_p0_occurrences = 10    # P1 becomes P0 likewise (0: never)
+p2_to_p1_triage_24h = 3      # a new incident opens one step higher when its alert opened this many in 24 h (0: never)
+p1_to_p0_triage_24h = 6
+cap = "P0"                   # the highest priority this escalation may reach
+
+[auto_resolve]           # what may close, or be marked for closing, when its alert goes quiet
+allowed = ["P2", "P3"]       # priorities auto-resolve may close; candidates are only these
+candidate_after = 0.0        # seconds without a firing alert after which an incident is a candidate (0: off)
+auto_close = false           # true: close candidates; false: only note them (incident.auto_resolve_candidate)
+
 [actions]
 default = "restart service"  # the recovery action policy proposes when a service names none
 
@@ -99,6 +112,15 @@ POLICY_SCHEMA = {
             "severity": {"type": "object", "additionalProperties": False,
                          "properties": {k: _PRIO for k in SEVERITIES}}}},
         "actions": {"type": "object", "additionalProperties": False, "properties": {"default": ACTION}},
+        "escalation": {"type": "object", "additionalProperties": False, "properties": {
+            "occurrence_window": {"type": "number", "minimum": 60, "maximum": 7 * 86_400},
+            **{k: {"type": "integer", "minimum": 0, "maximum": 100_000} for k in (
+                "p2_to_p1_occurrences", "p1_to_p0_occurrences", "p2_to_p1_triage_24h", "p1_to_p0_triage_24h")},
+            "cap": _PRIO}},
+        "auto_resolve": {"type": "object", "additionalProperties": False, "properties": {
+            "allowed": {"type": "array", "uniqueItems": True, "items": _PRIO},
+            "candidate_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400},
+            "auto_close": {"type": "boolean"}}},
         "approvals": {"type": "object", "additionalProperties": False, "properties": APPROVALS},
         "diagnosis": {"type": "object", "additionalProperties": False,
                       "properties": {"dissent_confidence": {"type": "integer", "minimum": 0, "maximum": 100}}},
@@ -273,3 +295,20 @@ def put_policy(tenant: str, text: str, actor: str) -> Callable[[WriteTx], Policy
                               data={"from_version": old.version, "to_version": new.version, "diff": diff}))
         return new
     return write
+
+
+def raised(policy: Policy, priority: str, occurrences: int, triage: int) -> tuple[str, str | None]:
+    """The priority repeats call for (seed 004's escalation engine): P3/P2 → P1 and P1 → P0 when the
+    occurrences in the window or the incidents of the same alert in 24 h reach their thresholds,
+    never above the cap; and why, or None when it stays."""
+    doc = policy.doc["escalation"]
+    cap = PRIORITIES.index(doc["cap"])
+    now, why = priority, None
+    for src, dst, occ, tri in (("P2", "P1", "p2_to_p1_occurrences", "p2_to_p1_triage_24h"),
+                               ("P1", "P0", "p1_to_p0_occurrences", "p1_to_p0_triage_24h")):
+        if PRIORITIES.index(now) >= PRIORITIES.index(src) and PRIORITIES.index(dst) >= cap:
+            if doc[occ] and occurrences >= doc[occ]:
+                now, why = dst, f"{occurrences} firing alerts within {doc['occurrence_window']:g} s (>= {doc[occ]})"
+            elif doc[tri] and triage >= doc[tri]:
+                now, why = dst, f"{triage} incidents of this alert within 24 h (>= {doc[tri]})"
+    return now, why

@@ -47,7 +47,7 @@ SEVERITY_PRIORITY = {v: k for k, v in PRIORITY_SEVERITY.items()}
 CATEGORIES = ("health", "alert", "heartbeat", "deploy")
 EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "not_recovered",
           "expired",
-          "recovered", "resolved", "acknowledged", "silence", "test")
+          "recovered", "resolved", "resolve_candidate", "acknowledged", "silence", "escalation", "test")
 LOCAL_CHANNELS = ("file", "jsonl")
 REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
 RECEIVER_PATTERN = (r"^(responders(:secondary)?|person:[a-z0-9][a-z0-9_.-]{0,63}|team:[a-z0-9][a-z0-9_.-]{0,63}|"

@@ -379,3 +379,10 @@ def m013_escalations(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (tenant, incident)
         )""")
     conn.execute("CREATE INDEX escalations_due ON escalations(due) WHERE due IS NOT NULL")
+
+
+@migration
+def m014_alert_occurrences(conn: sqlite3.Connection) -> None:
+    # Every firing alert for an open incident, repeats included: what priority escalation counts (detection.py).
+    conn.execute("CREATE TABLE alert_occurrences (tenant TEXT NOT NULL, incident TEXT NOT NULL, at REAL NOT NULL)")
+    conn.execute("CREATE INDEX alert_occurrences_by_incident ON alert_occurrences(tenant, incident, at)")

@@ -186,7 +186,7 @@ async def test_auto_resolve_is_a_stored_deadline_that_survives_a_restart(data_di
     db = data_dir.open_database(config)
     h = Harness(db, tmp_path)
     db.write_sync(put_policy(h.tenant, "[detection]\nauto_resolve_after = 60.0\n", "test"))
-    alert = AlertSignal("events", "f1", "firing", "high", "queue backlog", "billing", {}, {}, "2026-11-22T13:00:00Z")
+    alert = AlertSignal("events", "f1", "firing", "medium", "queue backlog", "billing", {}, {}, "2026-11-22T13:00:00Z")
     inc = await h.detector.on_alert(h.tenant, alert, None)
     assert inc is not None and inc.is_open
     pending = db.read_conn().execute("SELECT kind, due FROM timers WHERE done IS NULL").fetchall()
@@ -231,3 +231,74 @@ def test_an_incident_keeps_the_labels_all_its_alerts_share(db: Database) -> None
     db.write_sync(engine.transition(tenant, inc.id, engine.RESOLVED, "policy", reason="test"))
     assert db.write_sync(engine.merge_labels(tenant, inc.id, {})) is False
     assert labels() == {"alertname": "Down", "service": "checkout"}      # a closed incident keeps its labels
+
+
+async def test_auto_resolve_closes_only_the_allowed_priorities_and_candidates_are_noted(
+        data_dir, config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from alertengine.runtime import Runtime
+    db = data_dir.open_database(config)
+    try:
+        h = Harness(db, tmp_path)
+        db.write_sync(put_policy(h.tenant, "[detection]\nauto_resolve_after = 60.0\n"
+                                           "[auto_resolve]\ncandidate_after = 30.0\n", "test"))
+        runtime = Runtime(config, db, data_dir)
+
+        def alert(fp: str, severity: str) -> AlertSignal:
+            return AlertSignal("events", fp, "firing", severity, f"queue {fp}", "billing", {}, {},
+                               "2026-11-22T13:00:00Z")
+        high = await h.detector.on_alert(h.tenant, alert("f1", "high"), None)         # P1
+        medium = await h.detector.on_alert(h.tenant, alert("f2", "medium"), None)     # P2
+        assert (high.priority, medium.priority) == ("P1", "P2")
+        await runtime.timer_round("2999-01-01T00:00:00.000000Z")
+        assert engine.get_incident(db.read_conn(), h.tenant, high.id).is_open         # a P1 stays open
+        assert engine.get_incident(db.read_conn(), h.tenant, medium.id).stage == engine.RESOLVED
+        notes = {(json.loads(b)["incident"], k) for k, b in db.read_conn().execute(
+            "SELECT kind, body FROM ledger WHERE kind LIKE 'incident.auto_resolve%'")}
+        assert notes == {(high.id, "incident.auto_resolve_skipped"), (medium.id, "incident.auto_resolve_candidate")}
+        skipped = json.loads(db.read_conn().execute(
+            "SELECT body FROM ledger WHERE kind = 'incident.auto_resolve_skipped'").fetchone()[0])
+        assert skipped["actor"] == "policy" and "P1 is not one auto-resolve may close" in skipped["reason"]
+        await runtime.http.aclose()
+    finally:
+        db.close()
+
+
+async def test_repeats_raise_the_priority_p2_p1_p0_and_stop_at_the_cap(h: Harness) -> None:
+    h.db.write_sync(put_policy(h.tenant, "[escalation]\np2_to_p1_occurrences = 3\np1_to_p0_occurrences = 5\n",
+                               "test"))
+    alert = AlertSignal("pagerduty", "dedup-1", "firing", "medium", "disk filling", "billing", {}, {}, None)
+    priorities = []
+    for _ in range(12):                                            # the same alert, triggered twelve times
+        inc = await h.detector.on_alert(h.tenant, alert, None)
+        assert inc is not None
+        priorities.append(engine.get_incident(h.db.read_conn(), h.tenant, inc.id).priority)
+    # the first opens the incident; repeats 2.. are occurrences: 3 → P1, 5 → P0
+    assert priorities == ["P2", "P2", "P2", "P1", "P1", "P0", "P0", "P0", "P0", "P0", "P0", "P0"]
+    escalated = [json.loads(b) for (b,) in h.db.read_conn().execute(
+        "SELECT body FROM ledger WHERE kind = 'incident.escalated' ORDER BY seq")]
+    assert [(e["data"]["from"], e["data"]["to"]) for e in escalated] == [("P2", "P1"), ("P1", "P0")]
+    assert all(e["actor"] == "policy" and e["reason"].startswith("repeats: ") for e in escalated)
+    h.assert_replay_clean()
+
+
+async def test_the_cap_holds(h: Harness) -> None:
+    h.db.write_sync(put_policy(h.tenant, "[escalation]\np2_to_p1_occurrences = 2\np1_to_p0_occurrences = 3\n"
+                                         'cap = "P1"\n', "test"))
+    alert = AlertSignal("pagerduty", "dedup-2", "firing", "medium", "disk filling", "billing", {}, {}, None)
+    for _ in range(10):
+        inc = await h.detector.on_alert(h.tenant, alert, None)
+    assert engine.get_incident(h.db.read_conn(), h.tenant, inc.id).priority == "P1"
+
+
+async def test_an_alert_that_keeps_coming_back_opens_higher(h: Harness) -> None:
+    h.db.write_sync(put_policy(h.tenant, "[escalation]\np2_to_p1_triage_24h = 3\n", "test"))
+    opened = []
+    for n in range(4):
+        firing = AlertSignal("alertmanager", "fp", "firing", "medium", "flapping", "billing",
+                             {"alertname": "Flap"}, {}, f"2026-11-22T13:0{n}:00Z")
+        inc = await h.detector.on_alert(h.tenant, firing, None)
+        opened.append(inc.priority)
+        resolved = AlertSignal("alertmanager", "fp", "resolved", "medium", "flapping", "billing",
+                               {"alertname": "Flap"}, {}, f"2026-11-22T13:0{n}:00Z")
+        await h.detector.on_alert(h.tenant, resolved, None)
+    assert opened == ["P2", "P2", "P1", "P1"]      # the third incident of this alert in 24 h opens as P1
