@@ -86,15 +86,53 @@ def deploy_line(conn: sqlite3.Connection, tenant: str, incident: str) -> str:
     return f"\nMost relevant deploy: {deploy['sha'][:10]} at {deploy.get('deployed_at')}: {deploy.get('message', '')[:120]}{risky}"
 
 
-def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[str, Any]]) -> str:
+def health_line(conn: sqlite3.Connection, tenant: str, incident: str) -> str:
+    """``Health score: 23/100 | P95: 2.8s | Errors: 19%`` from the reading that opened the incident."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.detected' "
+                       "ORDER BY seq LIMIT 1", (tenant, incident)).fetchone()
+    reading = json.loads(row[0])["data"].get("reading") if row else None
+    if not isinstance(reading, dict):
+        return ""
+    parts = []
+    if isinstance(reading.get("health_score"), (int, float)):
+        parts.append(f"Health score: {reading['health_score']:.0f}/100")
+    if isinstance(reading.get("p95_ms"), (int, float)):
+        parts.append(f"P95: {reading['p95_ms'] / 1000:.1f}s")
+    if isinstance(reading.get("error_rate"), (int, float)):
+        parts.append(f"Errors: {reading['error_rate'] * 100:.0f}%")
+    return " | ".join(parts)
+
+
+def diagnosis_summary(conn: sqlite3.Connection, tenant: str, incident: str) -> tuple[str, str]:
+    """(how sure, what) of the latest diagnosis: ``Both models agree — confidence 87%`` and its root cause."""
+    row = conn.execute("SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'incident.diagnosed' "
+                       "ORDER BY seq DESC LIMIT 1", (tenant, incident)).fetchone()
+    if row is None:
+        return "", ""
+    entry = json.loads(row[0])
+    data, confidence = entry["data"], entry.get("confidence")
+    sure = f" — confidence {confidence}%" if confidence is not None else ""
+    how = {"consensus": f"Both models agree{sure}", "heuristic": f"Rule-based diagnosis (no AI answer){sure}"}.get(
+        entry.get("decision") or "", f"Diagnosis{sure}")
+    return how, str(data.get("root_cause") or "")
+
+
+def proposal_text(inc: engine.Incident, host: str | None, theories: list[dict[str, Any]],
+                  conn: sqlite3.Connection | None = None) -> str:
+    """What a person approves from a phone: the health figures, the diagnosis with its confidence
+    (or both theories, with what to check), and the exact action and host. Never approving blind."""
     calls = f", calling {host}" if host else " (no recovery webhook: approval is recorded only)"
+    health = health_line(conn, inc.tenant, inc.id) if conn is not None else ""
+    head = [f"{inc.title} ({inc.priority})"] + ([health] if health else [])
     if not theories:
-        return f"{inc.title} ({inc.priority}). Recommended action: {inc.action}{calls}"
-    lines = [f"{inc.title} ({inc.priority}). The two diagnoses disagree; choose which to trust."]
+        how, what = diagnosis_summary(conn, inc.tenant, inc.id) if conn is not None else ("", "")
+        lines = head + ([f"{how}: {what}" if what else how] if how else [])
+        return "\n".join(lines + [f"Suggested fix: {inc.action}{calls}"])
+    lines = head + ["The two diagnoses disagree; choose which to trust."]
     for t in theories:
         logs = ", ".join(str(x) for x in t.get("logs_to_check", [])[:5]) or "none named"
         lines.append(f"Theory {t['label']} ({t.get('category', 'unknown')}, {t.get('confidence', '?')}%): "
-                     f"{t.get('root_cause', '')}. Logs to check: {logs}.")
+                     f"{t.get('root_cause', '')}. Check: {logs}.")
     lines.append(f"Either approval runs: {inc.action}{calls}.")
     return "\n".join(lines)
 
@@ -148,7 +186,7 @@ class Orchestrator:
         host = urlsplit(target.url).hostname if target.url else None
         theories = dissent_theories(conn, inc.tenant, inc.id)
         choices: list[str | None] = [t["label"] for t in theories] or [None]
-        text = proposal_text(inc, host, theories) + deploy_line(conn, inc.tenant, inc.id)
+        text = proposal_text(inc, host, theories, conn) + deploy_line(conn, inc.tenant, inc.id)
         event = "dissent" if theories else "proposed"
         data = {"service": inc.service_name, "action": inc.action}
         # one link per recipient routing picks, bound to that recipient (and only in their message)

@@ -339,7 +339,12 @@ async def test_dissent_offers_both_theories_and_records_the_choice(flow: Flow) -
         proposed = await engine.run(flow.db, with_action)
         await flow.orchestrator.propose(proposed)
         line = json.loads((flow.data.path / "notifications.jsonl").read_text().splitlines()[-1])
-        assert line["event"] == "dissent" and "Theory A" in line["text"] and "gateway timeouts" in line["text"]
+        assert line["event"] == "dissent"
+        assert line["text"].splitlines() == [
+            "checkout: errors (P1)", "The two diagnoses disagree; choose which to trust.",
+            "Theory A (database, 81%): connection pool exhausted. Check: db pool metrics.",
+            "Theory B (external_api, 77%): upstream payment API timing out. Check: gateway timeouts.",
+            "Either approval runs: restart checkout pool, calling 127.0.0.1."]
         # the log names who got a link, never the link; the links reached the person
         assert line["approval_links_for"] == ["primary:Ada (trust A)", "primary:Ada (trust B)"]
         assert "/action/recover/" not in json.dumps(line)
@@ -354,3 +359,16 @@ async def test_dissent_offers_both_theories_and_records_the_choice(flow: Flow) -
         assert json.loads(receiver.requests[0].body)["choice"] == "B"
         assert (await flow.confirm(token_a)).status_code == 409  # the other theory's link is spent too
     flow.replay_clean()
+
+
+async def test_the_proposal_carries_the_health_figures_and_the_diagnosis(flow: Flow) -> None:
+    """Approving from a phone is never approving blind: the figures, the diagnosis, the action."""
+    with Receiver() as receiver:
+        receiver.secret = flow.add_service(f"{receiver.url}/recover")
+        await flow.outage()
+        proposal = next(m for m in flow.person.received if m.event == "proposed")
+        lines = proposal.text.splitlines()
+        assert lines[0] == "checkout: latency (P2)"
+        assert lines[1] == "Health score: 70/100 | P95: 9.0s | Errors: 0%"        # the SLOW reading
+        assert lines[2].startswith("Rule-based diagnosis (no AI answer) — confidence ")
+        assert lines[-1] == "Suggested fix: restart service, calling 127.0.0.1"
