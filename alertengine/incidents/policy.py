@@ -71,6 +71,12 @@ allowed = ["P2", "P3"]       # priorities auto-resolve may close; candidates are
 candidate_after = 0.0        # seconds without a firing alert after which an incident is a candidate (0: off)
 auto_close = false           # true: close candidates; false: only note them (incident.auto_resolve_candidate)
 
+[slo]                    # the alert loop's objectives (GET /v1/alerts/dashboard reports against them)
+ack_p95_seconds = 300.0      # 95 % of incidents acknowledged within this
+failed_delivery_rate = 0.05  # at most this share of finished deliveries dead
+stuck_after = 600.0          # a delivery still pending after this is stuck
+stuck_max = 0                # how many stuck deliveries are tolerated
+
 [actions]
 default = "restart service"  # the recovery action policy proposes when a service names none
 
@@ -117,6 +123,11 @@ POLICY_SCHEMA = {
             **{k: {"type": "integer", "minimum": 0, "maximum": 100_000} for k in (
                 "p2_to_p1_occurrences", "p1_to_p0_occurrences", "p2_to_p1_triage_24h", "p1_to_p0_triage_24h")},
             "cap": _PRIO}},
+        "slo": {"type": "object", "additionalProperties": False, "properties": {
+            "ack_p95_seconds": {"type": "number", "minimum": 1, "maximum": 86_400},
+            "failed_delivery_rate": {"type": "number", "minimum": 0, "maximum": 1},
+            "stuck_after": {"type": "number", "minimum": 10, "maximum": 86_400},
+            "stuck_max": {"type": "integer", "minimum": 0, "maximum": 1_000_000}}},
         "auto_resolve": {"type": "object", "additionalProperties": False, "properties": {
             "allowed": {"type": "array", "uniqueItems": True, "items": _PRIO},
             "candidate_after": {"type": "number", "minimum": 0, "maximum": 30 * 86_400},

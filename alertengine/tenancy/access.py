@@ -35,6 +35,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "notify.read": frozenset({APPLIANCE_ADMIN, "admin", "operator", "auditor", "viewer"}),
     "notify.write": frozenset({APPLIANCE_ADMIN, "admin"}),
     "silence.write": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
+    "slo.read": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
     "metrics.read": frozenset({APPLIANCE_ADMIN}),
     "ledger.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "ledger.export": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),

@@ -3,6 +3,7 @@ the shadow-mode governance report."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -11,9 +12,11 @@ from starlette.responses import HTMLResponse
 from ..incidents import engine
 from ..incidents.dryrun import dry_run
 from ..incidents.policy import load_policy, parse_policy, put_policy
+from ..incidents.slo import dashboard
 from ..ledger.entry import is_rfc3339, normal_ts
 from ..notify.shadow_report import shadow_report
 from ..recovery import deadletters
+from ..tenancy.tenants import get_tenant
 from .routing import ApiError, Call, Registry
 
 incidents_api = Registry()
@@ -173,3 +176,27 @@ async def repropose_dead_letter_endpoint(call: Call) -> Any:
     inc = await engine.run(db, deadletters.repropose(call.tenant, call.params["letter"], _engineer(call), policy.version))
     await call.state.orchestrator.propose(inc)
     return inc.public()
+
+
+@incidents_api.route("GET", "/v1/alerts/dashboard", permission="slo.read", tags=("incidents",), errors=(400,),
+                     query={"window_minutes": {"type": "integer", "minimum": 1, "maximum": 43_200},
+                            "tenant": {"type": "string", "maxLength": 64}},
+                     response={"type": "object", "required": ["tenant", "window_minutes", "violations", "ok"]},
+                     summary="The alert loop's SLO for the key's tenant over a window (default 60 min): "
+                             "acknowledgement latency p95, failed delivery rate, stuck deliveries, the violations "
+                             "of the policy's [slo], and open auto-resolve candidates")
+async def alerts_dashboard_endpoint(call: Call) -> Any:
+    tenant = call.principal.tenant if call.principal is not None else None
+    if tenant is None:                                  # the appliance admin names the tenant
+        tenant = call.params.get("tenant")
+        if tenant is None:
+            raise ApiError(400, "tenant_required", "an appliance-admin key must name the tenant (?tenant=)", "tenant")
+        get_tenant(call.state.db.read_conn(), tenant)
+    elif call.params.get("tenant") not in (None, tenant):
+        raise ApiError(400, "invalid", "a tenant's key reads its own tenant only", "tenant")
+    db, window = call.state.db, call.params.get("window_minutes", 60)
+
+    def compute() -> dict[str, Any]:
+        with db.reader() as conn:
+            return dashboard(conn, tenant, window)
+    return await asyncio.to_thread(compute)

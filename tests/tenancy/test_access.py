@@ -56,6 +56,7 @@ EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
     "notify.read":          (1,               1,     1,        1,       1),
     "notify.write":         (1,               1,     0,        0,       0),
     "silence.write":        (1,               1,     1,        0,       0),
+    "slo.read":             (1,               1,     1,        0,       0),
     "metrics.read":         (1,               0,     0,        0,       0),
     "ledger.read":          (1,               1,     0,        1,       0),
     "ledger.export":        (1,               1,     0,        1,       0),

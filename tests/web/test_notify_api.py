@@ -154,3 +154,39 @@ async def test_the_outbox_lists_and_a_dead_letter_is_sent_again(world: World) ->
     other_t, other = _auth(world, "b")
     assert (await world.client.post(f"/api/tenants/{other_t}/notifications/{row}/retry",
                                     headers=other)).status_code == 404
+
+
+async def test_the_alert_loop_dashboard_for_operators_and_admins_only(world: World) -> None:
+    t, admin = _auth(world)
+    _t, operator = _auth(world, "a", "operator")
+    _t, viewer = _auth(world, "a", "viewer")
+    from alertengine.incidents import engine
+    opening = engine.Opening(t, "health:slo", "poller", "checkout down", "P1", None, "checkout", None,
+                             "sha256:000000000000", "test", {})
+    inc, _ = await world.db.write(engine.open_incident(opening))
+    await world.db.write(engine.acknowledge(t, inc.id, "engineer:key:x"))
+
+    def rows(tx):  # type: ignore[no-untyped-def]
+        for state, created in (("delivered", "2999-01-01T00:00:00Z"), ("dead", "2999-01-01T00:00:00Z"),
+                               ("queued", "2000-01-01T00:00:00Z")):
+            tx.execute("INSERT INTO outbox (tenant, recipient, event, body, state, next_at, deadline, created, "
+                       "updated) VALUES (?, 'person:x', 'detected', '{}', ?, 0, 0, ?, ?)", (t, state, created, created))
+    await world.db.write(rows)
+    reply = await world.client.get("/v1/alerts/dashboard", headers=operator, params={"window_minutes": 30})
+    assert reply.status_code == 200, reply.text
+    board = reply.json()
+    assert board["tenant"] == t and board["window_minutes"] == 30 and board["incidents_opened"] == 1
+    assert board["acknowledged"] == 1 and 0 <= board["ack_latency_p95_seconds"] < 60
+    assert board["deliveries"] == {"delivered": 1, "dead": 1, "failed_rate": 0.5, "stuck": 1}
+    assert [v["slo"] for v in board["violations"]] == ["failed_delivery_rate", "stuck_deliveries"]
+    assert board["ok"] is False
+    assert (await world.client.get("/v1/alerts/dashboard", headers=viewer)).status_code == 403
+    assert (await world.client.get("/v1/alerts/dashboard", headers=admin)).status_code == 200
+    root = world.auth(world.admin)
+    assert (await world.client.get("/v1/alerts/dashboard", headers=root)).status_code == 400
+    assert (await world.client.get("/v1/alerts/dashboard", headers=root, params={"tenant": t})).json()["tenant"] == t
+    other = world.tenants["b"]
+    assert (await world.client.get("/v1/alerts/dashboard", headers=operator,
+                                   params={"tenant": other})).status_code == 400
+    bad = await world.client.get("/v1/alerts/dashboard", headers=operator, params={"window_minutes": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "window_minutes"
