@@ -3,7 +3,7 @@
 Owns: ``common`` (exit codes, errors, settings, the data directory), ``serve`` (serve,
 check-config), ``ledger`` (ledger verify | key | show, export, bundle verify, replay),
 ``tenancy`` (tenant, key, service, integration), ``notify`` (person, team, route, silence,
-notify), ``operations`` (dlq, telegram, deploy) and
+notify), ``oncall`` (schedule), ``operations`` (dlq, telegram, deploy) and
 ``witness`` (a witness's own service, run by an auditor).
 May import: anything in the package; nothing imports it but ``__main__``.
 """
@@ -31,9 +31,9 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj["config"] = config_path
 
 
-from . import ledger, notify, operations, serve, tenancy, witness  # noqa: E402  (each module adds its commands)
+from . import ledger, notify, oncall, operations, serve, tenancy, witness  # noqa: E402  (each module adds its commands)
 
-for _module in (serve, ledger, tenancy, notify, operations, witness):
+for _module in (serve, ledger, tenancy, notify, oncall, operations, witness):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

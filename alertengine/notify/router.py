@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import NotFoundError
 from ..tenancy.services import service_spec
 from .matchers import matches_all
 from .people import Person, expand
 from .routes import LOCAL_CHANNELS, SEVERITIES, Quiet, RouteEvent, Routing, Rule, person_quiet
+from .schedules import get_schedule
 from .silences import active_silences
 
 # The channels this appliance can deliver on today, and what each needs from the tenant's settings.
@@ -104,8 +106,28 @@ def _channel_recipient(kind: str, channels: dict[str, str | None]) -> Recipient:
     return Recipient(f"channel:{kind}", kind, chain, skipped)
 
 
+def people_of(conn: sqlite3.Connection, tenant: str, refs: list[str], at: datetime) -> list[Person]:
+    """The people ``person:``, ``team:`` and ``schedule:`` references name at ``at`` (a schedule: whoever
+    is on call then), in order, each once; references that name nobody are skipped."""
+    out: dict[str, Person] = {}
+    for ref in refs:
+        kind, _, ident = ref.partition(":")
+        found: list[Person] = []
+        if kind == "schedule":
+            try:
+                person, _why = get_schedule(conn, tenant, ident).on_call(at)
+                found = expand(conn, tenant, [f"person:{person}"]) if person else []
+            except NotFoundError:
+                found = []
+        else:
+            found = expand(conn, tenant, [ref])
+        for p in found:
+            out.setdefault(p.id, p)
+    return list(out.values())
+
+
 def responders(conn: sqlite3.Connection, tenant: str, spec: dict[str, Any] | None, role: str,
-               channels: dict[str, str | None]) -> list[Recipient]:
+               channels: dict[str, str | None], at: datetime | None = None) -> list[Recipient]:
     """A service's responders in ``role``: its contact (with the contact's own addresses) and the
     people and teams it names."""
     if not spec:
@@ -118,21 +140,24 @@ def responders(conn: sqlite3.Connection, tenant: str, spec: dict[str, Any] | Non
         # keyed as approval tokens name a service's contact: "<role>:<name>"
         out.append(Recipient(f"{role}:{contact.get('name') or role}", contact.get("name") or f"{role} contact",
                              chain, skipped))
-    for person in expand(conn, tenant, list(spec.get("responders", {}).get(role, []))):
+    for person in people_of(conn, tenant, list(spec.get("responders", {}).get(role, [])),
+                            at or datetime.now(timezone.utc)):
         out.append(_person_recipient(person, channels))
     return out
 
 
 def resolve(conn: sqlite3.Connection, tenant: str, receivers: tuple[str, ...], spec: dict[str, Any] | None,
-            channels: dict[str, str | None]) -> list[Recipient]:
+            channels: dict[str, str | None], at: datetime | None = None) -> list[Recipient]:
     out: dict[str, Recipient] = {}
+    when = at or datetime.now(timezone.utc)
     for receiver in receivers:
         if receiver in ("responders", "responders:secondary"):
-            found = responders(conn, tenant, spec, "secondary" if receiver.endswith("secondary") else "primary", channels)
+            found = responders(conn, tenant, spec, "secondary" if receiver.endswith("secondary") else "primary",
+                               channels, when)
         elif receiver.startswith("channel:"):
             found = [_channel_recipient(receiver.partition(":")[2], channels)]
         else:
-            found = [_person_recipient(p, channels) for p in expand(conn, tenant, [receiver])]
+            found = [_person_recipient(p, channels) for p in people_of(conn, tenant, [receiver], when)]
         for recipient in found:
             out.setdefault(recipient.key, recipient)
     return list(out.values())
@@ -224,7 +249,7 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
     for name, names, rule in told:
         limited = rule is not None and rule.rate_limit and \
             _hits(conn, event.tenant, rule, now, rule.rate_window, sent_only=True) >= rule.rate_limit
-        for recipient in resolve(conn, event.tenant, names, spec, channels):
+        for recipient in resolve(conn, event.tenant, names, spec, channels, at):
             if silenced_by:
                 decision = Decision(name, recipient, SILENCED, f"silenced by {', '.join(silenced_by)}")
             elif inhibited_by:

@@ -50,14 +50,14 @@ EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected",
           "recovered", "resolved", "resolve_candidate", "acknowledged", "silence", "escalation", "test")
 LOCAL_CHANNELS = ("file", "jsonl")
 REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
-RECEIVER_PATTERN = (r"^(responders(:secondary)?|person:[a-z0-9][a-z0-9_.-]{0,63}|team:[a-z0-9][a-z0-9_.-]{0,63}|"
+RECEIVER_PATTERN = (r"^(responders(:secondary)?|(person|team|schedule):[a-z0-9][a-z0-9_.-]{0,63}|"
                     r"channel:(" + "|".join(LOCAL_CHANNELS + REMOTE_CHANNELS) + "))$")
 
 DEFAULT_ROUTING_TOML = """\
 # AlertEngine routing. Rules are tried in order; the first match wins unless it says continue = true.
 # Receivers: "responders" (the service's primary responders), "responders:secondary", "person:<id>",
-# "team:<id>", "channel:telegram" (the tenant's default chat), "channel:webhook", "channel:file",
-# "channel:jsonl".
+# "team:<id>", "schedule:<id>" (whoever is on call), "channel:telegram" (the tenant's default chat),
+# "channel:webhook", "channel:file", "channel:jsonl".
 
 [defaults]
 receivers = ["channel:telegram", "channel:webhook"]  # the fallback: no rule matched, nobody named, or every channel failed

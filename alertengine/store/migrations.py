@@ -386,3 +386,14 @@ def m014_alert_occurrences(conn: sqlite3.Connection) -> None:
     # Every firing alert for an open incident, repeats included: what priority escalation counts (detection.py).
     conn.execute("CREATE TABLE alert_occurrences (tenant TEXT NOT NULL, incident TEXT NOT NULL, at REAL NOT NULL)")
     conn.execute("CREATE INDEX alert_occurrences_by_incident ON alert_occurrences(tenant, incident, at)")
+
+
+@migration
+def m015_schedules(conn: sqlite3.Connection) -> None:
+    # On-call schedules and their overrides (notify/schedules.py).
+    conn.execute("CREATE TABLE schedules (tenant TEXT NOT NULL REFERENCES tenants(id), id TEXT NOT NULL, "
+                 "spec TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (tenant, id))")
+    conn.execute("CREATE TABLE schedule_overrides (tenant TEXT NOT NULL, schedule TEXT NOT NULL, id TEXT NOT NULL, "
+                 "person TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, created_by TEXT NOT NULL, "
+                 "created TEXT NOT NULL, PRIMARY KEY (tenant, id))")
+    conn.execute("CREATE INDEX schedule_overrides_by_schedule ON schedule_overrides(tenant, schedule, starts_at)")

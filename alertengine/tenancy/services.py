@@ -29,7 +29,7 @@ CONTACT_SCHEMA = {
     },
 }
 RESPONDERS = {"type": "array", "maxItems": 50, "uniqueItems": True,
-              "items": {"type": "string", "pattern": r"^(person|team):[a-z0-9][a-z0-9_.-]{0,63}$"}}
+              "items": {"type": "string", "pattern": r"^(person|team|schedule):[a-z0-9][a-z0-9_.-]{0,63}$"}}
 IDENTITIES = {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 64}}
 SERVICE_INPUT = {
     "type": "object", "additionalProperties": False, "required": ["name", "health_url"],

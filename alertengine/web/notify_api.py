@@ -8,8 +8,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from starlette.responses import Response
+
 from ..errors import FieldError
-from ..notify import outbox, people, routes, silences
+from ..notify import outbox, people, routes, schedules, silences
 from ..notify.gateway import route_stats
 from ..notify.router import plan
 from .body import ApiError
@@ -229,3 +231,81 @@ async def retry_dead_endpoint(call: Call) -> Any:
     row = await db.write(outbox.retry_dead(call.tenant, int(raw), call.actor, time.time(), routing.retry_for))
     call.state.runtime.sender.wake()
     return row.public()
+
+
+# --- on-call schedules ----------------------------------------------------------------------------
+
+def _schedule_id(call: Call) -> str:
+    return people.check_id(call.params["schedule"], "schedule")
+
+
+@notify_api.route("GET", f"{T}/schedules", permission="notify.read", tags=("schedules",), response=LIST,
+                  summary="The tenant's on-call schedules, with who is on call now")
+async def list_schedules_endpoint(call: Call) -> Any:
+    now = datetime.now(timezone.utc)
+    out = []
+    for s in schedules.list_schedules(call.state.db.read_conn(), call.tenant):
+        person, why = s.on_call(now)
+        out.append({**s.public(), "on_call_now": person, "why": why})
+    return {"schedules": out}
+
+
+@notify_api.route("PUT", f"{T}/schedules/{{schedule}}", permission="notify.write", tags=("schedules",),
+                  request=schedules.SCHEDULE_INPUT, response=LIST, errors=(422,),
+                  summary="Add or replace a schedule: layers of rotations (daily, weekly, hours) with a hand-off "
+                          "time in the schedule's zone; ledgered")
+async def put_schedule_endpoint(call: Call) -> Any:
+    found = schedules.build(call.tenant, _schedule_id(call), call.body)
+    return (await call.state.db.write(schedules.put_schedule(found, call.actor))).public()
+
+
+@notify_api.route("GET", f"{T}/schedules/{{schedule}}", permission="notify.read", tags=("schedules",),
+                  response=LIST, errors=(404,), summary="One schedule")
+async def get_schedule_endpoint(call: Call) -> Any:
+    return schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call)).public()
+
+
+@notify_api.route("DELETE", f"{T}/schedules/{{schedule}}", permission="notify.write", tags=("schedules",),
+                  response=LIST, errors=(404,), summary="Remove a schedule and its overrides")
+async def remove_schedule_endpoint(call: Call) -> Any:
+    return (await call.state.db.write(schedules.remove_schedule(call.tenant, _schedule_id(call), call.actor))).public()
+
+
+@notify_api.route("GET", f"{T}/schedules/{{schedule}}/oncall", permission="notify.read", tags=("schedules",),
+                  query={"at": {"type": "string", "maxLength": 40}}, response=LIST, errors=(404, 422),
+                  summary="Who is on call now, or at ?at= (RFC 3339), and why (a layer or an override)")
+async def on_call_endpoint(call: Call) -> Any:
+    at = silences.parse_time(call.params["at"], "at") if "at" in call.params else datetime.now(timezone.utc)
+    found = schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call))
+    person, why = found.on_call(at)
+    return {"schedule": found.id, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "person": person, "why": why}
+
+
+@notify_api.route("POST", f"{T}/schedules/{{schedule}}/overrides", permission="notify.write", tags=("schedules",),
+                  request=schedules.OVERRIDE_INPUT, response=LIST, status=201, errors=(404, 422),
+                  summary="Put a person on call for a period, over every layer; ledgered")
+async def add_override_endpoint(call: Call) -> Any:
+    made = await call.state.db.write(schedules.add_override(call.tenant, _schedule_id(call), call.body, call.actor))
+    return made.public()
+
+
+@notify_api.route("DELETE", f"{T}/schedules/{{schedule}}/overrides/{{override}}", permission="notify.write",
+                  tags=("schedules",), response=LIST, errors=(404,), summary="Remove an override; ledgered")
+async def remove_override_endpoint(call: Call) -> Any:
+    await call.state.db.write(schedules.remove_override(call.tenant, _schedule_id(call), call.params["override"][:64],
+                                                        call.actor))
+    return {"removed": call.params["override"][:64]}
+
+
+@notify_api.route("GET", f"{T}/schedules/{{schedule}}/calendar.ics", permission="notify.read", tags=("schedules",),
+                  query={"days": {"type": "integer", "minimum": 1, "maximum": 366}}, response={"type": "string"},
+                  media_type="text/calendar", errors=(404,),
+                  summary="The schedule's shifts for the next ?days= (default 28) as iCalendar")
+async def schedule_ics_endpoint(call: Call) -> Any:
+    conn = call.state.db.read_conn()
+    found = schedules.get_schedule(conn, call.tenant, _schedule_id(call))
+    names = {p.id: p.name for p in people.list_people(conn, call.tenant)}
+    body = await asyncio.to_thread(schedules.ical, found, names, datetime.now(timezone.utc),
+                                   call.params.get("days", 28))
+    return Response(body, media_type="text/calendar; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{found.id}.ics"'})

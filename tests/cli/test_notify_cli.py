@@ -99,3 +99,34 @@ def test_the_readme_routing_flow(tmp_path: Path) -> None:
         assert code == exit_code, (args, code, out, err)
         assert words in err, (args, err)
         assert run_cli("ledger", "verify", "--data-dir", str(data)).json()["entries_checked"] == before
+
+
+def test_schedules_from_the_shell(tmp_path: Path) -> None:
+    data = init_data_dir(tmp_path / "data").path
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        result = run_cli(*args, "--data-dir", str(data))
+        return result.code, result.stdout, result.stderr
+
+    tenant = json.loads(cli("tenant", "add", "payments")[1])["id"]
+    for pid in ("ada", "bob"):
+        assert cli("person", "set", "--tenant", tenant, pid, "--name", pid.title())[0] == 0
+    (tmp_path / "primary.json").write_text(json.dumps({
+        "name": "Primary", "time_zone": "Europe/Berlin",
+        "layers": [{"start": "2027-03-01T09:00", "length": "weekly", "members": ["ada", "bob"]}]}))
+    code, out, err = cli("schedule", "set", "--tenant", tenant, "primary", str(tmp_path / "primary.json"))
+    assert code == 0, err
+    code, out, _ = cli("schedule", "oncall", "--tenant", tenant, "primary", "--at", "2027-03-09T12:00:00Z")
+    assert json.loads(out)["person"] == "bob"
+    code, out, err = cli("schedule", "override", "--tenant", tenant, "primary", "--person", "ada",
+                         "--starts", "2027-03-09T00:00:00Z", "--ends", "2027-03-10T00:00:00Z")
+    assert code == 0, err
+    code, out, _ = cli("schedule", "oncall", "--tenant", tenant, "primary", "--at", "2027-03-09T12:00:00Z")
+    assert json.loads(out)["person"] == "ada"
+    code, out, _ = cli("schedule", "ics", "--tenant", tenant, "primary", "--days", "7")
+    assert code == 0 and out.splitlines()[:2] == ["BEGIN:VCALENDAR", "VERSION:2.0"]   # (its first shift is in 2027)
+    (tmp_path / "bad.json").write_text("{")
+    code, _, err = cli("schedule", "set", "--tenant", tenant, "x", str(tmp_path / "bad.json"))
+    assert code == 2 and "not valid JSON" in err
+    code, _, err = cli("schedule", "oncall", "--tenant", tenant, "missing")
+    assert code == 1 and "schedule not found" in err

@@ -68,6 +68,21 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
                                      json={"name": "Payments", "members": [person]})
             assert reply.status_code == 200, reply.text
             values["team"] = team
+    if "{schedule}" in path:
+        person = f"p-{uuid.uuid4().hex[:8]}"
+        reply = await client.put(f"/api/tenants/{tenant}/people/{person}", headers=auth, json={"name": "Ada"})
+        assert reply.status_code == 200, reply.text
+        schedule = f"s-{uuid.uuid4().hex[:8]}"
+        reply = await client.put(f"/api/tenants/{tenant}/schedules/{schedule}", headers=auth, json={
+            "name": "Primary", "time_zone": "Europe/Berlin",
+            "layers": [{"start": "2026-01-05T09:00", "length": "weekly", "members": [person]}]})
+        assert reply.status_code == 200, reply.text
+        values["schedule"] = schedule
+        if "{override}" in path:
+            reply = await client.post(f"/api/tenants/{tenant}/schedules/{schedule}/overrides", headers=auth, json={
+                "person": person, "starts_at": "2026-01-06T00:00:00Z", "ends_at": "2026-01-07T00:00:00Z"})
+            assert reply.status_code == 201, reply.text
+            values["override"] = reply.json()["id"]
     if "{silence}" in path:
         reply = await client.post(f"/api/tenants/{tenant}/silences", headers=auth,
                                   json={"matchers": ['service="batch"'], "ends_at": _in_a_day(),
