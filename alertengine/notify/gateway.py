@@ -167,7 +167,8 @@ class Gateway:
                     any(d.outcome in (router.SEND, router.HELD) for d in plan.decisions) and \
                     tx.execute("SELECT 1 FROM incidents WHERE tenant = ? AND id = ? AND is_open = 1",
                                (message.tenant, message.incident)).fetchone():
-                chain = routing.chain_for(plan.matched[0] if plan.matched else None)
+                spec = router.event_service(tx.conn, event)
+                chain = routing.chain_for(plan.matched[0] if plan.matched else None, (spec or {}).get("escalation"))
                 if chain is not None:
                     escalation.start(tx, message.tenant, message.incident, chain, routing.version, now,
                                      CHAIN_STARTS[message.event])

@@ -243,7 +243,7 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
         tuple(s.id for s in active_silences(conn, event.tenant, at) if s.matches(event.labels))
     inhibited_by = tuple(_inhibitors(conn, routing, event)) if event.incident else ()
     channels = available_channels(conn, event.tenant)
-    spec = _event_service(conn, event)
+    spec = event_service(conn, event)
     decisions: dict[str, Decision] = {}
     told = [(r.name, r.receivers, r) for r in matched] if receivers is None else [(by or "direct", receivers, None)]
     for name, names, rule in told:
@@ -289,7 +289,7 @@ def _iso(at: float | None) -> str | None:
     return None if at is None else datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _event_service(conn: sqlite3.Connection, event: RouteEvent) -> dict[str, Any] | None:
+def event_service(conn: sqlite3.Connection, event: RouteEvent) -> dict[str, Any] | None:
     if not event.service:
         return None
     row = conn.execute("SELECT id FROM services WHERE tenant = ? AND name = ?", (event.tenant, event.service)).fetchone()

@@ -265,10 +265,13 @@ class Routing:
     chains: dict[str, Chain] = field(default_factory=lambda: {"default": BUILT_IN})
     escalation: str = "default"          # the chain of routes that name none
 
-    def chain_for(self, rule: str | None) -> Chain | None:
-        """The chain an incident first routed by ``rule`` follows; None for ``none``."""
+    def chain_for(self, rule: str | None, service: str | None = None) -> Chain | None:
+        """The chain an incident follows: its service's (``escalation`` in the service's settings), else
+        that of the rule that first routed it, else the default; None for ``none``. A service naming a
+        chain this document does not have gets the default."""
         found = next((r for r in self.rules if r.name == rule), None)
-        name = (found.escalation if found is not None and found.escalation else None) or self.escalation
+        name = service if service == "none" or service in self.chains else None
+        name = name or (found.escalation if found is not None and found.escalation else None) or self.escalation
         return None if name == "none" else self.chains[name]
 
     @functools.cached_property

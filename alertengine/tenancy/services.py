@@ -44,6 +44,9 @@ SERVICE_INPUT = {
                        "properties": {"primary": RESPONDERS, "secondary": RESPONDERS},
                        "description": "who is told about this service's incidents: person:<id> and team:<id>, "
                                       "in order (the contacts above are told too)"},
+        "escalation": {"type": "string", "maxLength": 64,
+                       "description": "the escalation chain of this service's incidents (a name in the routing "
+                                      "document, or none); default: the route's"},
         "approvers": {"type": "object", "additionalProperties": False,
                       "properties": {"telegram": IDENTITIES, "whatsapp": IDENTITIES, "slack": IDENTITIES,
                                      "link": IDENTITIES, "people": RESPONDERS},
@@ -99,6 +102,7 @@ def normalise(body: Any, policy: UrlPolicy) -> dict[str, Any]:
         "recovery_webhook_url": check_url(webhook, policy, "recovery_webhook_url") if webhook else None,
         "contacts": body.get("contacts", {}),
         "responders": body.get("responders", {}),
+        **({"escalation": body["escalation"]} if "escalation" in body else {}),
         "approvers": body.get("approvers", {}),
         "labels": body.get("labels", {}),
         "policy": body.get("policy", {}),

@@ -219,3 +219,21 @@ def test_chains_in_the_routing_document_are_checked() -> None:
     ok = parse_routing('[defaults]\nescalation = "none"\n')
     assert ok.chain_for(None) is None
     assert json.dumps(parse_routing("").chain_for(None).steps[0].receivers) == '["responders"]'
+
+
+async def test_a_service_may_name_its_own_chain(rig: Rig, config: Config) -> None:
+    rig.routing('[[route]]\nname = "all"\nreceivers = ["responders"]\n'
+                '[escalation.fast]\nsteps = [{ after = 30.0, receivers = ["responders:secondary"] }]\n')
+    spec = normalise({"name": "checkout", "health_url": "http://127.0.0.1:9/health", "escalation": "fast",
+                      "contacts": {"primary": {"name": "Ada", "telegram_chat_id": PRIMARY},
+                                   "secondary": {"name": "Grace", "telegram_chat_id": SECONDARY}}},
+                     config.url_policy)
+    svc, _ = rig.db.write_sync(create_service(rig.tenant, "checkout", spec, rig.vault, "test"))
+    chat = Scripted("telegram", [OK])
+    rig.channels = {"telegram": chat}
+    rig.build()
+    inc = _open(rig, svc.id)
+    await rig.gateway.notify(Message(rig.tenant, inc, "detected", "P1", "checkout: latency"))
+    await _advance(rig, 1000)
+    assert [(d["chain"], d["step"]) for d in _steps(rig)] == [("fast", 1)]
+    assert [r for r, e in _told(chat) if e == "escalation"] == ["secondary:Grace"]
