@@ -6,7 +6,8 @@ recipient about incidents with the same values of the rule's ``group_by`` labels
   message, then go out together.
 * With ``repeat_interval``, a group whose incidents are still open is told again that often.
 
-Only what informs is grouped (detected, escalated, recovered, resolved); anything that asks for a
+Only what informs is grouped (detected, updated, escalated, recovered, resolved, and the pages of
+escalation chains, so a storm's chains do not become a storm of pages); anything that asks for a
 decision (a proposal with approval buttons and links) always goes out on its own, at once. Grouped
 rows wait in the outbox in state ``grouped``; at a flush the first becomes the group's message and
 the others are marked ``merged`` into it, so every notification stays accounted for."""
@@ -23,7 +24,7 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 from .routes import Rule
 
-GROUPABLE = frozenset({"detected", "updated", "escalated", "recovered", "resolved"})
+GROUPABLE = frozenset({"detected", "updated", "escalated", "escalation", "recovered", "resolved"})
 MAX_LINES = 20
 
 

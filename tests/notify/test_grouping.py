@@ -124,3 +124,24 @@ async def test_without_group_by_nothing_waits(rig: Rig) -> None:
         await rig.gateway.notify(Message(rig.tenant, _incident(rig, n, "a"), "detected", "P2", f"d{n}"))
     assert [m.text for m in telegram.got] == ["d0", "d1", "d2"]
     assert rig.db.read_conn().execute("SELECT count(*) FROM notify_groups").fetchone()[0] == 0
+
+
+async def test_a_storms_escalation_pages_are_grouped_too(rig: Rig) -> None:
+    rig.routing(GROUPED + '\n[escalation.default]\nsteps = [{ after = 120.0, receivers = ["channel:telegram"] }]\n')
+    telegram = Scripted("telegram", [OK])
+    rig.channels = {"telegram": telegram}
+    rig.build()
+    for n in range(60):                                       # 60 incidents in 3 sites, nobody answers
+        await rig.gateway.notify(Message(rig.tenant, _incident(rig, n, "abc"[n % 3]), "detected", "P2", f"d{n}"))
+    rig.clock.now = START + 30
+    await drain(rig)
+    assert len(telegram.got) == 3                             # one message per site
+    rig.clock.now = START + 120                               # every chain's step comes due
+    await drain(rig)
+    rig.clock.now = START + 330                               # the groups' next message (group_interval)
+    await drain(rig)
+    pages = [m for m in telegram.got[3:]]
+    assert len(pages) == 3 and all(m.event == "grouped" for m in pages)
+    assert sorted(m.text.splitlines()[0] for m in pages) == [
+        f"20 notification(s) in group site={s}: 20 escalation" for s in "abc"]
+    assert len([d for k, d in rig.ledger("escalation.step")]) == 60   # every step still ledgered
