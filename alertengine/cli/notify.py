@@ -14,7 +14,7 @@ import click
 
 from ..notify import outbox, people, routes, silences
 from ..notify.gateway import route_stats
-from ..notify.router import plan
+from ..notify.router import plan, sample_event
 from ..tenancy.tenants import get_tenant
 from .common import EXIT_USAGE, Fail, appliance, cli_actor, data_dir_option, echo_json
 
@@ -197,7 +197,7 @@ def route_test(ctx: click.Context, data_dir: Path | None, tenant_id: str, event_
     body.update({k: v for k, v in fields.items() if v is not None})
     when = silences.parse_time(at, "--at").timestamp() if at else time.time()
     with appliance(ctx, data_dir) as (db, _vault, _config):
-        event = routes.sample_event(tenant_id, body)
+        event = sample_event(tenant_id, body)
         conn = db.read_conn()
         get_tenant(conn, tenant_id)
         result = plan(conn, routes.load_routing(conn, tenant_id), event, when)

@@ -183,7 +183,7 @@ def due(conn: sqlite3.Connection, now: float, busy: set[str], limit: int = 64) -
 
 def next_due(conn: sqlite3.Connection) -> float | None:
     """When the sender has something to do next: a row's turn, a group's next message, an escalation step."""
-    from . import escalation   # escalation builds on the outbox: imported when asked
+    from . import escalation  # escalation builds on the outbox: imported when asked
     times = [t for t in (_next_row(conn), grouping.next_due(conn), escalation.next_due(conn)) if t is not None]
     return min(times) if times else None
 

@@ -16,12 +16,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import NotFoundError
+from ..schema import validate
 from ..tenancy.services import service_spec
 from .matchers import matches_all
 from .people import Person, expand
-from .routes import LOCAL_CHANNELS, SEVERITIES, Quiet, RouteEvent, Routing, Rule, person_quiet
+from .routes import (
+    LOCAL_CHANNELS,
+    SEVERITIES,
+    Quiet,
+    RouteEvent,
+    Routing,
+    Rule,
+    person_quiet,
+)
 from .schedules import get_schedule
 from .silences import active_silences
+from .vocabulary import CATEGORIES, EVENTS, PRIORITY_SEVERITY, SEVERITY_PRIORITY
 
 # The channels this appliance can deliver on today, and what each needs from the tenant's settings.
 DELIVERABLE = ("telegram", "webhook", *LOCAL_CHANNELS)
@@ -294,3 +304,36 @@ def event_service(conn: sqlite3.Connection, event: RouteEvent) -> dict[str, Any]
         return None
     row = conn.execute("SELECT id FROM services WHERE tenant = ? AND name = ?", (event.tenant, event.service)).fetchone()
     return service_spec(conn, event.tenant, row[0]) if row else None
+
+
+SAMPLE_EVENT = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "event": {"type": "string", "enum": list(EVENTS)},
+        "severity": {"type": "string", "enum": list(SEVERITIES)},
+        "priority": {"type": "string", "enum": list(PRIORITY_SEVERITY)},
+        "category": {"type": "string", "enum": list(CATEGORIES)},
+        "source": {"type": "string", "maxLength": 128}, "service": {"type": "string", "maxLength": 128},
+        "labels": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 1024}},
+        "title": {"type": "string", "maxLength": 1000}, "text": {"type": "string", "maxLength": 4000},
+        "message": {"type": "string", "maxLength": 4000, "description": "same as text (the alert router's word)"},
+    },
+}
+
+
+def sample_event(tenant: str, body: Any) -> RouteEvent:
+    """A made-up notification for a dry run: ``{"severity": "critical", "service": "checkout", "labels": {...}}``.
+    Severity and priority fill each other in (default medium / P2)."""
+    validate(SAMPLE_EVENT, body)
+    priority = body.get("priority") or SEVERITY_PRIORITY[body.get("severity", "medium")]
+    severity = body.get("severity") or PRIORITY_SEVERITY[priority]
+    labels = {**body.get("labels", {})}
+    labels.setdefault("severity", severity)
+    labels["priority"] = priority
+    if body.get("service"):
+        labels.setdefault("service", body["service"])
+    source = body.get("source", "test")
+    labels.setdefault("source", source)
+    text = body.get("text", body.get("message", ""))
+    return RouteEvent(tenant, None, body.get("event", "detected"), priority, severity, body.get("category", "alert"),
+                      source, body.get("service"), labels, body.get("title", text[:200]), text)

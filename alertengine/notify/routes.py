@@ -19,13 +19,13 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import sqlite3
 import tomllib
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -37,22 +37,21 @@ from ..store import WriteTx
 from ..tenancy.tenants import get_tenant
 from .chains import BUILT_IN, Chain, parse_chains
 from .matchers import Matcher, matches_all, parse_matchers
-from .people import ID_PATTERN, check_zone
+from .people import check_zone
+from .routes_schema import ROUTING_SCHEMA
 from .timeintervals import TimeInterval, Window, parse_time_interval, quiet_window
+from .vocabulary import (  # noqa: F401  (re-exported: routing's words)
+    CATEGORIES,
+    EVENTS,
+    LOCAL_CHANNELS,
+    PRIORITY_SEVERITY,
+    RECEIVER_PATTERN,
+    REMOTE_CHANNELS,
+    SEVERITIES,
+    SEVERITY_PRIORITY,
+)
 
 log = logging.getLogger("alertengine.routing")
-SEVERITIES = ("critical", "high", "medium", "low")   # most severe first
-PRIORITY_SEVERITY = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
-SEVERITY_PRIORITY = {v: k for k, v in PRIORITY_SEVERITY.items()}
-CATEGORIES = ("health", "alert", "heartbeat", "deploy")
-EVENTS = ("detected", "updated", "escalated", "proposed", "dissent", "rejected", "executed", "failed", "not_recovered",
-          "expired",
-          "recovered", "resolved", "resolve_candidate", "acknowledged", "silence", "escalation", "test")
-LOCAL_CHANNELS = ("file", "jsonl")
-REMOTE_CHANNELS = ("telegram", "webhook", "slack", "whatsapp", "voice", "email")
-RECEIVER_PATTERN = (r"^(responders(:secondary)?|(person|team|schedule):[a-z0-9][a-z0-9_.-]{0,63}|"
-                    r"channel:(" + "|".join(LOCAL_CHANNELS + REMOTE_CHANNELS) + "))$")
-
 DEFAULT_ROUTING_TOML = """\
 # AlertEngine routing. Rules are tried in order; the first match wins unless it says continue = true.
 # Receivers: "responders" (the service's primary responders), "responders:secondary", "person:<id>",
@@ -86,66 +85,6 @@ receivers = ["responders", "channel:telegram"]
 name = "default"          # everything else: the responders
 receivers = ["responders"]
 """
-
-_SECONDS = {"type": "number", "minimum": 0, "maximum": 7 * 86_400}
-_STRINGS = {"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 256}}
-_RECEIVERS = {"type": "array", "maxItems": 64, "uniqueItems": True,
-              "items": {"type": "string", "pattern": RECEIVER_PATTERN}}
-_GROUPING = {"group_by": {"type": "array", "maxItems": 32, "items": {"type": "string", "maxLength": 128}},
-             "group_wait": _SECONDS, "group_interval": _SECONDS, "repeat_interval": _SECONDS}
-MATCH = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "severity": {"type": "array", "items": {"type": "string", "enum": list(SEVERITIES)}},
-        "priority": {"type": "array", "items": {"type": "string", "enum": list(PRIORITY_SEVERITY)}},
-        "category": {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}},
-        "event": {"type": "array", "items": {"type": "string", "enum": list(EVENTS)}},
-        "source": _STRINGS, "service": _STRINGS, "keywords": _STRINGS,
-        "labels": {"description": "matchers: ['team=\"payments\"', 'env=~\"prod.*\"'] or {team = \"payments\"}"},
-    },
-}
-QUIET = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "start": {"type": "string", "maxLength": 5}, "end": {"type": "string", "maxLength": 5},
-        "time_zone": {"type": "string", "maxLength": 64},
-        "windows": {"type": "array", "maxItems": 16, "items": {"type": "object"},
-                    "description": "recurring windows (times, weekdays, days_of_month, months, location)"},
-        "suppress_below": {"type": "string", "enum": list(SEVERITIES)},
-        "then": {"type": "string", "enum": ["deliver", "summary", "drop"],
-                 "description": "what happens to what was held back when the window ends"},
-    },
-}
-ROUTE = {
-    "type": "object", "additionalProperties": False, "required": ["name", "receivers"],
-    "properties": {
-        "name": {"type": "string", "pattern": ID_PATTERN},
-        "match": MATCH, "receivers": _RECEIVERS, "continue": {"type": "boolean"},
-        "rate_limit": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
-        "rate_window": {"type": "number", "minimum": 1, "maximum": 7 * 86_400},
-        "escalate_after": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
-        "escalate_to": {"type": "string", "enum": list(SEVERITIES)},
-        "quiet_hours": QUIET, **_GROUPING,
-        "escalation": {"type": "string", "maxLength": 64, "description": "the chain to follow, or none"},
-    },
-}
-ROUTING_SCHEMA = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "defaults": {"type": "object", "additionalProperties": False, "properties": {
-            "receivers": _RECEIVERS, "retry_for": {"type": "number", "minimum": 10, "maximum": 7 * 86_400},
-            "failover_after": {"type": "integer", "minimum": 1, "maximum": 100}, **_GROUPING,
-            "escalation": {"type": "string", "maxLength": 64}}},
-        "escalation": {"type": "object", "description": "named escalation chains (chains.py)"},
-        "route": {"type": "array", "maxItems": 500, "items": ROUTE},
-        "inhibit": {"type": "array", "maxItems": 200, "items": {
-            "type": "object", "additionalProperties": False, "required": ["source", "target"],
-            "properties": {"name": {"type": "string", "pattern": ID_PATTERN}, "source": {}, "target": {},
-                           "equal": {"type": "array", "maxItems": 32,
-                                     "items": {"type": "string", "maxLength": 128}}}}},
-    },
-}
-
 
 @dataclass(frozen=True)
 class Quiet:
@@ -423,39 +362,6 @@ def put_routing(tenant: str, new: Routing, actor: str) -> Callable[[WriteTx], Ro
                                     "inhibitions": [i.name for i in new.inhibitions]}))
         return new
     return write
-
-
-SAMPLE_EVENT = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "event": {"type": "string", "enum": list(EVENTS)},
-        "severity": {"type": "string", "enum": list(SEVERITIES)},
-        "priority": {"type": "string", "enum": list(PRIORITY_SEVERITY)},
-        "category": {"type": "string", "enum": list(CATEGORIES)},
-        "source": {"type": "string", "maxLength": 128}, "service": {"type": "string", "maxLength": 128},
-        "labels": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 1024}},
-        "title": {"type": "string", "maxLength": 1000}, "text": {"type": "string", "maxLength": 4000},
-        "message": {"type": "string", "maxLength": 4000, "description": "same as text (the alert router's word)"},
-    },
-}
-
-
-def sample_event(tenant: str, body: Any) -> RouteEvent:
-    """A made-up notification for a dry run: ``{"severity": "critical", "service": "checkout", "labels": {...}}``.
-    Severity and priority fill each other in (default medium / P2)."""
-    validate(SAMPLE_EVENT, body)
-    priority = body.get("priority") or SEVERITY_PRIORITY[body.get("severity", "medium")]
-    severity = body.get("severity") or PRIORITY_SEVERITY[priority]
-    labels = {**body.get("labels", {})}
-    labels.setdefault("severity", severity)
-    labels["priority"] = priority
-    if body.get("service"):
-        labels.setdefault("service", body["service"])
-    source = body.get("source", "test")
-    labels.setdefault("source", source)
-    text = body.get("text", body.get("message", ""))
-    return RouteEvent(tenant, None, body.get("event", "detected"), priority, severity, body.get("category", "alert"),
-                      source, body.get("service"), labels, body.get("title", text[:200]), text)
 
 
 def person_quiet(person: Any) -> Quiet | None:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..errors import FieldError
 from ..notify import outbox, people, routes, schedules, silences
 from ..notify.gateway import route_stats
-from ..notify.router import plan
+from ..notify.router import SAMPLE_EVENT, plan, sample_event
 from .body import ApiError
 from .routing import Call, Registry
 
@@ -131,11 +131,11 @@ async def put_routes_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("POST", f"{T}/route/test", permission="notify.read", tags=("routing",),
-                  request=routes.SAMPLE_EVENT, response=PLAN_OUT,
+                  request=SAMPLE_EVENT, response=PLAN_OUT,
                   summary="Dry run: which rules match an event, who would be told on which channels, and what "
                           "is silenced, inhibited, rate limited or held by quiet hours, and why. Sends nothing")
 async def route_test_endpoint(call: Call) -> Any:
-    event = routes.sample_event(call.tenant, call.body)
+    event = sample_event(call.tenant, call.body)
     db = call.state.db
 
     def run() -> dict[str, Any]:

@@ -129,7 +129,7 @@ async def test_a_schedule_is_a_receiver_whoever_is_on_call(rig: Rig) -> None:
     assert [m.recipient for m in chat.got] == ["person:ada", "person:bob"]
 
 
-async def test_the_schedule_api(world: World) -> None:
+async def test_the_schedule_api(world: World) -> None:  # noqa: F811
     t, auth = world.tenants["a"], world.auth(world.keys[("a", "admin")])
     for pid in ("ada", "bob"):
         await world.client.put(f"/api/tenants/{t}/people/{pid}", headers=auth, json={"name": pid.title()})
