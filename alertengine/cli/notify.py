@@ -15,6 +15,7 @@ import click
 from ..notify import outbox, people, routes, silences
 from ..notify.gateway import route_stats
 from ..notify.router import plan, sample_event
+from ..notify.schedules import check_when
 from ..tenancy.tenants import get_tenant
 from .common import EXIT_USAGE, Fail, appliance, cli_actor, data_dir_option, echo_json
 
@@ -195,8 +196,8 @@ def route_test(ctx: click.Context, data_dir: Path | None, tenant_id: str, event_
     if not isinstance(body, dict):
         raise Fail("--event must be a JSON object", EXIT_USAGE)
     body.update({k: v for k, v in fields.items() if v is not None})
-    when = silences.parse_time(at, "--at").timestamp() if at else time.time()
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        when = check_when(silences.parse_time(at, "--at"), "--at").timestamp() if at else time.time()
         event = sample_event(tenant_id, body)
         conn = db.read_conn()
         get_tenant(conn, tenant_id)

@@ -61,8 +61,8 @@ def schedule_list(ctx: click.Context, data_dir: Path | None, tenant_id: str) -> 
 def schedule_oncall(ctx: click.Context, data_dir: Path | None, tenant_id: str, schedule_id: str,
                     at: str | None) -> None:
     """Who is on call now, or at --at, and why."""
-    when = parse_time(at, "--at") if at else datetime.now(timezone.utc)
     with appliance(ctx, data_dir) as (db, _vault, _config):
+        when = schedules.check_when(parse_time(at, "--at"), "--at") if at else datetime.now(timezone.utc)
         person, why = schedules.get_schedule(db.read_conn(), tenant_id, schedule_id).on_call(when)
         echo_json({"schedule": schedule_id, "at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "person": person, "why": why})
 

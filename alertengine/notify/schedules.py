@@ -146,6 +146,13 @@ class Schedule:
                 "overrides": [o.public() for o in self.overrides]}
 
 
+def check_when(at: datetime, field: str) -> datetime:
+    """A moment to ask a schedule about: far from the calendar's ends, where zone arithmetic overflows."""
+    if not 1971 <= at.year <= 9998:
+        raise FieldError(field, "must be a time between the years 1971 and 9998")
+    return at
+
+
 def _iso(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -172,6 +179,8 @@ def build(tenant: str, schedule_id: str, doc: Any, known: set[str] | None = None
             raise FieldError(f"{where}.start", "must be a local date and time, e.g. 2026-12-07T09:00") from None
         if start.tzinfo is not None:
             raise FieldError(f"{where}.start", "is a local time in the schedule's zone: leave out the offset")
+        if not 2000 <= start.year <= 2999:   # shifts are counted from it: keep the arithmetic far from year 9999
+            raise FieldError(f"{where}.start", "must be a time between the years 2000 and 2999")
         for j, member in enumerate(layer["members"]):
             if known is not None and member not in known:
                 raise FieldError(f"{where}.members[{j}]", f"no person {member!r} in this tenant")
@@ -229,7 +238,8 @@ def remove_schedule(tenant: str, schedule_id: str, actor: str) -> Callable[[Writ
 
 def add_override(tenant: str, schedule_id: str, body: Any, actor: str) -> Callable[[WriteTx], Override]:
     validate(OVERRIDE_INPUT, body)
-    starts, ends = parse_time(body["starts_at"], "starts_at"), parse_time(body["ends_at"], "ends_at")
+    starts = check_when(parse_time(body["starts_at"], "starts_at"), "starts_at")
+    ends = check_when(parse_time(body["ends_at"], "ends_at"), "ends_at")
     if ends <= starts:
         raise FieldError("ends_at", "must be after starts_at")
     if ends - starts > MAX_OVERRIDE:

@@ -275,7 +275,8 @@ async def remove_schedule_endpoint(call: Call) -> Any:
                   query={"at": {"type": "string", "maxLength": 40}}, response=LIST, errors=(404, 422),
                   summary="Who is on call now, or at ?at= (RFC 3339), and why (a layer or an override)")
 async def on_call_endpoint(call: Call) -> Any:
-    at = silences.parse_time(call.params["at"], "at") if "at" in call.params else datetime.now(timezone.utc)
+    at = schedules.check_when(silences.parse_time(call.params["at"], "at"), "at") if "at" in call.params \
+        else datetime.now(timezone.utc)
     found = schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call))
     person, why = found.on_call(at)
     return {"schedule": found.id, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "person": person, "why": why}

@@ -89,6 +89,7 @@ def test_the_readme_routing_flow(tmp_path: Path) -> None:
         (("person", "set", "--tenant", tenant, "bob", "--name", "Bob", "--time-zone", "Mars/Base"), 2, "time zone"),
         (("team", "set", "--tenant", tenant, "t", "--name", "T", "--member", "nobody"), 2, "no person"),
         (("route", "test", "--tenant", tenant, "--event", "{"), 2, "not valid JSON"),
+        (("route", "test", "--tenant", tenant, "--at", "9999-12-31T23:30:00Z"), 2, "between the years"),
         (("route", "show", "--tenant", "t_0000000000000000"), 1, "tenant not found"),
         (("route", "stats", "--tenant", "t_0000000000000000"), 1, "tenant not found"),
         (("person", "list", "--tenant", "t_0000000000000000"), 1, "tenant not found"),

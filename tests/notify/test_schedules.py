@@ -91,6 +91,10 @@ def test_layers_restrictions_and_overrides() -> None:
     ({"name": "x", "time_zone": "UTC", "layers": [{"start": "2027-01-01T09:00", "length": "daily",
                                                     "members": []}]}, "layers[0].members"),
     ({"name": "x", "time_zone": "UTC", "layers": []}, "layers"),
+    ({"name": "x", "time_zone": "UTC", "layers": [{"start": "9999-12-31T09:00", "length": "daily",
+                                                    "members": ["a"]}]}, "layers[0].start"),
+    ({"name": "x", "time_zone": "UTC", "layers": [{"start": "0001-01-01T09:00", "length": "daily",
+                                                    "members": ["a"]}]}, "layers[0].start"),
 ])
 def test_bad_schedules_are_refused_naming_the_field(doc: dict, field: str) -> None:
     with pytest.raises(FieldError) as caught:
@@ -153,6 +157,9 @@ async def test_the_schedule_api(world: World) -> None:  # noqa: F811
     bad = await world.client.post(f"/api/tenants/{t}/schedules/primary/overrides", headers=auth, json={
         "person": "ada", "starts_at": "2027-03-10T00:00:00Z", "ends_at": "2027-03-09T00:00:00Z"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "ends_at"
+    for when in ("9999-12-31T23:00:00Z", "0001-01-01T00:00:00Z"):
+        far = await world.client.get(f"/api/tenants/{t}/schedules/primary/oncall", headers=auth, params={"at": when})
+        assert far.status_code == 422 and far.json()["error"]["field"] == "at", far.text
     feed = await world.client.get(f"/api/tenants/{t}/schedules/primary/calendar.ics", headers=auth,
                                   params={"days": 7})
     assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/calendar")
