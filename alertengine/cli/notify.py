@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..errors import FieldError
 from ..notify import outbox, people, routes, silences
 from ..notify.gateway import route_stats
 from ..notify.router import plan, sample_event
@@ -261,7 +262,10 @@ def silence_add(ctx: click.Context, data_dir: Path | None, tenant_id: str, match
                 force: bool) -> None:
     """Create a silence; ledgered. The responders are told by the running appliance."""
     now = datetime.now(timezone.utc)
-    start = silences.parse_time(starts, "--starts") if starts else now
+    try:
+        start = silences.parse_time(starts, "--starts") if starts else now
+    except FieldError as exc:
+        raise Fail(f"{exc.field}: {exc.message}", EXIT_USAGE) from None
     body: dict[str, Any] = {"matchers": list(matchers), "comment": comment, "ends_at": _end(duration, ends, start),
                             "force": force}
     if starts:

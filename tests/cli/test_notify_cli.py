@@ -90,6 +90,8 @@ def test_the_readme_routing_flow(tmp_path: Path) -> None:
         (("team", "set", "--tenant", tenant, "t", "--name", "T", "--member", "nobody"), 2, "no person"),
         (("route", "test", "--tenant", tenant, "--event", "{"), 2, "not valid JSON"),
         (("route", "test", "--tenant", tenant, "--at", "9999-12-31T23:30:00Z"), 2, "between the years"),
+        (("silence", "add", "--tenant", tenant, "--match", 'service="a"', "--duration", "1h", "--comment", "x",
+          "--starts", "tomorrow"), 2, "--starts: must be an RFC 3339 time"),
         (("route", "show", "--tenant", "t_0000000000000000"), 1, "tenant not found"),
         (("route", "stats", "--tenant", "t_0000000000000000"), 1, "tenant not found"),
         (("person", "list", "--tenant", "t_0000000000000000"), 1, "tenant not found"),
