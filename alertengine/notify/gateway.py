@@ -131,8 +131,9 @@ class Gateway:
                 if r.name in {d.rule for d in plan.decisions})
 
     async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
-        """Route ``message`` and store one delivery per recipient. Never raises for a routing or
-        channel problem: the signal path that called this goes on, and the problem is ledgered."""
+        """Route ``message`` and store one delivery per recipient. Never raises: the signal path that
+        called this goes on. A channel's failure is a ledgered attempt; a routing write the store
+        refuses is logged (a store that cannot write is the appliance's EMERGENCY, shown at /healthz)."""
         if message.incident and not message.buttons and message.event in ACTIONABLE:
             # chat buttons on news of an open incident: acknowledge, resolve, silence (web/bots.py)
             message = dataclasses.replace(message, buttons=[[(label, f"{code}:{message.incident}")
