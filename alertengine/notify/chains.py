@@ -16,6 +16,7 @@ the chain of routes that say nothing."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,6 @@ BUILT_IN = Chain("default", (Step(180.0, ("responders",), "voice", "call the pri
 def parse_chains(doc: Any, receiver_pattern: str, field: str = "escalation") -> dict[str, Chain]:
     """The named chains of a routing document (plus the built-in default unless it names its own)."""
     validate(CHAINS, doc, field)
-    import re
     receiver = re.compile(receiver_pattern)
     out: dict[str, Chain] = {"default": BUILT_IN}
     for name, chain in doc.items():

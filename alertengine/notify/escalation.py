@@ -128,14 +128,13 @@ def fire(tenant: str, incident: str, now: float, vault: SecretVault, shadow: boo
                           data={"service": service, "chain": chain.name, "step": step_no + 1},
                           buttons=[[("Acknowledge", f"ak:{incident}"), ("Resolve", f"rs:{incident}"),
                                     ("Silence 1 h", f"sl:{incident}")]])
-        fallback = router.fallback(tx.conn, tenant, routing, router.available_channels(tx.conn, tenant))
         # In a storm every incident's chain comes due together: where the incident's route groups, its
         # escalation pages are grouped the same way (one message per group and step, with counts).
         route = next((r for r in routing.rules if r.matches(dataclasses.replace(event, event="detected"))), None)
         by = f"escalation:{chain.name}"
         rules = {by: dataclasses.replace(route, name=by)} if route is not None and route.grouping.enabled else None
-        ids = outbox.enqueue(tx, plan, message, now=now, retry_for=routing.retry_for, fallback=fallback, vault=vault,
-                             shadow=shadow, rules=rules)
+        stored = outbox.enqueue(tx, plan, message, now=now, retry_for=routing.retry_for, vault=vault, shadow=shadow,
+                                rules=rules)
         tx.append(LedgerEvent(
             kind="escalation.step", tenant=tenant, incident=incident, actor="shadow_mode" if shadow else "policy",
             decision="suppressed" if shadow else ("reminded" if reminder else "escalated"),
@@ -148,7 +147,7 @@ def fire(tenant: str, incident: str, now: float, vault: SecretVault, shadow: boo
                             "channels": [c for c, _ in d.recipient.chain]} for d in plan.decisions],
                   "acknowledged_by": identity_fingerprint(acked_by) if acked_by else None}))
         _advance(tx, tenant, incident, chain, step_no, round_no, round_start, now, reminder)
-        return ids
+        return [row_id for row_id, _ in stored]
     return write
 
 

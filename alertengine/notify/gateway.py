@@ -18,7 +18,7 @@ from ..ledger.entry import LedgerEvent, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import escalation, grouping, outbox, router, routes
+from . import escalation, outbox, router, routes
 from .message import Message
 
 log = logging.getLogger("alertengine.gateway")
@@ -125,11 +125,6 @@ class Gateway:
         return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)
                 and not d.recipient.key.startswith("channel:")]
 
-    def _all_grouped(self, plan: router.Plan) -> bool:
-        return plan.event.event in grouping.GROUPABLE and all(d.rule is not None for d in plan.decisions) and \
-            all(r.grouping.enabled for r in routes.load_routing(self.db.read_conn(), plan.event.tenant).rules
-                if r.name in {d.rule for d in plan.decisions})
-
     async def notify(self, message: Message, *, policy_version: str | None = None) -> router.Plan | None:
         """Route ``message`` and store one delivery per recipient. Never raises: the signal path that
         called this goes on. A channel's failure is a ledgered attempt; a routing write the store
@@ -149,7 +144,7 @@ class Gateway:
             log.warning("no vault: approval links of %s are not stored", message.incident)
         now = self.clock()
 
-        def write(tx: WriteTx) -> router.Plan:
+        def write(tx: WriteTx) -> tuple[router.Plan, bool]:
             routing = routes.load_routing(tx.conn, message.tenant)
             event = route_event(tx.conn, message)
             plan = router.plan(tx.conn, routing, event, now)
@@ -159,11 +154,10 @@ class Gateway:
                            (message.tenant, rule, now, int(rule in sent)))
             tx.execute("DELETE FROM route_hits WHERE tenant = ? AND at < ?", (message.tenant, now - 7 * 86_400))
             record_stats(tx, message.tenant, plan)
-            fallback = router.fallback(tx.conn, message.tenant, routing, router.available_channels(tx.conn, message.tenant))
             links = message.links if self.vault is not None else {}
-            outbox.enqueue(tx, plan, dataclasses.replace(message, links=links), now=now, retry_for=routing.retry_for,
-                           fallback=fallback, vault=self.vault or _NO_VAULT, shadow=shadow,
-                           rules={r.name: r for r in routing.rules})
+            stored = outbox.enqueue(tx, plan, dataclasses.replace(message, links=links), now=now,
+                                    retry_for=routing.retry_for, vault=self.vault or _NO_VAULT, shadow=shadow,
+                                    rules={r.name: r for r in routing.rules})
             if message.incident and message.event in CHAIN_STARTS and \
                     any(d.outcome in (router.SEND, router.HELD) for d in plan.decisions) and \
                     tx.execute("SELECT 1 FROM incidents WHERE tenant = ? AND id = ? AND is_open = 1",
@@ -183,14 +177,14 @@ class Gateway:
                     "event": message.event, "priority": message.priority, "text": message.text,
                     "incident_policy_version": policy_version, **plan.as_data(),
                     "channels": sorted({c for d in plan.decisions for c, _ in d.recipient.chain})}}))
-            return plan
+            return plan, any(state == "queued" for _, state in stored)
         try:
-            plan = await self.db.write(write)
+            plan, queued = await self.db.write(write)
         except Exception as exc:  # noqa: BLE001 - routing must never break the signal path
             log.error("routing %s of %s failed: %s", message.event, message.incident, exc)
             return None
         if self.sender is not None and not shadow:
-            if any(d.outcome == router.SEND for d in plan.decisions) and not self._all_grouped(plan):
+            if queued:
                 await self.sender.run_due()   # the first attempt now; retries are the sender's background work
             self.sender.wake()
         return plan

@@ -100,41 +100,37 @@ def flush(tenant: str, key: str, now: float) -> Any:
             return None
         rule, recipient, labels, _next, repeat, members = group
         labels = json.loads(labels)
-        rows = tx.execute("SELECT id, body FROM outbox WHERE tenant = ? AND group_key = ? AND state = 'grouped' "
-                          "ORDER BY id", (tenant, key)).fetchall()
+        # each row with its retry span (deadline - next_at): the group's message keeps the first row's
+        rows = tx.execute("SELECT id, body, deadline - next_at FROM outbox WHERE tenant = ? AND group_key = ? "
+                          "AND state = 'grouped' ORDER BY id", (tenant, key)).fetchall()
         stamp = utc_timestamp()
         if rows:
-            messages = [json.loads(b)["message"] for _, b in rows]
-            first_id, first_body = rows[0][0], json.loads(rows[0][1])
+            messages = [json.loads(b)["message"] for _, b, _ in rows]
+            first_id, first_body, span = rows[0][0], json.loads(rows[0][1]), float(rows[0][2])
             text = summary_text(labels, messages)
         else:
             still = _open(tx.conn, tenant, json.loads(members))
-            if not still:
+            last = tx.execute("SELECT body, deadline - next_at FROM outbox WHERE tenant = ? AND group_key = ? "
+                              "ORDER BY id DESC LIMIT 1", (tenant, key)).fetchone() if still else None
+            if last is None:
                 tx.execute("DELETE FROM notify_groups WHERE tenant = ? AND key = ?", (tenant, key))
                 return None
-            last = tx.execute("SELECT body, deadline - next_at FROM outbox WHERE tenant = ? AND group_key = ? "
-                              "ORDER BY id DESC LIMIT 1", (tenant, key)).fetchone()
-            if last is None:
-                return None
-            first_body, messages, text = json.loads(last[0]), [], summary_text(labels, [], len(still))
-            cur = tx.execute("INSERT INTO outbox (tenant, incident, recipient, event, body, route, state, reason, "
-                             "next_at, deadline, created, updated, group_key) VALUES (?, NULL, ?, 'grouped', ?, ?, "
-                             "'queued', 'repeat of the group', ?, ?, ?, ?, ?)",
-                             (tenant, recipient, "{}", rule, now, now + float(last[1]), stamp, stamp, key))
-            first_id = int(cur.lastrowid)
+            first_id, first_body, span = None, json.loads(last[0]), float(last[1])
+            messages, text = [], summary_text(labels, [], len(still))
         priority = min((m["priority"] for m in messages), default=first_body["message"]["priority"])
-        body = {**first_body, "message": {**first_body["message"], "event": "grouped", "incident": None,
-                                          "priority": priority, "text": text, "buttons": [],
-                                          "data": {"group": labels, "count": len(messages)}}}
-        if rows:
-            deadline = tx.execute("SELECT deadline - next_at FROM outbox WHERE id = ?", (first_id,)).fetchone()[0]
+        body = json.dumps({**first_body, "message": {**first_body["message"], "event": "grouped", "incident": None,
+                                                     "priority": priority, "text": text, "buttons": [],
+                                                     "data": {"group": labels, "count": len(messages)}}})
+        if first_id is None:   # a repeat: a new row
+            first_id = int(tx.execute(
+                "INSERT INTO outbox (tenant, incident, recipient, event, body, route, state, reason, next_at, deadline, "
+                "created, updated, group_key) VALUES (?, NULL, ?, 'grouped', ?, ?, 'queued', 'repeat of the group', "
+                "?, ?, ?, ?, ?)", (tenant, recipient, body, rule, now, now + span, stamp, stamp, key)).lastrowid)
         else:
-            deadline = None
-        tx.execute("UPDATE outbox SET state = 'queued', event = 'grouped', body = ?, reason = ?, next_at = ?, "
-                   "deadline = CASE WHEN ? IS NULL THEN deadline ELSE ? END, updated = ? WHERE id = ?",
-                   (json.dumps(body), f"group of {len(messages) or 'open'} notification(s)", now, deadline,
-                    (now + deadline) if deadline is not None else None, stamp, first_id))
-        for row_id, _ in rows[1:]:
+            tx.execute("UPDATE outbox SET state = 'queued', event = 'grouped', body = ?, reason = ?, next_at = ?, "
+                       "deadline = ?, updated = ? WHERE id = ?",
+                       (body, f"group of {len(messages)} notification(s)", now, now + span, stamp, first_id))
+        for row_id, _, _ in rows[1:]:
             tx.execute("UPDATE outbox SET state = 'merged', reason = ?, updated = ? WHERE id = ?",
                        (f"in group message {first_id}", stamp, row_id))
         tx.execute("UPDATE notify_groups SET last_sent = ?, next_flush = ? WHERE tenant = ? AND key = ?",
@@ -142,7 +138,7 @@ def flush(tenant: str, key: str, now: float) -> Any:
         tx.append(LedgerEvent(kind="notification.grouped", tenant=tenant, actor="system", decision="grouped",
                               reason=f"rule {rule}: {len(messages)} notification(s) in one message"
                                      if rows else f"rule {rule}: repeat for a group still open",
-                              data={"outbox": first_id, "merged": [r for r, _ in rows[1:]], "group": labels,
+                              data={"outbox": first_id, "merged": [r for r, _, _ in rows[1:]], "group": labels,
                                     "rule": rule, "recipient": identity_fingerprint(recipient)}))
         return first_id
     return write

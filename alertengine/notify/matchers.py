@@ -33,7 +33,7 @@ MAX_NAME = 128
 MAX_VALUE = 1024
 MAX_MATCHERS = 64
 # Longest matcher text read at all: a 128-character name, an operator, spaces and a value of 1024
-# characters, each written as a six-character \uXXXX escape, fit well within it.
+# characters, each written as a six-character \u escape such as \u00e9, fit well within it.
 MAX_TEXT = 8192
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

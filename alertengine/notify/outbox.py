@@ -24,7 +24,7 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 from ..tenancy.vault import SecretVault
 from . import grouping
-from .router import HELD, SEND, Plan, Recipient
+from .router import HELD, SEND, Plan
 from .routes import Rule
 
 PENDING = ("queued", "sending", "held", "grouped")
@@ -92,15 +92,15 @@ def message_body(message: Any) -> dict[str, Any]:
             "buttons": [[list(b) for b in row_] for row_ in message.buttons]}
 
 
-def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: float, fallback: Recipient,
-            vault: SecretVault, shadow: bool, rules: dict[str, Rule] | None = None) -> list[int]:
-    """Store one row per recipient of ``plan`` (inside the caller's transaction). Each recipient's
-    own channels come first, then the fallback channels. ``message.links`` maps recipient keys to
-    their approval links; a recipient gets only its own."""
+def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: float, vault: SecretVault, shadow: bool,
+            rules: dict[str, Rule] | None = None) -> list[tuple[int, str]]:
+    """Store one row per recipient of ``plan`` (inside the caller's transaction); return each row's
+    id and state. Each recipient's own channels come first, then the plan's fallback channels.
+    ``message.links`` maps recipient keys to their approval links; a recipient gets only its own."""
     stamp = utc_timestamp()
-    ids = []
+    stored = []
     for d in plan.decisions:
-        chain = list(d.recipient.chain) + [c for c in fallback.chain if c not in d.recipient.chain]
+        chain = list(d.recipient.chain) + [c for c in plan.fallback_chain if c not in d.recipient.chain]
         body = {"message": message_body(message), "chain": chain, "name": d.recipient.name,
                 "severity": plan.severity, "then": d.then, "broken": []}
         if shadow:
@@ -127,11 +127,11 @@ def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: flo
             "deadline, created, updated, group_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (plan.event.tenant, plan.event.incident, key, plan.event.event, json.dumps(body), sealed,
              d.rule, state, reason, next_at, max(next_at, now) + retry_for, stamp, stamp, group))
-        ids.append(int(cur.lastrowid))
+        stored.append((int(cur.lastrowid), state))
         if state == "dead":
             tx.append(dead_event(plan.event.tenant, plan.event.incident, int(cur.lastrowid), d.recipient.key,
                                  plan.event.event, reason))
-    return ids
+    return stored
 
 
 def dead_event(tenant: str, incident: str | None, row_id: int, recipient: str, event: str, reason: str) -> LedgerEvent:

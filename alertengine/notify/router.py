@@ -68,13 +68,17 @@ class Plan:
     silenced_by: tuple[str, ...]
     inhibited_by: tuple[str, ...]
     decisions: tuple[Decision, ...]
-    fallback: tuple[str, ...] = ()             # channels tried after a recipient's own, in order
+    fallback: Recipient | None = None          # whose channels are tried after a recipient's own, in order
+
+    @property
+    def fallback_chain(self) -> tuple[tuple[str, str], ...]:
+        return self.fallback.chain if self.fallback is not None else ()
 
     def as_data(self) -> dict[str, Any]:
         """What the ledger and the dry run show: names and outcomes; addresses only by channel."""
         return {"event": self.event.event, "matched": list(self.matched), "severity": self.severity,
                 "escalated_by": self.escalated_by, "silenced_by": list(self.silenced_by),
-                "inhibited_by": list(self.inhibited_by), "fallback_channels": list(self.fallback),
+                "inhibited_by": list(self.inhibited_by), "fallback_channels": [c for c, _ in self.fallback_chain],
                 "decisions": [{"rule": d.rule, "recipient": d.recipient.key, "outcome": d.outcome, "why": d.why,
                                "channels": [c for c, _ in d.recipient.chain],
                                "unreachable": list(d.recipient.unreachable),
@@ -217,7 +221,6 @@ def _inhibitors(conn: sqlite3.Connection, routing: Routing, event: RouteEvent) -
 def incident_labels(labels: dict[str, str], priority: str, service: str | None, source: str,
                     service_labels: dict[str, str] | None = None) -> dict[str, str]:
     """The label set routing matches: the service's labels, the alert's, and the incident's facts."""
-    from .routes import PRIORITY_SEVERITY
     out = {**(service_labels or {}), **labels}
     out.setdefault("severity", PRIORITY_SEVERITY.get(priority, "low"))
     out["priority"] = priority
@@ -273,16 +276,15 @@ def plan(conn: sqlite3.Connection, routing: Routing, event: RouteEvent, now: flo
             kept = decisions.get(recipient.key)
             if kept is None or (kept.outcome != SEND and decision.outcome == SEND):
                 decisions[recipient.key] = decision
+    last_resort = fallback(conn, event.tenant, routing, channels)
     if not decisions:   # nothing is dropped for want of a rule or a person: the fallback hears it
         why = "nobody named is reachable" if receivers is not None else \
             "no rule matched" if not matched else "the matching rules name nobody reachable"
-        decisions["fallback"] = Decision(by if receivers is not None else None,
-                                         fallback(conn, event.tenant, routing, channels),
+        decisions["fallback"] = Decision(by if receivers is not None else None, last_resort,
                                          SILENCED if silenced_by else INHIBITED if inhibited_by else SEND,
                                          f"fallback: {why}")
     return Plan(event, routing.version, tuple(r.name for r in matched), severity, escalated_by, silenced_by,
-                inhibited_by, tuple(decisions.values()),
-                tuple(c for c, _ in fallback(conn, event.tenant, routing, channels).chain))
+                inhibited_by, tuple(decisions.values()), last_resort)
 
 
 def _quiet_or_send(name: str, recipient: Recipient, quiet: Quiet | None, severity: str, at: datetime) -> Decision:

@@ -8,6 +8,7 @@ from the product's own tables. Time is a fake clock; nothing sleeps."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -1169,7 +1170,9 @@ def test_a_team_naming_a_member_twice_is_refused(members: list[str], fields: tup
     "",
 ])
 def test_minimal_documents_are_fine(text: str) -> None:
-    parse_routing(text)
+    routing = parse_routing(text)
+    assert re.fullmatch(r"sha256:[0-9a-f]{12}", routing.version)
+    assert routing.chain_for(None) is not None                 # the built-in escalation chain applies
 
 
 # =========================================================================================
@@ -1293,9 +1296,10 @@ def test_any_json_document_is_accepted_or_a_field_error(doc: Any) -> None:
                      max_size=60).map("".join))
 def test_any_text_is_accepted_or_a_field_error(text: str) -> None:
     try:
-        parse_routing(text)
+        routing = parse_routing(text)
     except FieldError:
-        pass
+        return
+    assert re.fullmatch(r"sha256:[0-9a-f]{12}", routing.version)   # accepted: a whole, versioned document
 
 
 BUSY = """
