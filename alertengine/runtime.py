@@ -44,7 +44,8 @@ class Runtime:
         self.vault = SecretVault(data.secret("vault.key"))
         # webhooks, recovery calls and chat channels: the URL policy holds at connect time
         self.http = guarded_client(config.url_policy, timeout=10.0)
-        self.sender = OutboxSender(db, self.vault, ChannelResolver(db, self.vault, self.http, data.path / "notify"),
+        self.sender = OutboxSender(db, self.vault, ChannelResolver(db, self.vault, self.http, data.path / "notify",
+                                                                   config.base_url),
                                    modes=self.modes)
         self.gateway = Gateway(db, channels, self.modes, vault=self.vault, sender=self.sender)
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)

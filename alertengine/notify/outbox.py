@@ -23,7 +23,7 @@ from ..errors import ConflictError, NotFoundError
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import WriteTx
 from ..tenancy.vault import SecretVault
-from . import grouping
+from . import grouping, replies
 from .router import HELD, SEND, Plan
 from .routes import Rule
 
@@ -96,13 +96,17 @@ def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: flo
             rules: dict[str, Rule] | None = None) -> list[tuple[int, str]]:
     """Store one row per recipient of ``plan`` (inside the caller's transaction); return each row's
     id and state. Each recipient's own channels come first, then the plan's fallback channels.
-    ``message.links`` maps recipient keys to their approval links; a recipient gets only its own."""
+    ``message.links`` maps recipient keys to their approval links, ``message.refs`` to their approval
+    references (``"*"``: anyone else's); a recipient gets only its own. Each row also carries the
+    incident's reply code (notify/replies.py)."""
     stamp = utc_timestamp()
     stored = []
+    code = replies.reply_code(tx, plan.event.tenant, plan.event.incident) if plan.event.incident and not shadow else ""
     for d in plan.decisions:
         chain = list(d.recipient.chain) + [c for c in plan.fallback_chain if c not in d.recipient.chain]
         body = {"message": message_body(message), "chain": chain, "name": d.recipient.name,
-                "severity": plan.severity, "then": d.then, "broken": []}
+                "severity": plan.severity, "then": d.then, "broken": [], "code": code,
+                "refs": message.refs.get(d.recipient.key) or message.refs.get("*") or {}}
         if shadow:
             state, reason = "suppressed", "shadow mode: nothing leaves"
         elif d.outcome == SEND:

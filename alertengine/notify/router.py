@@ -34,7 +34,7 @@ from .silences import active_silences
 from .vocabulary import CATEGORIES, EVENTS, PRIORITY_SEVERITY, SEVERITY_PRIORITY
 
 # The channels this appliance can deliver on today, and what each needs from the tenant's settings.
-DELIVERABLE = ("telegram", "webhook", *LOCAL_CHANNELS)
+DELIVERABLE = ("telegram", "webhook", "slack", "whatsapp", "voice", *LOCAL_CHANNELS)
 CONTACT_ADDRESSES = {"telegram_chat_id": "telegram", "whatsapp": "whatsapp", "phone": "voice", "slack": "slack"}
 SEND, SILENCED, INHIBITED, RATE_LIMITED, HELD = "send", "silenced", "inhibited", "rate_limited", "held"
 
@@ -88,11 +88,24 @@ class Plan:
 
 
 def available_channels(conn: sqlite3.Connection, tenant: str) -> dict[str, str | None]:
-    """The tenant's deliverable channels -> their default address (Telegram's default chat)."""
+    """The tenant's deliverable channels -> their default address (Telegram's default chat, Slack's
+    channel; WhatsApp and voice through the tenant's Twilio account, which has none)."""
     out: dict[str, str | None] = {c: None for c in LOCAL_CHANNELS}
-    for kind, config, secrets in conn.execute("SELECT kind, config, secrets FROM channels WHERE tenant = ?", (tenant,)):
-        if kind in DELIVERABLE and secrets is not None:
-            out[kind] = json.loads(config).get("default_chat_id") if kind == "telegram" else ""
+    for kind, raw, secrets in conn.execute("SELECT kind, config, secrets FROM channels WHERE tenant = ?", (tenant,)):
+        if secrets is None:
+            continue
+        config = json.loads(raw)
+        if kind == "telegram":
+            out[kind] = config.get("default_chat_id")
+        elif kind == "slack":
+            out[kind] = config.get("channel") or ""
+        elif kind == "webhook":
+            out[kind] = ""
+        elif kind == "twilio":
+            if config.get("whatsapp_from"):
+                out["whatsapp"] = None
+            if config.get("from_number"):
+                out["voice"] = None
     return out
 
 
@@ -116,6 +129,8 @@ def _channel_recipient(kind: str, channels: dict[str, str | None]) -> Recipient:
     address = channels.get(kind)
     if kind == "telegram" and not address:
         return Recipient(f"channel:{kind}", kind, (), ("telegram: no default chat set for this tenant",))
+    if kind in ("whatsapp", "voice"):    # numbers belong to people: there is no tenant-wide one
+        return Recipient(f"channel:{kind}", kind, (), (f"{kind}: name a person, team or schedule, not the channel",))
     chain, skipped = _chain([(kind, address or "")], channels)
     return Recipient(f"channel:{kind}", kind, chain, skipped)
 

@@ -29,9 +29,10 @@ from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from ..tenancy.vault import SecretVault
-from . import escalation, grouping, outbox
+from . import deliveries, escalation, grouping, outbox
 from .channels.base import Delivery
 from .gateway import Message
+from .message import approval_buttons
 from .outbox import Outgoing
 from .routes import load_routing
 
@@ -157,8 +158,11 @@ class OutboxSender:
         links = {}
         if item.sealed is not None:
             links = json.loads(self.vault.decrypt(item.sealed, context=outbox.link_context(item.tenant, item.recipient)))
+        refs = item.body.get("refs") or {}
+        buttons = approval_buttons(refs) if refs else [[tuple(b) for b in r] for r in m["buttons"]]
         return Message(m["tenant"], m["incident"], m["event"], m["priority"], m["text"], recipient=item.recipient,
-                       data=m["data"], links=links, buttons=[[tuple(b) for b in r] for r in m["buttons"]])
+                       data=m["data"], links=links, buttons=buttons, refs={item.recipient: refs} if refs else {},
+                       code=item.body.get("code", ""))
 
     async def _attempt(self, item: Outgoing) -> None:
         chain = [c for c in item.chain if c[0] + ":" + c[1] not in item.body.get("broken", [])]
@@ -208,6 +212,8 @@ class OutboxSender:
             if result.delivered:
                 tx.execute("UPDATE outbox SET state = 'delivered', reason = ?, attempts = ?, sealed = NULL, "
                            "updated = ? WHERE id = ?", (f"delivered on {channel}", attempt, stamp, item.id))
+                if result.provider_id and channel in deliveries.TRACKED:
+                    deliveries.record(tx, item, channel, address, result.provider_id, now)
                 return
             body = dict(item.body)
             failures, index = item.channel_failures + 1, item.channel_index

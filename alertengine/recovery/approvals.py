@@ -187,9 +187,11 @@ class Verdict:
 
 
 def consume(jti_or_ref: tuple[str | None, str | None], tenant: str, approver: str, decision: str, via: str,
-            required: int, policy_version: str | None, *, now: str | None = None) -> Callable[[WriteTx], Verdict]:
-    """Use an approval once. ``approver`` is who acted (``telegram:<user id>`` or the link's bound
-    recipient); ``decision`` is approve or reject."""
+            required: int, policy_version: str | None, *, now: str | None = None,
+            vouched: str | None = None) -> Callable[[WriteTx], Verdict]:
+    """Use an approval once. ``approver`` is who acted (``telegram:<user id>`` or the bound
+    recipient, ``person:<id>``); ``vouched`` is the identity the chat channel vouched for, when the
+    approval came from a chat; ``decision`` is approve or reject."""
     if decision not in ("approve", "reject"):
         raise ValueError("decision must be approve or reject")
 
@@ -219,7 +221,7 @@ def consume(jti_or_ref: tuple[str | None, str | None], tenant: str, approver: st
         used = Approval(**{**approval.__dict__, "used_at": at, "used_by": approver, "outcome": outcome})
         actor = f"engineer:{approver}"
         common = {"jti": approval.jti, "action": approval.action, "choice": approval.choice, "via": via,
-                  "approver": approver}
+                  "approver": approver, **({"vouched_by": vouched} if vouched else {})}
         if decision == "reject":
             moved = engine.apply_transition(tx, inc, engine.REJECTED, actor, reason=f"{approver} rejected the action",
                                             decision="rejected", policy_version=policy_version, data=common)

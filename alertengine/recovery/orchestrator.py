@@ -8,6 +8,7 @@ retried) and records EXECUTED, or FAILED with a dead letter. Only ``orchestrator
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import secrets
@@ -25,7 +26,7 @@ from ..incidents.timers import Timer
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..net.webhooks import post_signed
 from ..notify.gateway import Gateway, Message
-from ..notify.people import expand
+from ..notify.people import expand, get_person, list_people
 from ..store import Database, WriteTx
 from ..tenancy.vault import SecretVault
 from . import approvals
@@ -148,7 +149,8 @@ def mint_link(db: Database, vault: SecretVault, tokens: ApprovalTokens, base_url
         raise ConflictError("incident", f"{inc.id} is {inc.stage}: there is no proposal to approve")
     proposal = approvals.proposal_number(conn, tenant, incident)
     people = sorted({r for (r,) in conn.execute(
-        "SELECT recipient FROM approvals WHERE tenant = ? AND incident = ? AND proposal = ? AND recipient != 'on-call'",
+        "SELECT recipient FROM approvals WHERE tenant = ? AND incident = ? AND proposal = ? "
+        "AND recipient NOT IN ('on-call', 'chat')",
         (tenant, incident, proposal))})
     if recipient not in people:
         raise ConflictError("recipient", f"the proposal asks {', '.join(people)}, not {recipient!r}")
@@ -201,23 +203,23 @@ class Orchestrator:
                                       policy_version=policy.version)
             return
         links: dict[str, str] = {}
-        refs: dict[str | None, str] = {}
+        # Each person's message carries their own link and their own chat buttons (references bound
+        # to them: decide_by_chat); a shared chat or webhook gets the "chat" request's buttons, which
+        # only the service's allowed approvers can use.
+        refs: dict[str, dict[str, str]] = {}
         for choice in choices:
-            for person in people:
+            for person in [*people, "chat"]:
                 token, claims = self.tokens.mint(inc.tenant, inc.id, inc.action or "", choice, person,
                                                  ttl=rules.ttl_seconds)
                 ref = approvals.new_ref()
-                refs.setdefault(choice, ref)
-                await self.db.write(approvals.record_request(claims, ref, "link", policy.version))
-                links[person if choice is None else f"{person} (trust {choice})"] = \
-                    f"{self.base_url}/action/recover/{token}"
-        if theories:
-            buttons = [[(f"Trust {c}", f"ap:{refs[c]}:y") for c in choices], [("Reject", f"ap:{refs[choices[0]]}:n")]]
-        else:
-            buttons = [[("Approve", f"ap:{refs[None]}:y"), ("Reject", f"ap:{refs[None]}:n")]]
+                refs.setdefault("*" if person == "chat" else person, {})[choice or ""] = ref
+                await self.db.write(approvals.record_request(claims, ref, "chat" if person == "chat" else "link",
+                                                             policy.version))
+                if person != "chat":
+                    links[person if choice is None else f"{person} (trust {choice})"] = \
+                        f"{self.base_url}/action/recover/{token}"
         await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority,
-                                          text, recipient=", ".join(people), links=links, buttons=buttons,
-                                          data=data),
+                                          text, recipient=", ".join(people), links=links, refs=refs, data=data),
                                   policy_version=policy.version)
 
     # --- a human decides ------------------------------------------------------------------------
@@ -228,26 +230,46 @@ class Orchestrator:
         return await self._decide((claims.jti, None), claims.tenant, f"link:{claims.recipient}", decision, "link")
 
     async def decide_by_chat(self, tenant: str, ref: str, user: str, channel: str, decision: str) -> Verdict:
-        """A chat button: only the service's allowed approvers on that channel may press it."""
+        """A chat button or reply. A reference sent to a person is theirs alone: only their own
+        address on ``channel`` may use it, and the approval counts as theirs (``person:<id>``, as
+        their link would), the channel's identity ledgered beside it. A shared chat's reference
+        may be used by the service's allowed approvers on that channel."""
         conn = self.db.read_conn()
         approval = approvals.find_approval(conn, ref=ref, tenant=tenant)
         inc = engine.get_incident(conn, tenant, approval.incident)
+        identity = f"{channel}:{user}"
+        if approval.recipient.startswith("person:"):
+            try:
+                person = get_person(conn, tenant, approval.recipient.partition(":")[2])
+            except NotFoundError:
+                person = None
+            if person is None or not person.addresses.get(channel) or \
+                    not hmac.compare_digest(person.addresses[channel].encode(), user.encode("utf-8", "surrogatepass")):
+                await self.db.append(LedgerEvent(
+                    kind="approval.refused", tenant=tenant, incident=inc.id, stage=inc.stage,
+                    actor=f"engineer:{identity}", decision="not_yours",
+                    reason=f"the approval was sent to someone else than this {channel} user",
+                    data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
+                return Verdict("not_yours", inc, approval, detail="this was sent to someone else")
+            return await self._decide((approval.jti, None), tenant, approval.recipient, decision, channel, identity)
         target = service_target(conn, self.vault, tenant, inc.service_id)
         # the ids listed for this channel, and the addresses on it of the people and teams named in "people"
         named = expand(conn, tenant, [str(r) for r in target.approvers.get("people", [])])
         allowed = [str(i) for i in target.approvers.get(channel, [])] + \
             [p.addresses[channel] for p in named if channel in p.addresses]
-        identity = f"{channel}:{user}"
         if user not in allowed:
             await self.db.append(LedgerEvent(
                 kind="approval.refused", tenant=tenant, incident=inc.id, stage=inc.stage, actor=f"engineer:{identity}",
                 decision="not_an_approver", reason=f"{channel} user is not an allowed approver of this service",
                 data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
             return Verdict("not_an_approver", inc, approval, detail="you are not an allowed approver")
+        # someone the tenant knows counts as that person, whichever way they approve (link, chat)
+        known = next((p for p in list_people(conn, tenant) if p.addresses.get(channel) == user), None)
+        approver = f"person:{known.id}" if known is not None else identity
         jti = approval.jti
-        if approval.used_at is not None and approval.used_by != identity:
+        if approval.used_at is not None and approval.used_by != approver:
             jti = await self.db.write(self._second_approval(approval))  # the two-person rule: a fresh approval
-        return await self._decide((jti, None), tenant, identity, decision, channel)
+        return await self._decide((jti, None), tenant, approver, decision, channel, identity)
 
     def _second_approval(self, first: approvals.Approval) -> Callable[[WriteTx], str]:
         def write(tx: WriteTx) -> str:
@@ -260,13 +282,14 @@ class Orchestrator:
         return write
 
     async def _decide(self, key: tuple[str | None, str | None], tenant: str, approver: str, decision: str,
-                      via: str) -> Verdict:
+                      via: str, vouched: str | None = None) -> Verdict:
         conn = self.db.read_conn()
         approval = approvals.find_approval(conn, jti=key[0], ref=key[1], tenant=tenant)
         inc = engine.get_incident(conn, tenant, approval.incident)
         policy = load_policy(conn, tenant)
         required = policy.rules(inc.service_name).required
-        verdict = await self.db.write(approvals.consume(key, tenant, approver, decision, via, required, policy.version))
+        verdict = await self.db.write(approvals.consume(key, tenant, approver, decision, via, required, policy.version,
+                                                        vouched=vouched))
         if verdict.outcome == "authorized":
             self._spawn(self.execute(verdict))
         elif verdict.outcome == "rejected":

@@ -397,3 +397,20 @@ def m015_schedules(conn: sqlite3.Connection) -> None:
                  "person TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, created_by TEXT NOT NULL, "
                  "created TEXT NOT NULL, PRIMARY KEY (tenant, id))")
     conn.execute("CREATE INDEX schedule_overrides_by_schedule ON schedule_overrides(tenant, schedule, starts_at)")
+
+
+@migration
+def m016_chat_channels(conn: sqlite3.Connection) -> None:
+    # Messages and calls a provider accepted (notify/deliveries.py): their delivery reports, and what
+    # a reply to one of them is about.
+    conn.execute("CREATE TABLE deliveries (tenant TEXT NOT NULL, provider_id TEXT NOT NULL, outbox INTEGER NOT NULL, "
+                 "incident TEXT, recipient TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL, "
+                 "status TEXT NOT NULL, error_code TEXT, created REAL NOT NULL, updated REAL NOT NULL, "
+                 "PRIMARY KEY (tenant, provider_id))")
+    conn.execute("CREATE INDEX deliveries_by_incident ON deliveries(tenant, incident)")
+    # Each incident's reply code (notify/replies.py).
+    conn.execute("CREATE TABLE reply_codes (tenant TEXT NOT NULL, incident TEXT NOT NULL, code TEXT NOT NULL, "
+                 "PRIMARY KEY (tenant, incident), UNIQUE (tenant, code))")
+    # When each person last wrote to the appliance on a chat channel: WhatsApp's 24-hour session.
+    conn.execute("CREATE TABLE chat_sessions (tenant TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL, "
+                 "last_inbound REAL NOT NULL, PRIMARY KEY (tenant, channel, address))")

@@ -35,7 +35,8 @@ _ACTION_ANSWERS = {"acknowledged": "Acknowledged: the escalation stops.", "resol
 _ANSWERS = {"authorized": "Approved: the recovery runs now.", "waiting": "Approval recorded: one more person must approve.",
             "rejected": "Rejected: the action will not run.", "already_used": "Already decided.",
             "expired": "This approval has expired.", "not_proposed": "Nothing to approve any more.",
-            "not_an_approver": "You are not an allowed approver for this service."}
+            "not_an_approver": "You are not an allowed approver for this service.",
+            "not_yours": "These buttons were sent to someone else: only they can use them."}
 
 
 def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient | None:

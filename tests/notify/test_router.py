@@ -340,7 +340,7 @@ def test_a_persons_channels_in_their_order_and_the_ones_not_deliverable_reported
     assert d.recipient.key == "person:ada" and d.recipient.name == "Ada"
     assert d.recipient.chain == (("telegram", "111"),)
     assert d.recipient.unreachable == ("email: not available on this appliance yet",
-                                       "slack: not available on this appliance yet")
+                                       "slack: not set up for this tenant")
 
 
 def test_a_persons_channel_the_tenant_has_not_set_up_is_unreachable(env: Env) -> None:
@@ -350,7 +350,7 @@ def test_a_persons_channel_the_tenant_has_not_set_up_is_unreachable(env: Env) ->
     [d] = env.plan(ev(), routing=routing).decisions
     assert d.recipient.chain == ()
     assert d.recipient.unreachable == ("telegram: not set up for this tenant",
-                                       "voice: not available on this appliance yet")
+                                       "voice: not set up for this tenant")
     assert d.outcome == router.SEND                      # still routed: the outbox adds the fallback
 
 
@@ -408,7 +408,7 @@ def test_responders_come_from_the_services_contacts_and_responder_lists(env: Env
     by_key = {d.recipient.key: d.recipient for d in plan.decisions}
     if "primary:Pat" in by_key:
         assert by_key["primary:Pat"].chain == (("telegram", "777"),)
-        assert by_key["primary:Pat"].unreachable == ("voice: not available on this appliance yet",)
+        assert by_key["primary:Pat"].unreachable == ("voice: not set up for this tenant",)
     if "secondary:Sam" in by_key:
         assert by_key["secondary:Sam"].chain == (("telegram", "888"),)
 
@@ -446,7 +446,7 @@ def test_channel_telegram_needs_the_tenants_default_chat(env: Env, setup: str, c
     ("channel:webhook", (("webhook", ""),), ()),
     ("channel:file", (("file", ""),), ()),
     ("channel:jsonl", (("jsonl", ""),), ()),
-    ("channel:slack", (), ("slack: not available on this appliance yet",)),
+    ("channel:slack", (), ("slack: not set up for this tenant",)),
     ("channel:email", (), ("email: not available on this appliance yet",)),
 ])
 def test_channel_receivers(env: Env, receiver: str, chain: tuple, unreachable: tuple) -> None:

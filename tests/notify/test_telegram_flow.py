@@ -157,10 +157,11 @@ async def test_a_person_named_as_approver_approves_with_their_own_telegram_accou
         assert proposal["chat_id"] == "444"                       # Grace's own chat: she is the responder
         approve = proposal["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         message_id = 1 + sent.index(proposal)
-        assert (await tap(phone, fake_telegram, 111, approve, message_id)).json()["outcome"] == "not_an_approver"
+        # the buttons in Grace's message are hers: another Telegram user pressing them is refused
+        assert (await tap(phone, fake_telegram, 111, approve, message_id)).json()["outcome"] == "not_yours"
         assert (await tap(phone, fake_telegram, 444, approve, message_id)).json()["outcome"] == "authorized"
         await phone.settle()
-        assert json.loads(receiver.requests[0].body)["approved_by"] == ["telegram:444"]
+        assert json.loads(receiver.requests[0].body)["approved_by"] == ["person:grace"]
 
 
 async def test_responders_acknowledge_silence_and_resolve_from_telegram(

@@ -1,46 +1,33 @@
-"""The senders of the outbox: Telegram (with approval buttons), the signed generic webhook, and a
-tenant's local file and JSON-lines channels, built from the tenant's channel settings."""
+"""The senders of the outbox, built from the tenant's channel settings: Telegram and Slack (with
+buttons), WhatsApp and voice through Twilio, the signed generic webhook, and a tenant's local file
+and JSON-lines channels."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+from urllib.parse import quote
 
 import httpx
 
 from ...ledger.entry import utc_timestamp
 from ...net.webhooks import post_signed
 from ...tenancy.vault import SecretVault
-from ..gateway import Message
+from ..message import Message
 from .base import Delivery
+from ..deliveries import session_open
 from .settings import channel_secrets
+from .slack import SlackClient, post_webhook
 from .telegram import TelegramClient
-
-# Messages as people read them on a phone: plain text (no markup, so `_`, `*` or `<` in service
-# names or alert text can never break formatting), the facts first.
-_HEADLINES = {
-    "detected": "🔴 Incident detected", "proposed": "🛠 Action recommended", "escalated": "⬆️ Priority raised",
-    "executed": "✅ Recovery action ran", "failed": "❌ Recovery action failed", "expired": "⌛ Approval expired",
-    "recovered": "💚 Recovered", "resolved": "✔️ Resolved", "rejected": "✋ Action rejected",
-    "dissent": "⚖️ Diagnoses disagree: your call", "grouped": "🗂 Group update", "summary": "🌙 Held during quiet hours",
-    "silence": "🔕 Silence", "not_recovered": "❌ Recovery did not work", "updated": "🔴 Incident widened",
-}
-
-
-def phone_text(message: Message) -> str:
-    head = _HEADLINES.get(message.event, message.event.capitalize())
-    service = message.data.get("service")
-    lines = [f"{head} · {message.priority} · {message.incident}"]
-    if service:
-        lines.append(f"Service: {service}")
-    lines.append(message.text)
-    if message.event in ("proposed", "dissent") and message.buttons:
-        lines.append("Approve or reject below. Only allowed approvers count; every tap is recorded.")
-    return "\n".join(lines)
+from .twilio import TwilioClient
+from .voice import VoiceChannel
+from .whatsapp import SESSION_SECONDS, WhatsAppChannel
+from .text import phone_text
 
 
 class RemoteChannel(Protocol):
@@ -104,30 +91,80 @@ def _append(path: Path, text: str) -> None:
         f.write(text)
 
 
+class SlackChannel:
+    """A person's Slack (a direct message to their user id) or a channel, by bot token."""
+
+    name = "slack"
+
+    def __init__(self, client: SlackClient, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+
+    async def send(self, message: Message) -> Delivery:
+        return await self.client.post_message(self.channel, message)
+
+
+@dataclass
+class SlackWebhookChannel:
+    http: httpx.AsyncClient
+    url: str
+    name: str = "slack"
+
+    async def send(self, message: Message) -> Delivery:
+        return await post_webhook(self.http, self.url, message)
+
+
 class ChannelResolver:
     """Builds the sender for one (tenant, channel, address) of an outbox row from the tenant's
-    current settings, so a fixed token or URL takes effect at the next attempt."""
+    current settings, so a fixed token or URL takes effect at the next attempt. ``public_url`` is
+    where the providers' callbacks reach this appliance (Twilio's status reports and keypresses)."""
 
-    def __init__(self, db: Any, vault: SecretVault, http: httpx.AsyncClient, directory: Path) -> None:
+    def __init__(self, db: Any, vault: SecretVault, http: httpx.AsyncClient, directory: Path,
+                 public_url: str = "", clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.vault = vault
         self.http = http
         self.directory = directory
+        self.public_url = public_url.rstrip("/")
+        self.clock = clock
 
     def __call__(self, tenant: str, channel: str, address: str) -> RemoteChannel | None:
         if channel in ("file", "jsonl"):
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in tenant)
             return LocalFileChannel(self.directory / f"{safe}.{'log' if channel == 'file' else 'jsonl'}", channel)
+        kind = "twilio" if channel in ("whatsapp", "voice") else channel
         conn = self.db.read_conn()
-        row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = ?", (tenant, channel)).fetchone()
+        row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = ?", (tenant, kind)).fetchone()
         if row is None:
             return None
         config = json.loads(row[0])
-        secrets = channel_secrets(conn, tenant, channel, self.vault)
+        secrets = channel_secrets(conn, tenant, kind, self.vault)
         if channel == "telegram" and secrets.get("bot_token") and (address or config.get("default_chat_id")):
             client = TelegramClient(config.get("api_base_url") or "https://api.telegram.org", secrets["bot_token"],
                                     self.http)
             return TelegramChannel(client, address or config["default_chat_id"])
         if channel == "webhook" and config.get("url") and secrets.get("signing_secret"):
             return WebhookChannel(self.http, config["url"], secrets["signing_secret"])
+        if channel == "slack":
+            target = address or config.get("channel")
+            if target and secrets.get("bot_token"):
+                return SlackChannel(SlackClient(config.get("api_base_url") or "", secrets["bot_token"], self.http), target)
+            if not address and secrets.get("webhook_url"):
+                return SlackWebhookChannel(self.http, secrets["webhook_url"])
+            return None
+        if kind == "twilio" and address and config.get("account_sid") and secrets.get("auth_token"):
+            return self._twilio(tenant, channel, address, config, secrets["auth_token"])
+        return None
+
+    def _twilio(self, tenant: str, channel: str, address: str, config: dict[str, Any],
+                token: str) -> RemoteChannel | None:
+        client = TwilioClient(config.get("api_base_url") or "", config["account_sid"], token, self.http)
+        base = f"{self.public_url}/bot/twilio/{quote(tenant, safe='')}" if self.public_url else None
+        status = f"{base}/status" if base else None
+        if channel == "whatsapp" and config.get("whatsapp_from"):
+            open_ = session_open(self.db.read_conn(), tenant, "whatsapp", address, self.clock(), SESSION_SECONDS)
+            return WhatsAppChannel(client, config["whatsapp_from"], address, status, open_,
+                                   config.get("whatsapp_template_sid"))
+        if channel == "voice" and config.get("from_number"):
+            return VoiceChannel(client, config["from_number"], address, f"{base}/voice" if base else None, status)
         return None

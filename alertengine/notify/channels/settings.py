@@ -28,6 +28,8 @@ SECRET_SHAPES: dict[str, dict[str, Any]] = {
     "twilio.auth_token": {"type": ["string", "null"], "pattern": r"^[0-9A-Za-z]{32}$"},
     "slack.bot_token": {"type": ["string", "null"], "maxLength": 256, "pattern": r"^xox[abpr]-[A-Za-z0-9-]{8,250}$"},
     "slack.signing_secret": {"type": ["string", "null"], "pattern": r"^[0-9A-Za-z]{16,128}$"},
+    # an incoming webhook's URL is its credential: stored sealed, shown only as a fingerprint
+    "slack.webhook_url": {"type": ["string", "null"], "maxLength": 2048, "pattern": r"^https?://[!-~]+$"},
 }
 
 
@@ -37,6 +39,7 @@ class ChannelKind:
     config: dict[str, Any]          # JSON schema properties of the plain settings
     secrets: tuple[str, ...]        # names of the secret settings
     url_fields: tuple[str, ...] = ()
+    secret_urls: tuple[str, ...] = ()    # secrets that are URLs: the outbound URL policy applies to them
 
 
 KINDS: dict[str, ChannelKind] = {k.name: k for k in (
@@ -44,10 +47,14 @@ KINDS: dict[str, ChannelKind] = {k.name: k for k in (
                 ("bot_token", "webhook_secret"), ("api_base_url",)),
     ChannelKind("twilio", {"api_base_url": URL, "account_sid": {"type": "string", "pattern": r"^AC[0-9a-fA-F]{32}$"},
                            "from_number": {"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$"},
-                           "whatsapp_from": {"type": "string", "pattern": r"^(whatsapp:)?\+[1-9][0-9]{6,14}$"}},
+                           "whatsapp_from": {"type": "string", "pattern": r"^(whatsapp:)?\+[1-9][0-9]{6,14}$"},
+                           "whatsapp_template_sid": {"type": "string", "pattern": r"^HX[0-9a-fA-F]{32}$",
+                                                     "description": "Content template sent outside WhatsApp's "
+                                                                    "24-hour session"}},
                 ("auth_token",), ("api_base_url",)),
-    ChannelKind("slack", {"api_base_url": URL, "channel": {"type": "string", "maxLength": 80}}, ("bot_token", "signing_secret"),
-                ("api_base_url",)),
+    ChannelKind("slack", {"api_base_url": URL, "channel": {"type": "string", "pattern": r"^[A-Z0-9]{2,32}$",
+                                                           "description": "default channel id (C…) for channel:slack"}},
+                ("bot_token", "signing_secret", "webhook_url"), ("api_base_url",), ("webhook_url",)),
     ChannelKind("webhook", {"url": URL}, ("signing_secret",), ("url",)),
     # not a notification channel: the GitHub push webhook's shared secret, and the service it deploys
     ChannelKind("github", {"service": {"type": "string", "maxLength": 64}}, ("webhook_secret",)),
@@ -107,7 +114,10 @@ def put_channel(tenant_id: str, kind_name: str, body: Any, policy: UrlPolicy, va
     for name in kind.url_fields:
         if name in config:
             config[name] = check_url(config[name], policy, f"config.{name}")
-    changes = body.get("secrets", {})
+    changes = dict(body.get("secrets", {}))
+    for name in kind.secret_urls:
+        if changes.get(name) is not None:
+            changes[name] = check_url(changes[name], policy, f"secrets.{name}")
 
     def write(tx: WriteTx) -> ChannelSettings:
         get_tenant(tx.conn, tenant_id)

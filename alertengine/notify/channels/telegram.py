@@ -20,19 +20,21 @@ Choices:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 
 import httpx
 
 from ...net.guard import is_refused
 from .base import Delivery
+from .http import clean as _clean
+from .http import json_object as _json_object
+from .http import read_capped as _read_capped
+from .http import retry_after_header as _retry_after_header
+from .http import seconds as _seconds
 
 log = logging.getLogger("alertengine.channels.telegram")
 
@@ -41,8 +43,6 @@ TOKEN_PLACEHOLDER = "<bot-token>"
 MAX_TEXT = 4096
 MAX_CALLBACK_ANSWER = 200
 MAX_CALLBACK_DATA_BYTES = 64
-MAX_ANSWER_BYTES = 1 << 20          # Telegram's answers are small; refuse to buffer more than this
-MAX_DETAIL = 300
 
 Buttons = Sequence[Sequence[tuple[str, str]]]
 
@@ -272,55 +272,6 @@ def _chat(chat_id: int | str) -> int | str:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _clean(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1] + "…"
-
-
-async def _read_capped(response: httpx.Response) -> bytes | None:
-    """The answer body, or None when it is larger than MAX_ANSWER_BYTES."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_object(body: bytes | None) -> dict[str, Any] | None:
-    if not body:
-        return None
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
-
-
-def _retry_after_header(value: str | None) -> float | None:
-    """Retry-After as delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return _seconds(float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 # ----------------------------------------------------------------------------------------------
