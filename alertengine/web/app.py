@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -23,6 +24,8 @@ from ..store import Database
 from .actions import actions_api
 from .api import api
 from .bots import bots_api
+from .bots_slack import slack_api
+from .bots_twilio import twilio_api
 from .deploys_api import deploys_api
 from .incidents import incidents_api
 from .ingest import ingest_api
@@ -59,7 +62,8 @@ async def openapi(call: Call) -> Any:
     return call.state.openapi
 
 
-REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, deploys_api, notify_api)
+REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, slack_api, twilio_api, deploys_api,
+              notify_api)
 @system.route("GET", "/metrics", permission="metrics.read", response={"type": "string"}, media_type="text/plain",
               summary="Prometheus metrics: AI tokens per tenant, open incidents, ledger size, appliance mode",
               tags=("system",))
@@ -134,6 +138,7 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
     app.state.background = set()
     app.state.openapi = openapi_document(ENDPOINTS)
     app.state.runtime = runtime
+    app.state.clock = time.time    # request freshness (Slack signatures); tests may set their own
     app.state.detector = runtime.detector
     app.state.gateway = runtime.gateway
     app.state.orchestrator = runtime.orchestrator

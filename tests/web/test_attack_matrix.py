@@ -105,10 +105,12 @@ async def test_every_route_is_declared(world: World) -> None:
     assert not undeclared, f"routes without an access declaration: {undeclared}"
     public = {(m, p) for m, p, ep in routes if ep is not None and ep.public}
     # Public to API keys, each authenticated by its own means: the signed single-use approval token,
-    # Telegram's secret-token header, GitHub's X-Hub-Signature-256.
+    # Telegram's secret-token header, GitHub's X-Hub-Signature-256, X-Twilio-Signature, X-Slack-Signature.
     assert public == {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/action/recover/{token}"),
                       ("POST", "/action/recover/confirm"), ("POST", "/bot/telegram/{tenant}"),
-                      ("POST", "/ingest/github/{tenant}")}
+                      ("POST", "/ingest/github/{tenant}"), ("POST", "/bot/slack/{tenant}"),
+                      ("POST", "/bot/twilio/{tenant}/status"), ("POST", "/bot/twilio/{tenant}/inbound"),
+                      ("POST", "/bot/twilio/{tenant}/voice")}
 
 
 def _protected(world: World) -> list[tuple[str, str, Endpoint]]:

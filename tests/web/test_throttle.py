@@ -86,6 +86,11 @@ WRONG = [
      {"headers": {"X-Telegram-Bot-Api-Secret-Token": "wrong"}, "json": {"update_id": 1}}),
     ("GitHub signature", "POST", "/ingest/github/{tenant}",
      {"headers": {"X-Hub-Signature-256": "sha256=" + "0" * 64, "X-GitHub-Event": "push"}, "json": {"commits": []}}),
+    ("Twilio signature", "POST", "/bot/twilio/{tenant}/status",
+     {"headers": {"X-Twilio-Signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}, "data": {"MessageSid": "SM1"}}),
+    ("Slack signature", "POST", "/bot/slack/{tenant}",
+     {"headers": {"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=" + "0" * 64},
+      "content": "payload=%7B%7D"}),
     ("approval link", "GET", "/action/recover/" + "eyJhbGciOiJIUzI1NiJ9.e30." + "A" * 43, {}),
 ]
 

@@ -12,6 +12,7 @@ HEADLINES = {
     "recovered": "💚 Recovered", "resolved": "✔️ Resolved", "rejected": "✋ Action rejected",
     "dissent": "⚖️ Diagnoses disagree: your call", "grouped": "🗂 Group update", "summary": "🌙 Held during quiet hours",
     "silence": "🔕 Silence", "not_recovered": "❌ Recovery did not work", "updated": "🔴 Incident widened",
+    "answered": "🗳 Answered",
 }
 
 
