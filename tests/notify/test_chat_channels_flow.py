@@ -1,0 +1,259 @@
+"""WhatsApp, voice and Slack end to end, in process, against local fake Twilio and Slack servers:
+an incident reaches Ada on WhatsApp, escalates to a call she acknowledges by pressing 1, and Bob
+approves the recovery from Slack. Every callback is signed with the vendors' own libraries."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+
+from alertengine.appliance import DataDir
+from alertengine.config import Config
+from alertengine.incidents import engine
+from alertengine.notify.channels.settings import put_channel
+from alertengine.notify.people import normalise_person, put_person
+from alertengine.store import Database
+from alertengine.tenancy.services import create_service, normalise
+from alertengine.tenancy.tenants import set_shadow
+from alertengine.web.app import create_app
+from tests.fakes.receiver import Receiver
+from tests.fakes.slack import FakeSlack, block_actions_body, fake_slack, signed_headers  # noqa: F401  (fixture)
+from tests.fakes.twilio import FakeTwilio, fake_twilio  # noqa: F401  (fixture)
+from tests.notify.rig import START, Clock
+from tests.recovery.test_approvals import Flow
+
+PUBLIC = "https://alerts.example.com"
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+WA_FROM = "+14155238886"
+CALLER = "+14155550100"
+ADA = "+15550000001"
+SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+class Chats(Flow):
+    twilio: FakeTwilio
+    slack: FakeSlack
+    clock: Clock
+    receiver: Receiver
+
+    @property
+    def sender(self) -> Any:
+        return self.app.state.runtime.sender  # type: ignore[attr-defined]
+
+    async def twilio_post(self, path: str, form: dict[str, str], *, token: str | None = None,
+                          tamper: dict[str, str] | None = None) -> httpx.Response:
+        """POST ``form`` as Twilio would, signed over the public URL (then changed by ``tamper``)."""
+        from twilio.request_validator import RequestValidator
+        url = f"{PUBLIC}/bot/twilio/{self.tenant}/{path}"
+        signature = RequestValidator(token or self.twilio.auth_token).compute_signature(url, form)
+        return await self.client.post(f"/bot/twilio/{self.tenant}/{path}", data={**form, **(tamper or {})},
+                                      headers={"X-Twilio-Signature": signature})
+
+    async def slack_press(self, user_id: str, value: str, message: dict[str, Any], *, secret: str = SIGNING,
+                          at: float | None = None) -> httpx.Response:
+        body = block_actions_body(user_id=user_id, value=value, channel_id=message["channel"],
+                                  message_ts=message["ts"])
+        stamp = str(int(at if at is not None else self.clock.now))
+        return await self.client.post(f"/bot/slack/{self.tenant}", content=body,
+                                      headers=signed_headers(secret, body, stamp))
+
+    async def run(self, seconds: float = 0.0) -> None:
+        self.clock.now += seconds
+        await self.sender.run_due()
+
+    def ledger(self, kind: str) -> list[dict[str, Any]]:
+        rows = self.db.read_conn().execute("SELECT body FROM ledger WHERE tenant = ? AND kind = ? ORDER BY seq",
+                                           (self.tenant, kind))
+        return [json.loads(r[0]) for r in rows]
+
+
+@pytest.fixture
+async def chats(data_dir: DataDir, db: Database, fake_twilio: FakeTwilio,  # noqa: F811
+                fake_slack: FakeSlack) -> AsyncIterator[Chats]:  # noqa: F811
+    config = Config(data_dir=data_dir.path, console_notifications=False, public_url=PUBLIC)
+    app = create_app(config, data_dir, db)
+    clock = Clock()
+    runtime = app.state.runtime  # type: ignore[attr-defined]
+    runtime.sender.clock = runtime.gateway.clock = runtime.sender.resolve.clock = clock
+    app.state.clock = clock  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50003))
+    async with httpx.AsyncClient(transport=transport, base_url="http://appliance") as client:
+        f = Chats(db, data_dir, config, client, app)
+        f.twilio, f.slack, f.clock = fake_twilio, fake_slack, clock
+        db.write_sync(set_shadow(f.tenant, False, "test"))
+        vault = app.state.vault  # type: ignore[attr-defined]
+        db.write_sync(put_channel(f.tenant, "twilio", {
+            "config": {"api_base_url": fake_twilio.base_url, "account_sid": fake_twilio.account_sid,
+                       "whatsapp_from": f"whatsapp:{WA_FROM}", "from_number": CALLER},
+            "secrets": {"auth_token": fake_twilio.auth_token}}, config.url_policy, vault, "test"))
+        db.write_sync(put_channel(f.tenant, "slack", {
+            "config": {"api_base_url": fake_slack.base_url, "channel": "C0ALERTS"},
+            "secrets": {"bot_token": fake_slack.token, "signing_secret": SIGNING}}, config.url_policy, vault, "test"))
+        db.write_sync(put_person(normalise_person(f.tenant, "ada", {
+            "name": "Ada", "addresses": {"whatsapp": ADA, "voice": ADA}, "channels": ["whatsapp", "voice"]}), "test"))
+        db.write_sync(put_person(normalise_person(f.tenant, "bob", {
+            "name": "Bob", "addresses": {"slack": "U0BOB"}}), "test"))
+        with Receiver() as receiver:
+            spec = normalise({"name": "checkout", "health_url": "http://127.0.0.1:9/health",
+                              "recovery_webhook_url": f"{receiver.url}/recover",
+                              "responders": {"primary": ["person:ada", "person:bob"]}}, config.url_policy)
+            svc, receiver.secret = db.write_sync(create_service(f.tenant, "checkout", spec, vault, "test"))
+            from alertengine.incidents.detection import ServiceRef
+            f.service = ServiceRef(f.tenant, svc.id, "checkout")
+            f.receiver = receiver
+            yield f
+            await f.settle()
+        await runtime.http.aclose()
+
+
+async def test_whatsapp_then_a_call_acknowledged_by_keypress_then_bob_approves_from_slack(chats: Chats) -> None:
+    await chats.outage()
+    # Ada hears on WhatsApp: the incident, then the proposal with her own link and reply code
+    to_ada = [m for m in chats.twilio.messages if m["To"] == f"whatsapp:{ADA}"]
+    assert [m["From"] for m in to_ada] == [f"whatsapp:{WA_FROM}"] * len(to_ada) and len(to_ada) >= 2
+    assert "Incident detected" in to_ada[0]["Body"] and "Reply ACK " in to_ada[0]["Body"]
+    proposal = next(m for m in to_ada if "Action recommended" in m["Body"])
+    assert f"{PUBLIC}/action/recover/" in proposal["Body"] and "APPROVE " in proposal["Body"]
+    assert proposal["StatusCallback"] == f"{PUBLIC}/bot/twilio/{chats.tenant}/status"
+    # Bob hears on Slack, with buttons that are his
+    posted = chats.slack.calls_to("chat.postMessage")
+    to_bob = [p for p in posted if p["channel"] == "U0BOB"]
+    slack_proposal = next(p for p in to_bob if any(b["type"] == "actions" for b in p["blocks"]))
+    actions = next(b for b in slack_proposal["blocks"] if b["type"] == "actions")["elements"]
+    approve = next(e["value"] for e in actions if e["text"]["text"] == "Approve")
+    assert approve.startswith("ap:") and "eyJ" not in json.dumps(posted)   # no token in Slack
+
+    # Twilio reports delivery: ledgered once per status, never backwards
+    sid = proposal["sid"]
+    for status in ("sent", "delivered", "read", "sent"):
+        reply = await chats.twilio_post("status", chats.twilio.message_status(sid, status))
+        assert reply.status_code == 200, reply.text
+    statuses = [e["decision"] for e in chats.ledger("notification.status") if e["data"]["provider_id"] == sid]
+    assert statuses == ["sent", "delivered", "read"]
+
+    # nobody answered: 180 s later the chain calls Ada first (voice preferred)
+    await chats.run(181)
+    [call] = chats.twilio.calls
+    assert call["To"] == ADA and call["From"] == CALLER
+    assert f'action="{PUBLIC}/bot/twilio/{chats.tenant}/voice"' in call["Twiml"]
+    assert "Press 1" in call["Twiml"] and call["StatusCallback"] == f"{PUBLIC}/bot/twilio/{chats.tenant}/status"
+    # pressing 2 does nothing; a forged keypress is refused; pressing 1 acknowledges as Ada's phone
+    two = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "2", to=ADA, from_=CALLER))
+    assert "Not acknowledged" in two.text and chats.incident().acknowledged_by is None
+    forged = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "2", to=ADA, from_=CALLER),
+                                     tamper={"Digits": "1"})
+    assert forged.status_code == 401 and chats.incident().acknowledged_by is None
+    one = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "1", to=ADA, from_=CALLER))
+    assert one.status_code == 200 and one.headers["content-type"].startswith("text/xml")
+    assert "Acknowledged" in one.text and chats.incident().acknowledged_by == f"engineer:voice:{ADA}"
+    await chats.run(200)
+    assert len(chats.twilio.calls) == 1       # acknowledged: the chain stops, nobody else is called
+    assert chats.ledger("escalation.stopped")
+
+    # a Slack user the tenant does not know cannot use Bob's buttons; a stale signature is refused
+    stranger = await chats.slack_press("U0EVE", approve, slack_proposal)
+    assert stranger.json()["outcome"] == "not_yours" and chats.incident().stage == engine.PROPOSED
+    stale = await chats.slack_press("U0BOB", approve, slack_proposal, at=chats.clock.now - 301)
+    assert stale.status_code == 401
+    # Bob approves: the recovery runs once, approved by person:bob, vouched for by Slack
+    ok = await chats.slack_press("U0BOB", approve, slack_proposal)
+    assert ok.json()["outcome"] == "authorized", ok.text
+    await chats.settle()
+    assert [json.loads(r.body)["approved_by"] for r in chats.receiver.requests] == [["person:bob"]]
+    [authorized] = chats.ledger("incident.authorized")
+    assert authorized["actor"] == "engineer:person:bob" and authorized["data"]["vouched_by"] == "slack:U0BOB"
+    again = await chats.slack_press("U0BOB", approve, slack_proposal)
+    assert again.json()["outcome"] == "already_used" and len(chats.receiver.requests) == 1
+    # the Slack message now says who approved, without buttons
+    [update] = chats.slack.calls_to("chat.update")
+    assert update["ts"] == slack_proposal["ts"] and "approved by" in update["text"]
+    assert not any(b["type"] == "actions" for b in update["blocks"])
+    chats.replay_clean()
+
+
+async def test_an_unanswered_call_hands_back_to_the_chain_and_tries_the_next_channel(chats: Chats) -> None:
+    await chats.outage()
+    before = len(chats.twilio.messages)
+    await chats.run(181)
+    [call] = chats.twilio.calls
+    reply = await chats.twilio_post("status", chats.twilio.call_status(call["sid"], "no-answer", to=ADA, from_=CALLER))
+    assert reply.status_code == 200
+    [hastened] = chats.ledger("escalation.hastened")
+    assert hastened["data"]["status"] == "no-answer"
+    await chats.run()
+    # Ada gets the escalation on her next channel (WhatsApp) ...
+    assert len(chats.twilio.messages) == before + 1
+    assert chats.twilio.messages[-1]["To"] == f"whatsapp:{ADA}" and "No answer yet" in chats.twilio.messages[-1]["Body"]
+    # ... and the chain's next step (the secondary: nobody here) came due at once instead of at 300 s
+    assert any(e["data"]["step"] == 2 for e in chats.ledger("escalation.step"))
+
+
+async def test_whatsapp_replies_acknowledge_and_approve_only_for_the_person_they_came_from(chats: Chats) -> None:
+    await chats.outage()
+    body = next(m["Body"] for m in chats.twilio.messages if "Reply ACK " in m["Body"])
+    code = body.split("Reply ACK ", 1)[1].split()[0]
+    unknown = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp("+15559999999", f"ack {code}"))
+    assert "not one of the responders" in unknown.text and chats.incident().acknowledged_by is None
+    wrong = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, "ACK ZZZZ"))
+    assert "No incident has the code ZZZZ" in wrong.text
+    chatter = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, "what is going on?"))
+    assert "Reply ACK <code>" in chatter.text
+    acked = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"  ack {code.lower()} "))
+    assert "Acknowledged INC-1" in acked.text and chats.incident().acknowledged_by == f"engineer:whatsapp:{ADA}"
+    approved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}"))
+    assert "Approved" in approved.text, approved.text
+    await chats.settle()
+    assert [json.loads(r.body)["approved_by"] for r in chats.receiver.requests] == [["person:ada"]]
+    [authorized] = chats.ledger("incident.authorized")
+    assert authorized["actor"] == "engineer:person:ada" and authorized["data"]["vouched_by"] == f"whatsapp:{ADA}"
+
+
+async def test_a_reply_quoting_our_message_needs_no_code_and_a_conflicting_one_does_nothing(chats: Chats) -> None:
+    await chats.outage()
+    first = next(m for m in chats.twilio.messages if "Reply ACK " in m["Body"])
+    # the delivery of the quoted message was recorded when Twilio accepted it
+    other = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
+        ADA, "ACK AAAA", original_replied_sid=first["sid"]))
+    assert "No incident has the code AAAA" in other.text and chats.incident().acknowledged_by is None
+    quoted = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
+        ADA, "ack", original_replied_sid=first["sid"]))
+    assert "Acknowledged INC-1" in quoted.text
+
+
+async def test_callbacks_with_a_wrong_signature_or_for_another_tenant_are_refused(chats: Chats) -> None:
+    await chats.outage()
+    sid = chats.twilio.messages[0]["sid"]
+    wrong_token = await chats.twilio_post("status", chats.twilio.message_status(sid, "failed", "63016"),
+                                          token="f" * 32)
+    assert wrong_token.status_code == 401 and wrong_token.json()["error"]["code"] == "unauthenticated"
+    altered = await chats.twilio_post("status", chats.twilio.message_status(sid, "delivered"),
+                                      tamper={"MessageStatus": "failed"})
+    assert altered.status_code == 401
+    nobody = await chats.client.post("/bot/twilio/t_0000000000000000/status", data={"MessageSid": sid},
+                                     headers={"X-Twilio-Signature": "x"})
+    assert nobody.status_code == 401
+    assert chats.ledger("notification.status") == []
+
+
+async def test_a_failed_whatsapp_message_is_ledgered_with_twilios_code_and_moves_on(chats: Chats) -> None:
+    await chats.outage()
+    first = chats.twilio.messages[0]
+    reply = await chats.twilio_post("status", chats.twilio.message_status(first["sid"], "undelivered", "63016"))
+    assert reply.status_code == 200
+    [status] = [e for e in chats.ledger("notification.status") if e["data"]["provider_id"] == first["sid"]]
+    assert status["decision"] == "undelivered" and status["data"]["error_code"] == "63016"
+    calls = len(chats.twilio.calls)
+    await chats.run()
+    assert len(chats.twilio.calls) == calls + 1     # Ada's next channel: a call
+
+
+async def test_shadow_mode_sends_nothing_to_twilio_or_slack(chats: Chats) -> None:
+    chats.db.write_sync(set_shadow(chats.tenant, True, "test"))
+    await chats.outage()
+    await chats.run(400)
+    assert chats.twilio.requests() == 0 and chats.slack.calls_to("chat.postMessage") == []
+    assert chats.ledger("notification.suppressed")
+    assert START  # the clock started where the rig's does
