@@ -38,7 +38,7 @@ def allowed(conn: sqlite3.Connection, tenant: str, inc: engine.Incident, channel
     if row is None:
         return None
     spec = json.loads(row[0])
-    field = {"telegram": "telegram_chat_id", "whatsapp": "whatsapp", "slack": "slack"}.get(channel)
+    field = {"telegram": "telegram_chat_id", "whatsapp": "whatsapp", "slack": "slack", "voice": "phone"}.get(channel)
     for role, contact in spec.get("contacts", {}).items():
         if field and contact.get(field) == user:
             return f"{role}:{contact.get('name') or role}"

@@ -20,7 +20,7 @@ from alertengine.tenancy.services import create_service, normalise
 from alertengine.tenancy.tenants import set_shadow
 from alertengine.web.app import create_app
 from tests.fakes.receiver import Receiver
-from tests.fakes.slack import FakeSlack, block_actions_body, fake_slack, signed_headers  # noqa: F401  (fixture)
+from tests.fakes.slack import FakeSlack, fake_slack, signed_headers  # noqa: F401  (fixture)
 from tests.fakes.twilio import FakeTwilio, fake_twilio  # noqa: F401  (fixture)
 from tests.notify.rig import START, Clock
 from tests.recovery.test_approvals import Flow
@@ -54,8 +54,8 @@ class Chats(Flow):
 
     async def slack_press(self, user_id: str, value: str, message: dict[str, Any], *, secret: str = SIGNING,
                           at: float | None = None) -> httpx.Response:
-        body = block_actions_body(user_id=user_id, value=value, channel_id=message["channel"],
-                                  message_ts=message["ts"])
+        body = self.slack.block_actions_body(user_id=user_id, value=value, channel_id=message["channel"],
+                                             message_ts=message["ts"])
         stamp = str(int(at if at is not None else self.clock.now))
         return await self.client.post(f"/bot/slack/{self.tenant}", content=body,
                                       headers=signed_headers(secret, body, stamp))
@@ -68,6 +68,26 @@ class Chats(Flow):
         rows = self.db.read_conn().execute("SELECT body FROM ledger WHERE tenant = ? AND kind = ? ORDER BY seq",
                                            (self.tenant, kind))
         return [json.loads(r[0]) for r in rows]
+
+
+def _sent(fake: FakeTwilio, prefix: str) -> list[dict[str, Any]]:
+    """The messages (SM) or calls (CA) Twilio accepted: the request's form and the SID answered
+    (no failure is injected in these tests, so the n-th request is the n-th resource created)."""
+    forms = fake.messages if prefix == "SM" else fake.calls
+    sids = [sid for sid in list(fake.created) if sid.startswith(prefix)]
+    return [{**form, "sid": sid} for form, sid in zip(list(forms), sids)]
+
+
+def _said(reply: httpx.Response) -> str:
+    """What a TwiML answer tells the person (its <Message> or <Say>)."""
+    from xml.etree import ElementTree
+    return " ".join(e.text or "" for e in ElementTree.fromstring(reply.content) if e.tag in ("Message", "Say"))
+
+
+def _labels(message: dict[str, Any]) -> dict[str, str]:
+    """A Slack message's buttons: label -> value."""
+    return {e["text"]["text"]: e["value"] for b in message.get("blocks", []) if b["type"] == "actions"
+            for e in b["elements"]}
 
 
 @pytest.fixture
@@ -112,19 +132,19 @@ async def chats(data_dir: DataDir, db: Database, fake_twilio: FakeTwilio,  # noq
 async def test_whatsapp_then_a_call_acknowledged_by_keypress_then_bob_approves_from_slack(chats: Chats) -> None:
     await chats.outage()
     # Ada hears on WhatsApp: the incident, then the proposal with her own link and reply code
-    to_ada = [m for m in chats.twilio.messages if m["To"] == f"whatsapp:{ADA}"]
+    to_ada = [m for m in _sent(chats.twilio, 'SM') if m["To"] == f"whatsapp:{ADA}"]
     assert [m["From"] for m in to_ada] == [f"whatsapp:{WA_FROM}"] * len(to_ada) and len(to_ada) >= 2
     assert "Incident detected" in to_ada[0]["Body"] and "Reply ACK " in to_ada[0]["Body"]
     proposal = next(m for m in to_ada if "Action recommended" in m["Body"])
     assert f"{PUBLIC}/action/recover/" in proposal["Body"] and "APPROVE " in proposal["Body"]
     assert proposal["StatusCallback"] == f"{PUBLIC}/bot/twilio/{chats.tenant}/status"
-    # Bob hears on Slack, with buttons that are his
+    # Bob hears on Slack, in a direct message, with buttons that are his
     posted = chats.slack.calls_to("chat.postMessage")
-    to_bob = [p for p in posted if p["channel"] == "U0BOB"]
-    slack_proposal = next(p for p in to_bob if any(b["type"] == "actions" for b in p["blocks"]))
-    actions = next(b for b in slack_proposal["blocks"] if b["type"] == "actions")["elements"]
-    approve = next(e["value"] for e in actions if e["text"]["text"] == "Approve")
-    assert approve.startswith("ap:") and "eyJ" not in json.dumps(posted)   # no token in Slack
+    assert {p["channel"] for p in posted} == {"U0BOB"} and "eyJ" not in json.dumps(posted)   # no token in Slack
+    slack_proposal = next(m for m in chats.slack.messages_in("U0BOB") if "Approve" in _labels(m))
+    slack_proposal["channel"] = "D0BOB"          # Slack's direct-message channel with Bob
+    approve = _labels(slack_proposal)["Approve"]
+    assert approve.startswith("ap:")
 
     # Twilio reports delivery: ledgered once per status, never backwards
     sid = proposal["sid"]
@@ -136,21 +156,21 @@ async def test_whatsapp_then_a_call_acknowledged_by_keypress_then_bob_approves_f
 
     # nobody answered: 180 s later the chain calls Ada first (voice preferred)
     await chats.run(181)
-    [call] = chats.twilio.calls
+    [call] = _sent(chats.twilio, 'CA')
     assert call["To"] == ADA and call["From"] == CALLER
     assert f'action="{PUBLIC}/bot/twilio/{chats.tenant}/voice"' in call["Twiml"]
     assert "Press 1" in call["Twiml"] and call["StatusCallback"] == f"{PUBLIC}/bot/twilio/{chats.tenant}/status"
     # pressing 2 does nothing; a forged keypress is refused; pressing 1 acknowledges as Ada's phone
     two = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "2", to=ADA, from_=CALLER))
-    assert "Not acknowledged" in two.text and chats.incident().acknowledged_by is None
+    assert "Not acknowledged" in _said(two) and chats.incident().acknowledged_by is None
     forged = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "2", to=ADA, from_=CALLER),
                                      tamper={"Digits": "1"})
     assert forged.status_code == 401 and chats.incident().acknowledged_by is None
     one = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "1", to=ADA, from_=CALLER))
     assert one.status_code == 200 and one.headers["content-type"].startswith("text/xml")
-    assert "Acknowledged" in one.text and chats.incident().acknowledged_by == f"engineer:voice:{ADA}"
+    assert "Acknowledged" in _said(one) and chats.incident().acknowledged_by == f"engineer:voice:{ADA}"
     await chats.run(200)
-    assert len(chats.twilio.calls) == 1       # acknowledged: the chain stops, nobody else is called
+    assert len(_sent(chats.twilio, 'CA')) == 1       # acknowledged: the chain stops, nobody else is called
     assert chats.ledger("escalation.stopped")
 
     # a Slack user the tenant does not know cannot use Bob's buttons; a stale signature is refused
@@ -169,42 +189,42 @@ async def test_whatsapp_then_a_call_acknowledged_by_keypress_then_bob_approves_f
     assert again.json()["outcome"] == "already_used" and len(chats.receiver.requests) == 1
     # the Slack message now says who approved, without buttons
     [update] = chats.slack.calls_to("chat.update")
-    assert update["ts"] == slack_proposal["ts"] and "approved by" in update["text"]
+    assert (update["channel"], update["ts"]) == ("D0BOB", slack_proposal["ts"]) and "approved by" in update["text"]
     assert not any(b["type"] == "actions" for b in update["blocks"])
     chats.replay_clean()
 
 
 async def test_an_unanswered_call_hands_back_to_the_chain_and_tries_the_next_channel(chats: Chats) -> None:
     await chats.outage()
-    before = len(chats.twilio.messages)
+    before = len(_sent(chats.twilio, 'SM'))
     await chats.run(181)
-    [call] = chats.twilio.calls
+    [call] = _sent(chats.twilio, 'CA')
     reply = await chats.twilio_post("status", chats.twilio.call_status(call["sid"], "no-answer", to=ADA, from_=CALLER))
     assert reply.status_code == 200
     [hastened] = chats.ledger("escalation.hastened")
     assert hastened["data"]["status"] == "no-answer"
     await chats.run()
     # Ada gets the escalation on her next channel (WhatsApp) ...
-    assert len(chats.twilio.messages) == before + 1
-    assert chats.twilio.messages[-1]["To"] == f"whatsapp:{ADA}" and "No answer yet" in chats.twilio.messages[-1]["Body"]
+    assert len(_sent(chats.twilio, 'SM')) == before + 1
+    assert _sent(chats.twilio, 'SM')[-1]["To"] == f"whatsapp:{ADA}" and "No answer yet" in _sent(chats.twilio, 'SM')[-1]["Body"]
     # ... and the chain's next step (the secondary: nobody here) came due at once instead of at 300 s
     assert any(e["data"]["step"] == 2 for e in chats.ledger("escalation.step"))
 
 
 async def test_whatsapp_replies_acknowledge_and_approve_only_for_the_person_they_came_from(chats: Chats) -> None:
     await chats.outage()
-    body = next(m["Body"] for m in chats.twilio.messages if "Reply ACK " in m["Body"])
+    body = next(m["Body"] for m in _sent(chats.twilio, 'SM') if "Reply ACK " in m["Body"])
     code = body.split("Reply ACK ", 1)[1].split()[0]
     unknown = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp("+15559999999", f"ack {code}"))
-    assert "not one of the responders" in unknown.text and chats.incident().acknowledged_by is None
+    assert "not one of the responders" in _said(unknown) and chats.incident().acknowledged_by is None
     wrong = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, "ACK ZZZZ"))
-    assert "No incident has the code ZZZZ" in wrong.text
+    assert "No incident has the code ZZZZ" in _said(wrong)
     chatter = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, "what is going on?"))
-    assert "Reply ACK <code>" in chatter.text
+    assert "Reply ACK <code>" in _said(chatter)
     acked = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"  ack {code.lower()} "))
-    assert "Acknowledged INC-1" in acked.text and chats.incident().acknowledged_by == f"engineer:whatsapp:{ADA}"
+    assert "Acknowledged INC-1" in _said(acked) and chats.incident().acknowledged_by == f"engineer:whatsapp:{ADA}"
     approved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}"))
-    assert "Approved" in approved.text, approved.text
+    assert "Approved" in _said(approved), approved.text
     await chats.settle()
     assert [json.loads(r.body)["approved_by"] for r in chats.receiver.requests] == [["person:ada"]]
     [authorized] = chats.ledger("incident.authorized")
@@ -213,19 +233,19 @@ async def test_whatsapp_replies_acknowledge_and_approve_only_for_the_person_they
 
 async def test_a_reply_quoting_our_message_needs_no_code_and_a_conflicting_one_does_nothing(chats: Chats) -> None:
     await chats.outage()
-    first = next(m for m in chats.twilio.messages if "Reply ACK " in m["Body"])
+    first = next(m for m in _sent(chats.twilio, 'SM') if "Reply ACK " in m["Body"])
     # the delivery of the quoted message was recorded when Twilio accepted it
     other = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
         ADA, "ACK AAAA", original_replied_sid=first["sid"]))
-    assert "No incident has the code AAAA" in other.text and chats.incident().acknowledged_by is None
+    assert "No incident has the code AAAA" in _said(other) and chats.incident().acknowledged_by is None
     quoted = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
         ADA, "ack", original_replied_sid=first["sid"]))
-    assert "Acknowledged INC-1" in quoted.text
+    assert "Acknowledged INC-1" in _said(quoted)
 
 
 async def test_callbacks_with_a_wrong_signature_or_for_another_tenant_are_refused(chats: Chats) -> None:
     await chats.outage()
-    sid = chats.twilio.messages[0]["sid"]
+    sid = _sent(chats.twilio, 'SM')[0]["sid"]
     wrong_token = await chats.twilio_post("status", chats.twilio.message_status(sid, "failed", "63016"),
                                           token="f" * 32)
     assert wrong_token.status_code == 401 and wrong_token.json()["error"]["code"] == "unauthenticated"
@@ -240,14 +260,14 @@ async def test_callbacks_with_a_wrong_signature_or_for_another_tenant_are_refuse
 
 async def test_a_failed_whatsapp_message_is_ledgered_with_twilios_code_and_moves_on(chats: Chats) -> None:
     await chats.outage()
-    first = chats.twilio.messages[0]
+    first = _sent(chats.twilio, 'SM')[0]
     reply = await chats.twilio_post("status", chats.twilio.message_status(first["sid"], "undelivered", "63016"))
     assert reply.status_code == 200
     [status] = [e for e in chats.ledger("notification.status") if e["data"]["provider_id"] == first["sid"]]
     assert status["decision"] == "undelivered" and status["data"]["error_code"] == "63016"
-    calls = len(chats.twilio.calls)
+    calls = len(_sent(chats.twilio, 'CA'))
     await chats.run()
-    assert len(chats.twilio.calls) == calls + 1     # Ada's next channel: a call
+    assert len(_sent(chats.twilio, 'CA')) == calls + 1     # Ada's next channel: a call
 
 
 async def test_shadow_mode_sends_nothing_to_twilio_or_slack(chats: Chats) -> None:

@@ -67,14 +67,15 @@ def blocks(message: Message, outcome: str | None = None) -> list[dict[str, Any]]
     text = message.text if len(message.text) <= MAX_SECTION else message.text[:MAX_SECTION - 1] + "…"
     head = headline(message)
     out: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": head[:MAX_HEADER], "emoji": True}},
-        {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": True}},
-    ]
+        {"type": "header", "text": {"type": "plain_text", "text": head[:MAX_HEADER], "emoji": True}}]
+    if text.strip():     # Slack refuses an empty text object
+        out.append({"type": "section", "text": {"type": "plain_text", "text": text, "emoji": True}})
     service = message.data.get("service")
     if service:
         out.append({"type": "context", "elements": [{"type": "plain_text", "text": f"Service: {service}"}]})
     if outcome is not None:
-        out.append({"type": "context", "elements": [{"type": "plain_text", "text": outcome}]})
+        if outcome.strip():
+            out.append({"type": "context", "elements": [{"type": "plain_text", "text": outcome}]})
         return out
     elements = []
     for row in message.buttons:
@@ -236,7 +237,7 @@ def parse_interaction(body: bytes) -> Interaction | None:
         raise ValueError("payload.actions is missing")
     value = actions[0].get("value")
     if not isinstance(value, str) or not 1 <= len(value) <= 2000:
-        raise ValueError("payload.actions[0].value is missing")
+        raise ValueError("payload.actions[0].value must be a string of 1-2000 characters")
     container = doc.get("container") if isinstance(doc.get("container"), dict) else {}
     channel = container.get("channel_id") if isinstance(container.get("channel_id"), str) else None
     ts = container.get("message_ts") if isinstance(container.get("message_ts"), str) else None

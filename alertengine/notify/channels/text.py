@@ -29,7 +29,8 @@ def phone_text(message: Message) -> str:
 
 def headline(message: Message) -> str:
     """The first line: what happened, the priority and the incident."""
-    return f"{HEADLINES.get(message.event, message.event.capitalize())} · {message.priority} · {message.incident}"
+    head = f"{HEADLINES.get(message.event, message.event.capitalize())} · {message.priority}"
+    return f"{head} · {message.incident}" if message.incident else head
 
 
 def spoken(message: Message, limit: int = 600) -> str:
@@ -37,6 +38,7 @@ def spoken(message: Message, limit: int = 600) -> str:
     head = HEADLINES.get(message.event, message.event.capitalize())
     head = "".join(c for c in head if c.isalnum() or c in " -").strip()
     service = message.data.get("service")
-    words = f"AlertEngine. {head}, priority {message.priority}, incident {message.incident}. " + \
+    about = f", incident {message.incident}" if message.incident else ""
+    words = f"AlertEngine. {head}, priority {message.priority}{about}. " + \
         (f"Service {service}. " if service else "") + message.text.replace("\n", ". ")
     return words if len(words) <= limit else words[:limit - 1].rsplit(" ", 1)[0] + "."
