@@ -27,10 +27,11 @@ import secrets
 import threading
 import xml.etree.ElementTree as ET
 from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -411,13 +412,13 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30
     server: TrackingServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve()
 
     def _serve(self) -> None:

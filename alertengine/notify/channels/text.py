@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from ..message import Message
 
 # Messages as people read them on a phone: plain text (no markup, so `_`, `*` or `<` in service
@@ -41,4 +43,6 @@ def spoken(message: Message, limit: int = 600) -> str:
     about = f", incident {message.incident}" if message.incident else ""
     words = f"AlertEngine. {head}, priority {message.priority}{about}. " + \
         (f"Service {service}. " if service else "") + message.text.replace("\n", ". ")
+    # nothing a speech engine would spell out or XML cannot carry: symbols (emoji) and control characters
+    words = "".join(c for c in words if unicodedata.category(c) not in ("So", "Cc", "Cs", "Co", "Cn") or c == "\n")
     return words if len(words) <= limit else words[:limit - 1].rsplit(" ", 1)[0] + "."

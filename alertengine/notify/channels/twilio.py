@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
@@ -167,26 +167,29 @@ def compute_signature(auth_token: str, url: str, params: Iterable[tuple[str, str
     grouped: dict[str, list[str]] = {}
     for name, value in params:
         grouped.setdefault(name, []).append(value)
-    text = url + "".join(name + value for name in sorted(grouped) for value in sorted(grouped[name]))
+    # as Twilio's own validator: each name once, its distinct values sorted
+    text = url + "".join(name + value for name in sorted(grouped) for value in sorted(set(grouped[name])))
     mac = hmac.new(auth_token.encode("utf-8"), text.encode("utf-8", "surrogatepass"), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
 def _port_variants(url: str) -> list[str]:
-    """The URL as given, with the scheme's default port added, and with any port removed."""
+    """The URL as given, with the scheme's default port added, or with its port removed (the host's
+    case kept as written: Twilio signs the URL exactly as it was configured)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    userinfo = parts.netloc.rpartition("@")[0]
-    prefix = f"{userinfo}@" if userinfo else ""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if hostport.startswith("["):
+        end = hostport.find("]") + 1
+        host, port = hostport[:end], hostport[end + 1:] if hostport[end:end + 1] == ":" else ""
+    else:
+        host, _, port = hostport.partition(":")
+    prefix = userinfo + at
     default = {"https": 443, "http": 80}.get(parts.scheme)
     out = [url]
-    bare = urlunsplit((parts.scheme, prefix + host, parts.path, parts.query, parts.fragment))
-    if parts.port is None and default is not None:
+    if not port and default is not None:
         out.append(urlunsplit((parts.scheme, f"{prefix}{host}:{default}", parts.path, parts.query, parts.fragment)))
-    elif parts.port is not None:
-        out.append(bare)
+    elif port:
+        out.append(urlunsplit((parts.scheme, prefix + host, parts.path, parts.query, parts.fragment)))
     return out
 
 
@@ -207,12 +210,11 @@ def signature_ok(auth_token: str, url: str, params: Iterable[tuple[str, str]], s
 def form_pairs(body: bytes) -> list[tuple[str, str]]:
     """The pairs of an ``application/x-www-form-urlencoded`` body (blank values kept, as Twilio signs them).
     Raises ValueError for a body that is not UTF-8 form data."""
-    from urllib.parse import parse_qsl
     try:
-        text = body.decode("utf-8")
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=200,
+                         encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise ValueError("the form body is not UTF-8") from None
-    return parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=200)
 
 
 def first(pairs: Iterable[tuple[str, str]]) -> Mapping[str, str]:

@@ -19,11 +19,12 @@ from .text import spoken
 from .twilio import TwilioClient
 
 RING_FOR = 30           # seconds the phone rings before Twilio gives up (no-answer)
+MAX_WORDS = 1600        # escaped characters of the spoken text (said twice in at most 4,000 of TwiML)
 
 
 def call_twiml(message: Message, gather_url: str | None) -> str:
     """The TwiML of the call: say, gather one digit, say it again, then goodbye."""
-    words = escape(spoken(message))
+    words = _fitting(message)
     if gather_url is None or not message.incident:
         return f"<Response><Say>{words}</Say></Response>"
     action = quoteattr(gather_url)
@@ -31,6 +32,14 @@ def call_twiml(message: Message, gather_url: str | None) -> str:
     return (f"<Response><Gather numDigits=\"1\" timeout=\"8\" action={action} method=\"POST\">"
             f"<Say>{words} {ask}</Say><Pause length=\"1\"/><Say>{words} {ask}</Say></Gather>"
             f"<Say>Nothing was pressed. The incident is not acknowledged. Goodbye.</Say></Response>")
+
+
+def _fitting(message: Message) -> str:
+    """The spoken words, escaped for XML, short enough that the call's TwiML (which says them twice)
+    stays under Twilio's 4,000 characters: 600 characters, or 320 when escaping made them too long
+    (escaping turns one character into at most five, so 320 always fit)."""
+    words = escape(spoken(message, 600))
+    return words if len(words) <= MAX_WORDS else escape(spoken(message, MAX_WORDS // 5))
 
 
 @dataclass

@@ -17,31 +17,38 @@ through; Twilio accepts a free-form message and then reports it failed (error 63
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
 from ..message import Message
 from .base import Delivery
 from .text import phone_text
-from .twilio import TwilioClient
+from .twilio import MAX_BODY, TwilioClient
 
 SESSION_SECONDS = 24 * 3600
 
 
-def whatsapp_text(message: Message) -> str:
-    """Plain text (WhatsApp would render ``*`` and ``_`` as formatting, so none is added)."""
-    lines = [phone_text(message)]
+def whatsapp_text(message: Message, limit: int = MAX_BODY) -> str:
+    """Plain text (WhatsApp would render ``*`` and ``_`` as formatting, so none is added). The link
+    and how to answer always fit: a long incident text is cut instead."""
+    tail = []
     for label, link in message.links.items():
         choice = label.partition(" (")[2].rstrip(")")
-        lines.append(f"{choice.capitalize() + ': ' if choice else 'Approve: '}{link}")
+        tail.append(f"{choice[:1].upper() + choice[1:] + ': ' if choice else 'Approve: '}{link}")
     code = message.code
     if code and message.event in ("proposed", "dissent"):
         choices = sorted({c for refs in message.refs.values() for c in refs if c})
         approve = " or ".join(f"APPROVE {code} {c}" for c in choices) if choices else f"APPROVE {code}"
-        lines.append(f"Reply {approve} to approve, REJECT {code} to reject.")
+        tail.append(f"Reply {approve} to approve, REJECT {code} to reject.")
     elif code and message.incident:
-        lines.append(f"Reply ACK {code} to acknowledge, RESOLVE {code} to resolve.")
-    return "\n".join(lines)
+        tail.append(f"Reply ACK {code} to acknowledge, RESOLVE {code} to resolve.")
+    end = "\n".join(tail)
+    head = phone_text(dataclasses.replace(message, buttons=[]))   # no buttons on WhatsApp: say so nowhere
+    room = limit - len(end) - 1
+    if len(head) > room:
+        head = head[:max(room - 1, 0)] + "…"
+    return f"{head}\n{end}" if end else head
 
 
 @dataclass
