@@ -160,6 +160,8 @@ class OutboxSender:
             links = json.loads(self.vault.decrypt(item.sealed, context=outbox.link_context(item.tenant, item.recipient)))
         refs = item.body.get("refs") or {}
         buttons = approval_buttons(refs) if refs else [[tuple(b) for b in r] for r in m["buttons"]]
+        if refs and m["incident"]:      # a proposal can be acknowledged too: that stops the chase
+            buttons.append([("Acknowledge", f"ak:{m['incident']}")])
         return Message(m["tenant"], m["incident"], m["event"], m["priority"], m["text"], recipient=item.recipient,
                        data=m["data"], links=links, buttons=buttons, refs={item.recipient: refs} if refs else {},
                        code=item.body.get("code", ""))

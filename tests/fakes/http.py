@@ -88,3 +88,38 @@ class FakeService:
         if self._httpd is None:
             raise RuntimeError(f"{type(self).__name__} is not running")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """What the fakes' request handlers share: HTTP/1.1, quiet, GET and POST to ``_serve``, and
+    ``send`` that writes one whole answer and gives up quietly when the client already left."""
+
+    protocol_version = "HTTP/1.1"
+    sys_version = ""
+    timeout = 30
+    server: TrackingServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def send(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+

@@ -24,7 +24,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -32,7 +31,7 @@ import httpx
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from tests.fakes.http import FakeService, TrackingServer
+from tests.fakes.http import FakeHandler, FakeService
 
 METHODS = ("chat.postMessage", "chat.update")
 WEBHOOK = "webhook"
@@ -504,21 +503,8 @@ def signed_headers(signing_secret: str, body: bytes, timestamp: int | str) -> di
 _API_PATH = re.compile(r"/api/([A-Za-z]+\.[A-Za-z]+)")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "Apache"
-    sys_version = ""
-    timeout = 30
-    server: TrackingServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         fake: FakeSlack = self.server.fake
@@ -572,16 +558,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, json.dumps(doc).encode(), "application/json; charset=utf-8", headers)
 
     def _reply(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.send(status, data, ctype, headers)
 
 
 @pytest.fixture

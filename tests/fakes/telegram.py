@@ -23,14 +23,13 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
-from tests.fakes.http import FakeService, TrackingServer
+from tests.fakes.http import FakeHandler, FakeService
 
 METHODS = ("getMe", "sendMessage", "editMessageText", "answerCallbackQuery", "setWebhook", "deleteWebhook",
            "getWebhookInfo")
@@ -349,21 +348,8 @@ class FakeTelegram(FakeService):
 
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "nginx/1.18.0"
-    sys_version = ""
-    timeout = 30
-    server: TrackingServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve()
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
@@ -416,16 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
             data, ctype = payload, "text/html"
         else:
             data, ctype = json.dumps(payload).encode(), "application/json"
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.send(status, data, ctype, headers)
 
 
 @pytest.fixture

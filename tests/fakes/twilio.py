@@ -30,7 +30,6 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -38,7 +37,7 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.http import FakeService, TrackingServer
+from tests.fakes.http import FakeHandler, FakeService
 
 API_VERSION = "2010-04-01"
 RESOURCES = ("Messages", "Calls")
@@ -405,21 +404,8 @@ def _injected(failure: InjectedFailure) -> tuple[int, dict[str, Any] | bytes, di
 # HTTP plumbing
 # ----------------------------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "nginx"
-    sys_version = ""
-    timeout = 30
-    server: TrackingServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         fake: FakeTwilio = self.server.fake
@@ -452,17 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
             data, ctype = payload, "text/html"
         else:
             data, ctype = json.dumps(payload).encode(), "application/json; charset=utf-8"
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Twilio-Request-Id", sid("RQ"))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.send(status, data, ctype, {"Twilio-Request-Id": sid("RQ"), **(headers or {})})
 
 
 FakeTwilio.handler = _Handler

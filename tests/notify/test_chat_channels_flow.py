@@ -277,3 +277,26 @@ async def test_shadow_mode_sends_nothing_to_twilio_or_slack(chats: Chats) -> Non
     assert chats.twilio.requests() == 0 and chats.slack.calls_to("chat.postMessage") == []
     assert chats.ledger("notification.suppressed")
     assert START  # the clock started where the rig's does
+
+
+async def test_two_people_approve_from_two_channels_and_one_person_never_counts_twice(chats: Chats) -> None:
+    from alertengine.incidents.policy import put_policy
+    chats.db.write_sync(put_policy(chats.tenant, "[approvals]\nrequired = 2\n", "test"))
+    await chats.outage()
+    body = next(m["Body"] for m in _sent(chats.twilio, "SM") if "APPROVE " in m["Body"])
+    code = body.split("Reply APPROVE ", 1)[1].split()[0]
+    link = next(line for line in body.splitlines() if "/action/recover/" in line).split(": ", 1)[1]
+    # Ada approves by reply; her link is the same approval, so it cannot count a second time
+    first = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}"))
+    assert "one more person must approve" in _said(first)
+    again = await chats.confirm(link.rsplit("/", 1)[1])
+    assert chats.incident().stage == engine.PROPOSED and again.status_code in (200, 409)
+    assert chats.receiver.requests == []
+    slack_proposal = next(m for m in chats.slack.messages_in("U0BOB") if "Approve" in _labels(m))
+    assert "Acknowledge" in _labels(slack_proposal)
+    slack_proposal["channel"] = "D0BOB"
+    second = await chats.slack_press("U0BOB", _labels(slack_proposal)["Approve"], slack_proposal)
+    assert second.json()["outcome"] == "authorized"
+    await chats.settle()
+    assert [sorted(json.loads(r.body)["approved_by"]) for r in chats.receiver.requests] == [["person:ada", "person:bob"]]
+

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -45,22 +43,8 @@ def fake(fake_slack: FakeSlack) -> FakeSlack:  # noqa: F811 — the imported fix
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
 def client(fake: FakeSlack, http: httpx.AsyncClient) -> SlackClient:
     return SlackClient(fake.base_url, fake.token, http)
-
-
-@pytest.fixture
-def dead_base_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more
 
 
 class SleepRecorder:

@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -47,22 +47,8 @@ TLS = ssl.create_default_context()      # built once: loading the CA bundle per 
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=TLS) as client:
-        yield client
-
-
-@pytest.fixture
 def client(fake: FakeTelegram, http: httpx.AsyncClient) -> TelegramClient:
     return TelegramClient(fake.base_url, fake.token, http)
-
-
-@pytest.fixture
-def dead_base_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more
 
 
 class SleepRecorder:

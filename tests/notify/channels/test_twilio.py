@@ -8,9 +8,7 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import string
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -55,22 +53,8 @@ def fake(fake_twilio: FakeTwilio) -> FakeTwilio:  # noqa: F811 — the imported 
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
 def client(fake: FakeTwilio, http: httpx.AsyncClient) -> TwilioClient:
     return TwilioClient(fake.base_url, fake.account_sid, fake.auth_token, http)
-
-
-@pytest.fixture
-def dead_base_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more
 
 
 async def create(client: TwilioClient, resource: str) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -48,12 +47,6 @@ def says(element: ET.Element) -> list[str]:
 @pytest.fixture
 def fake(fake_twilio: FakeTwilio) -> FakeTwilio:  # noqa: F811 — the imported fixture
     return fake_twilio
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 @pytest.fixture
