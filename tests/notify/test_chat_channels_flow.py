@@ -300,3 +300,31 @@ async def test_two_people_approve_from_two_channels_and_one_person_never_counts_
     await chats.settle()
     assert [sorted(json.loads(r.body)["approved_by"]) for r in chats.receiver.requests] == [["person:ada", "person:bob"]]
 
+
+
+async def test_odd_callbacks_get_clear_4xx_answers_and_change_nothing(chats: Chats) -> None:
+    await chats.outage()
+    before = len(chats.ledger("notification.status"))
+    # signed, but naming neither a message nor a call
+    neither = await chats.twilio_post("status", {"AccountSid": chats.twilio.account_sid, "MessageStatus": "sent"})
+    assert neither.status_code == 400 and "MessageSid or a CallSid" in neither.json()["error"]["message"]
+    # a status Twilio may add one day, and a SID we never sent: accepted, nothing recorded
+    new = await chats.twilio_post("status", chats.twilio.message_status("SM" + "0" * 32, "teleported"))
+    unknown = await chats.twilio_post("status", chats.twilio.message_status("SM" + "0" * 32, "delivered"))
+    assert new.json()["outcome"] == "ignored" and unknown.json()["outcome"] == "unknown"
+    # a WhatsApp message from something that is not a phone number, and one full of odd characters
+    odd = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, "ACK \U0001F600\u202e" + "9" * 400))
+    assert odd.status_code == 200 and "Reply ACK <code>" in _said(odd)
+    not_utf8 = await chats.client.post(f"/bot/twilio/{chats.tenant}/inbound", content=b"Body=%FF",
+                                       headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                "X-Twilio-Signature": "x"})
+    assert not_utf8.status_code == 401
+    # Slack: signed, but not an interaction
+    body = b"payload=not-json"
+    garbage = await chats.client.post(f"/bot/slack/{chats.tenant}", content=body,
+                                      headers=signed_headers(SIGNING, body, str(int(chats.clock.now))))
+    assert garbage.status_code == 400 and "payload is not JSON" in garbage.json()["error"]["message"]
+    huge = await chats.client.post(f"/bot/slack/{chats.tenant}", content=b"x" * (65 * 1024))
+    assert huge.status_code == 413
+    assert len(chats.ledger("notification.status")) == before and chats.incident().acknowledged_by is None
+    chats.replay_clean()

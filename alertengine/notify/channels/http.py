@@ -15,6 +15,20 @@ MAX_ANSWER_BYTES = 1 << 20          # providers answer with small documents; ref
 MAX_DETAIL = 300
 
 
+def api_base(base_url: str, default: str, provider: str) -> str:
+    """A provider's API base URL without its trailing slash (``default`` when empty); http(s) only."""
+    base = (base_url or default).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"{provider} base_url must be an http(s) URL")
+    return base
+
+
+def check_timeout(timeout: float) -> float:
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError("timeout must be a positive number of seconds")
+    return timeout
+
+
 def clean(text: str) -> str:
     """One line of at most MAX_DETAIL characters."""
     text = " ".join(text.split())

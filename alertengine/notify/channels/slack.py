@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,7 +31,7 @@ import httpx
 from ...net.guard import is_refused
 from ..message import Message
 from .base import Delivery
-from .http import clean, json_object, read_capped, retry_after_header
+from .http import api_base, check_timeout, clean, json_object, read_capped, retry_after_header
 from .text import headline
 
 log = logging.getLogger("alertengine.channels.slack")
@@ -94,15 +93,11 @@ class SlackClient:
     """chat.postMessage and chat.update with a bot token, over a caller-owned ``httpx.AsyncClient``."""
 
     def __init__(self, base_url: str, bot_token: str, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
-        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise ValueError("Slack base_url must be an http(s) URL")
+        base = api_base(base_url, DEFAULT_BASE_URL, "Slack")
         if not isinstance(bot_token, str) or not bot_token.startswith("xox"):
             raise ValueError("a Slack bot token starts with xox")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
         self.base_url = base
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._token = bot_token
         self._client = client
 

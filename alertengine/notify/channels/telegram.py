@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import httpx
 
 from ...net.guard import is_refused
 from .base import Delivery
+from .http import api_base, check_timeout
 from .http import clean as _clean
 from .http import json_object as _json_object
 from .http import read_capped as _read_capped
@@ -93,15 +93,11 @@ class TelegramClient:
     """A small Bot API client over a caller-owned ``httpx.AsyncClient`` (JSON bodies, POST only)."""
 
     def __init__(self, base_url: str, bot_token: str, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
-        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise ValueError("Telegram base_url must be an http(s) URL")
+        base = api_base(base_url, DEFAULT_BASE_URL, "Telegram")
         if not isinstance(bot_token, str) or not _TOKEN_RE.fullmatch(bot_token):
             raise ValueError("Telegram bot token is empty or has characters that cannot go in a URL path")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
         self.base_url = base
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._token = bot_token
         self._client = client
 

@@ -21,7 +21,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -31,7 +30,7 @@ import httpx
 
 from ...net.guard import is_refused
 from .base import Delivery
-from .http import clean, json_object, read_capped, retry_after_header
+from .http import api_base, check_timeout, clean, json_object, read_capped, retry_after_header
 
 log = logging.getLogger("alertengine.channels.twilio")
 
@@ -62,18 +61,14 @@ class TwilioClient:
 
     def __init__(self, base_url: str, account_sid: str, auth_token: str, client: httpx.AsyncClient,
                  timeout: float = 10.0) -> None:
-        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise ValueError("Twilio base_url must be an http(s) URL")
+        base = api_base(base_url, DEFAULT_BASE_URL, "Twilio")
         if not isinstance(account_sid, str) or not ACCOUNT_SID.fullmatch(account_sid):
             raise ValueError("a Twilio account SID is AC followed by 32 hexadecimal digits")
         if not isinstance(auth_token, str) or not auth_token:
             raise ValueError("the Twilio auth token is empty")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
         self.base_url = base
         self.account_sid = account_sid
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._token = auth_token
         self._client = client
 
