@@ -11,9 +11,14 @@ Owns:
   ``grouping``      Alertmanager-style groups: group_wait, group_interval, repeat_interval
   ``outbox``        the durable outbox: one stored delivery per recipient, dead letters
   ``sender``        the background sender: backoff, Retry-After, failover, order, DEGRADED
+  ``deliveries``    providers' delivery reports (Twilio status callbacks), WhatsApp sessions;
+                    an unreached person moves to their next channel, an unanswered call hastens the chain
+  ``replies``       incidents' reply codes and the commands people type (ACK K7QM)
+  ``chains`` ``escalation`` ``schedules``  escalation chains and their steps; on-call schedules
   ``gateway``       the one egress point: routes and stores every notification, enforces shadow
                     mode, keeps the operator's log channels (console, JSON lines)
-  ``channels/``     per-tenant channel settings, one module per channel, the outbox's senders
+  ``channels/``     per-tenant channel settings, one module per channel (telegram, slack, twilio with
+                    whatsapp and voice, webhook, file), the words they share (text), the outbox's senders
   ``shadow_report`` the governance report of what shadow mode held back
 May import: ``tenancy``, ``store``, ``ledger``, ``net``, ``schema``, ``errors``; never
 ``incidents``, ``diagnosis``, ``recovery`` or anything above (it reads the incidents table's
