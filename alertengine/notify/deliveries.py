@@ -8,8 +8,10 @@ code; a call's ringing, in-progress, completed, busy, no-answer or failed); repo
 out of order never move a delivery backwards.
 
 A message that finally failed, or a call nobody answered, did not reach the person: the outbox
-row is queued again on the person's next channel (when they have another), and for a call the
-incident's escalation chain is handed the turn: its next step is brought forward to now."""
+row is queued again on the person's next channel (when they have another, the row's deadline has
+not passed and the news still matters: the incident open, and not yet acknowledged unless it is a
+proposal still waiting), and for a call the incident's escalation chain is handed the turn: its
+next step is brought forward to now. In shadow mode reports are ledgered and nothing is resent."""
 
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ def find(conn: sqlite3.Connection, tenant: str, provider_id: str) -> dict[str, A
     return None if r is None else dict(zip(("outbox", "incident", "recipient", "channel", "address", "status"), r))
 
 
-def report(tenant: str, provider_id: str, status: str, error_code: str | None, now: float) -> Callable[[WriteTx], Report]:
-    """Apply one status report of a message or call (one transaction)."""
+def report(tenant: str, provider_id: str, status: str, error_code: str | None, now: float,
+           shadow: bool = False) -> Callable[[WriteTx], Report]:
+    """Apply one status report of a message or call (one transaction). For a tenant in shadow mode
+    the report is ledgered and nothing is sent again."""
 
     def write(tx: WriteTx) -> Report:
         known = find(tx.conn, tenant, provider_id)
@@ -72,10 +76,11 @@ def report(tenant: str, provider_id: str, status: str, error_code: str | None, n
             decision=status, reason=f"{channel} {what} {status}" + (f" (error {error_code})" if error_code else ""),
             data={"outbox": known["outbox"], "channel": channel, "provider_id": provider_id, "status": status,
                   "error_code": error_code, "recipient": identity_fingerprint(known["recipient"])}))
-        if not failed:
+        if not failed or shadow:
             return Report("recorded", incident, channel)
         requeued = _next_channel(tx, tenant, known, f"{channel} {what} {status}", now)
-        hastened = channel == "voice" and incident is not None and _hasten(tx, tenant, incident, now, status)
+        hastened = channel == "voice" and incident is not None and \
+            _still_news(tx, tenant, incident, "escalation") and _hasten(tx, tenant, incident, now, status)
         return Report("recorded", incident, channel, requeued, hastened)
     return write
 
@@ -86,9 +91,11 @@ def _provider(channel: str) -> str:
 
 def _next_channel(tx: WriteTx, tenant: str, known: dict[str, Any], why: str, now: float) -> bool:
     """Queue the delivered row again on the recipient's next working channel, if there is one."""
-    r = tx.execute("SELECT state, body, channel_index FROM outbox WHERE tenant = ? AND id = ?",
+    r = tx.execute("SELECT state, body, channel_index, deadline, event FROM outbox WHERE tenant = ? AND id = ?",
                    (tenant, known["outbox"])).fetchone()
-    if r is None or r[0] != "delivered":
+    if r is None or r[0] != "delivered" or r[3] < now:
+        return False
+    if known["incident"] is not None and not _still_news(tx, tenant, known["incident"], r[4]):
         return False
     body = json.loads(r[1])
     broken = [*body.get("broken", []), f"{known['channel']}:{known['address']}"]
@@ -101,6 +108,18 @@ def _next_channel(tx: WriteTx, tenant: str, known: dict[str, Any], why: str, now
                "body = ?, updated = ? WHERE tenant = ? AND id = ?",
                (f"{why}: trying the next channel", now, json.dumps(body), utc_timestamp(), tenant, known["outbox"]))
     return True
+
+
+def _still_news(tx: WriteTx, tenant: str, incident: str, event: str) -> bool:
+    """Whether a message about the incident still matters: not once it is closed, and news that
+    asks for an answer not once someone acknowledged it (a proposal waits for its approval)."""
+    r = tx.execute("SELECT is_open, acknowledged_by, stage FROM incidents WHERE tenant = ? AND id = ?",
+                   (tenant, incident)).fetchone()
+    if r is None or not r[0]:
+        return False
+    if event in ("proposed", "dissent"):
+        return r[2] == "PROPOSED"
+    return r[1] is None
 
 
 def _hasten(tx: WriteTx, tenant: str, incident: str, now: float, status: str) -> bool:

@@ -138,6 +138,19 @@ def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: flo
     return stored
 
 
+def suppress(item: Outgoing, why: str) -> Callable[[WriteTx], None]:
+    """Keep a pending row from leaving (shadow mode began after it was queued), and say so in the ledger."""
+    def write(tx: WriteTx) -> None:
+        tx.execute("UPDATE outbox SET state = 'suppressed', reason = ?, sealed = NULL, updated = ? WHERE id = ?",
+                   (why, utc_timestamp(), item.id))
+        tx.append(LedgerEvent(kind="notification.suppressed", tenant=item.tenant, incident=item.incident,
+                              actor="shadow_mode", decision="suppressed", reason=f"{why}: {item.event} not sent",
+                              data={"outbox": item.id, "recipient": identity_fingerprint(item.recipient),
+                                    "would_have": {"event": item.event, "text": item.body["message"]["text"],
+                                                   "channels": [c for c, _ in item.chain]}}))
+    return write
+
+
 def dead_event(tenant: str, incident: str | None, row_id: int, recipient: str, event: str, reason: str) -> LedgerEvent:
     return LedgerEvent(kind="notification.dead", tenant=tenant, incident=incident, actor="system", decision="dead",
                        reason=f"{event} notification to {recipient} undeliverable: {reason}"[:1000],

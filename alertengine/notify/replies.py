@@ -12,10 +12,13 @@ Commands (case does not matter, extra spaces neither)::
 
     ACK <code>              acknowledge: the escalation stops
     RESOLVE <code>          resolve the incident
-    APPROVE <code> [A|B]    approve the proposed recovery (with a dissent: trust theory A or B)
-    REJECT <code>           reject it
+    APPROVE <code>-<n> [A|B]  approve proposal n (with a dissent: trust theory A or B)
+    REJECT <code>-<n>         reject it
 
-A reply that quotes one of our messages (WhatsApp's reply-to) may leave the code out.
+An approval names the proposal it answers (``K7QM-2``): an answer to an earlier proposal of the
+incident is refused, never applied to the current one. A reply that quotes one of our messages
+(WhatsApp's reply-to) may leave the code out: the quoted message says which incident and which
+proposal.
 """
 
 from __future__ import annotations
@@ -30,17 +33,20 @@ from ..store import WriteTx
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 4
 _CODE = f"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}"
-_COMMAND = re.compile(rf"^\s*(ACK|ACKNOWLEDGE|RESOLVE|APPROVE|REJECT)(?:\s+({_CODE}))?(?:\s+([A-Z]))?\s*[.!]?\s*$")
+_COMMAND = re.compile(rf"^\s*(ACK|ACKNOWLEDGE|RESOLVE|APPROVE|REJECT)(?:\s+({_CODE})(?:-([0-9]{{1,4}}))?)?"
+                      rf"(?:\s+([A-Z]))?\s*[.!]?\s*$")
 VERBS = {"ACK": "acknowledge", "ACKNOWLEDGE": "acknowledge", "RESOLVE": "resolve", "APPROVE": "approve",
          "REJECT": "reject"}
-HELP = "Reply ACK <code>, RESOLVE <code>, APPROVE <code> or REJECT <code>, with the code from our message."
+HELP = ("Reply ACK <code> or RESOLVE <code>, or APPROVE <code>-<n> or REJECT <code>-<n> for a proposal, "
+        "with the code from our message.")
 
 
 @dataclass(frozen=True)
 class Command:
     verb: str              # acknowledge | resolve | approve | reject
     code: str | None       # None: the reply quoted our message instead
-    choice: str | None     # APPROVE <code> A: the theory trusted
+    choice: str | None     # APPROVE <code>-<n> A: the theory trusted
+    proposal: int | None = None   # APPROVE <code>-<n>: the proposal answered
 
 
 def parse(text: str) -> Command | None:
@@ -50,10 +56,12 @@ def parse(text: str) -> Command | None:
     match = _COMMAND.match(text.upper())
     if match is None:
         return None
-    verb, code, choice = match.groups()
+    verb, code, proposal, choice = match.groups()
     if choice is not None and VERBS[verb] != "approve":
         return None
-    return Command(VERBS[verb], code, choice)
+    if proposal is not None and VERBS[verb] not in ("approve", "reject"):
+        return None
+    return Command(VERBS[verb], code, choice, int(proposal) if proposal is not None else None)
 
 
 def reply_code(tx: WriteTx, tenant: str, incident: str) -> str:

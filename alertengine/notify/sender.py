@@ -171,6 +171,9 @@ class OutboxSender:
         if not chain:
             await self.db.write(self._finish_dead(item, "every channel of this recipient refused for good"))
             return
+        if self._is_shadow(item.tenant):   # the tenant went into shadow mode since this was queued
+            await self.db.write(outbox.suppress(item, "shadow mode: nothing leaves"))
+            return
         index = item.channel_index % len(chain)
         channel, address = chain[index]
         await self.db.write(self._mark_sending(item, channel))

@@ -226,22 +226,29 @@ def consume(jti_or_ref: tuple[str | None, str | None], tenant: str, approver: st
             moved = engine.apply_transition(tx, inc, engine.REJECTED, actor, reason=f"{approver} rejected the action",
                                             decision="rejected", policy_version=policy_version, data=common)
             return _verdict(moved, "rejected", used)
-        approvers = tuple(r[0] for r in tx.execute(   # distinct people approving the same choice
+        approvers = tuple(r[0] for r in tx.execute(   # who approved the same choice
             "SELECT DISTINCT used_by FROM approvals WHERE tenant = ? AND incident = ? AND proposal = ? "
             "AND outcome = 'approved' AND choice IS ? ORDER BY used_by",
             (tenant, inc.id, approval.proposal, approval.choice)))
-        if len(approvers) < required:
+        # distinct people: a person's link ("link:person:ada") and their chat button ("person:ada") are one
+        people = {person_of(a) for a in approvers}
+        if len(people) < required:
             tx.append(LedgerEvent(kind="approval.granted", tenant=tenant, incident=inc.id, stage=inc.stage,
                                   actor=actor, decision="waiting", policy_version=policy_version,
-                                  reason=f"{len(approvers)} of {required} distinct approvals",
+                                  reason=f"{len(people)} of {required} distinct approvals",
                                   data={**common, "approvers": list(approvers), "required": required}))
-            return Verdict("waiting", inc, used, approvers, f"{len(approvers)} of {required} approvals")
+            return Verdict("waiting", inc, used, approvers, f"{len(people)} of {required} approvals")
         moved = engine.apply_transition(tx, inc, engine.AUTHORIZED, actor, decision="authorized",
                                         policy_version=policy_version,
                                         reason=f"authorized by {', '.join(approvers)}",
                                         data={**common, "approvers": list(approvers), "required": required})
         return _verdict(moved, "authorized", used, approvers)
     return write
+
+
+def person_of(approver: str) -> str:
+    """The person an approval identity names: a link's bound recipient without the ``link:`` prefix."""
+    return approver[len("link:"):] if approver.startswith("link:") else approver
 
 
 def _verdict(moved: engine.Incident | engine.IllegalTransitionError, outcome: str, approval: Approval,

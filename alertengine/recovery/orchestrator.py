@@ -26,10 +26,10 @@ from ..incidents.timers import Timer
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..net.webhooks import post_signed
 from ..notify.gateway import Gateway, Message
-from ..notify.people import expand, get_person, list_people
+from ..notify.people import expand, get_person
 from ..store import Database, WriteTx
 from ..tenancy.vault import SecretVault
-from . import approvals
+from . import approvals, chat
 from .approvals import ApprovalTokens, Verdict
 
 log = logging.getLogger("alertengine.orchestrator")
@@ -190,7 +190,10 @@ class Orchestrator:
         choices: list[str | None] = [t["label"] for t in theories] or [None]
         text = proposal_text(inc, host, theories, conn) + deploy_line(conn, inc.tenant, inc.id)
         event = "dissent" if theories else "proposed"
-        data = {"service": inc.service_name, "action": inc.action}
+        # the proposal's number: a typed approval names it (APPROVE K7QM-2), so a late answer to an
+        # earlier proposal can never approve this one
+        data = {"service": inc.service_name, "action": inc.action,
+                "proposal": approvals.proposal_number(conn, inc.tenant, inc.id)}
         # one link per recipient routing picks, bound to that recipient (and only in their message)
         people = self.gateway.recipients(Message(inc.tenant, inc.id, event, inc.priority, text, data=data)) \
             or ["on-call"]   # nobody to tell: the buttons still need an approval request to point at
@@ -263,9 +266,10 @@ class Orchestrator:
                 decision="not_an_approver", reason=f"{channel} user is not an allowed approver of this service",
                 data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
             return Verdict("not_an_approver", inc, approval, detail="you are not an allowed approver")
-        # someone the tenant knows counts as that person, whichever way they approve (link, chat)
-        known = next((p for p in list_people(conn, tenant) if p.addresses.get(channel) == user), None)
-        approver = f"person:{known.id}" if known is not None else identity
+        # someone the tenant knows (a person, a service contact) counts as that person, whichever way
+        # they approve (their link, their own buttons, a shared chat): never twice for the two-person rule
+        who = chat.allowed(conn, tenant, inc, channel, user)
+        approver = who if who is not None and not who.startswith("approver:") else identity
         jti = approval.jti
         if approval.used_at is not None and approval.used_by != approver:
             jti = await self.db.write(self._second_approval(approval))  # the two-person rule: a fresh approval

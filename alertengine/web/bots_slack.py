@@ -35,8 +35,10 @@ slack_api = Registry()
 MAX_PAYLOAD = 64 * 1024
 _APPROVAL = re.compile(r"^ap:([a-z0-9]{12}):([yn])$")
 _INCIDENT = re.compile(r"^(ak|rs|sl):(INC-[0-9]{1,15})$")
-_DONE = {"authorized": "approved", "rejected": "rejected", "waiting": "approved (one more approval needed)",
-         "acknowledged": "acknowledged", "resolved": "resolved", "silenced": "silenced for 1 h"}
+# Outcomes the message is updated with (its buttons then go). Not "waiting": in a shared channel the
+# second approver still needs the buttons.
+_DONE = {"authorized": "approved", "rejected": "rejected", "acknowledged": "acknowledged", "resolved": "resolved",
+         "silenced": "silenced for 1 h"}
 
 
 @slack_api.route("POST", "/bot/slack/{tenant}", public=True, tags=("chat bots",), errors=(400, 401, 404, 413, 429),
@@ -83,7 +85,7 @@ async def slack_interaction(call: Call) -> Any:
 async def _update(call: Call, tenant: str, secrets: dict[str, str], press: Interaction, incident: str,
                   outcome: str) -> None:
     """Show who did what in place of the buttons (best effort: the decision is already recorded)."""
-    if not (secrets.get("bot_token") and press.channel_id and press.message_ts):
+    if not (secrets.get("bot_token") and press.channel_id and press.message_ts) or call.state.gateway.is_shadow(tenant):
         return
     row = call.state.db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'slack'",
                                             (tenant,)).fetchone()

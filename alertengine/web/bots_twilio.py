@@ -17,6 +17,7 @@ or a wrong signature gets the same 401, and the failure is throttled like any fa
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from xml.sax.saxutils import escape
@@ -93,7 +94,8 @@ async def twilio_status(call: Call) -> Any:
         raise ApiError(400, "bad_payload", "a status callback names a MessageSid or a CallSid")
     if status not in known:   # Twilio adds statuses without notice: acknowledged, not acted on
         return {"ok": True, "outcome": "ignored"}
-    result = await call.state.db.write(deliveries.report(tenant, sid[:64], status, error and error[:16], _clock(call)))
+    result = await call.state.db.write(deliveries.report(tenant, sid[:64], status, error and error[:16], _clock(call),
+                                                         shadow=call.state.gateway.is_shadow(tenant)))
     if result.requeued or result.hastened:
         call.state.runtime.sender.wake()
     return JSONResponse({"ok": True, "outcome": result.outcome})
@@ -103,6 +105,8 @@ async def twilio_status(call: Call) -> Any:
                   errors=(400, 401, 404, 413, 429), summary="The digit pressed during a call (TwiML answer)")
 async def twilio_voice(call: Call) -> Any:
     tenant, form = await _verified(call)
+    if call.state.gateway.is_shadow(tenant):
+        return _twiml()             # shadow mode: nothing leaves, not even words on a call
     known = deliveries.find(call.state.db.read_conn(), tenant, form.get("CallSid", "")[:64])
     if known is None or known["channel"] != "voice" or not known["incident"]:
         return _twiml(say="This call is not about an open incident. Goodbye.")
@@ -138,11 +142,12 @@ async def twilio_inbound(call: Call) -> Any:
     elif not (by_code or by_quote):
         answer = replies.HELP
     else:
-        answer = await _act(call, tenant, by_code or by_quote, number, command)
+        answer = await _act(call, tenant, by_code or by_quote, number, command, quoted if by_quote else None)
     return _twiml(None if quiet else answer)
 
 
-async def _act(call: Call, tenant: str, incident: str, number: str, command: replies.Command) -> str:
+async def _act(call: Call, tenant: str, incident: str, number: str, command: replies.Command,
+               quoted: dict[str, Any] | None) -> str:
     if command.verb in ("acknowledge", "resolve"):
         code = {"acknowledge": "ak", "resolve": "rs"}[command.verb]
         result = await chat.act(call.state.db, tenant, incident, "whatsapp", number, code)
@@ -155,23 +160,45 @@ async def _act(call: Call, tenant: str, incident: str, number: str, command: rep
         inc = engine.get_incident(conn, tenant, incident)
     except NotFoundError:
         return "No such incident."
-    ref = _reference(conn, tenant, inc, f"person:{person.id}", command.choice, command.verb)
+    if quoted is not None and command.proposal is None:
+        ref = _quoted_reference(conn, tenant, quoted, f"person:{person.id}", command.choice, command.verb)
+    else:
+        ref = _reference(conn, tenant, inc, f"person:{person.id}", command)
     if ref.startswith("!"):
         return ref[1:]
     verdict = await call.state.orchestrator.decide_by_chat(tenant, ref, number, "whatsapp", command.verb)
     return _DECIDE_WORDS.get(verdict.outcome, verdict.outcome).format(incident=incident)
 
 
-def _reference(conn: Any, tenant: str, inc: engine.Incident, recipient: str, choice: str | None, verb: str) -> str:
-    """The approval reference of the incident's current proposal sent to ``recipient`` (for the
-    theory ``choice``; a rejection needs none), or ``"!"`` and why there is none."""
+def _reference(conn: Any, tenant: str, inc: engine.Incident, recipient: str, command: replies.Command) -> str:
+    """The approval reference of the proposal the answer names (``K7QM-2``) sent to ``recipient``
+    (for the theory ``choice``; a rejection needs none), or ``"!"`` and why there is none. Only the
+    incident's current proposal can be answered."""
     if inc.stage != engine.PROPOSED:
         return f"!There is nothing to approve on {inc.id} (it is {inc.stage.lower()})."
+    current = proposal_number(conn, tenant, inc.id)
+    if command.proposal is None:
+        return f"!Name the proposal: reply {command.verb.upper()} {command.code}-{current} (from our message)."
+    if command.proposal != current:
+        return f"!That proposal on {inc.id} is no longer open: answer the newest message about it."
     rows = conn.execute("SELECT ref, choice FROM approvals WHERE tenant = ? AND incident = ? AND recipient = ? AND "
-                        "proposal = ?", (tenant, inc.id, recipient, proposal_number(conn, tenant, inc.id))).fetchall()
-    if not rows:
-        return f"!The proposal on {inc.id} was not sent to you."
-    choices = {c: r for r, c in rows}
+                        "proposal = ?", (tenant, inc.id, recipient, current)).fetchall()
+    return _choose(inc.id, {c: r for r, c in rows}, command.choice, command.verb)
+
+
+def _quoted_reference(conn: Any, tenant: str, quoted: dict[str, Any], recipient: str, choice: str | None,
+                      verb: str) -> str:
+    """The approval reference carried by the quoted message itself, when it was sent to ``recipient``:
+    it belongs to that message's proposal, so a late answer cannot reach a newer one."""
+    row = conn.execute("SELECT recipient, body FROM outbox WHERE tenant = ? AND id = ?",
+                       (tenant, quoted["outbox"])).fetchone()
+    refs = json.loads(row[1]).get("refs") or {} if row is not None and row[0] == recipient else {}
+    return _choose(quoted["incident"], {c or None: r for c, r in refs.items()}, choice, verb)
+
+
+def _choose(incident: str, choices: dict[str | None, str], choice: str | None, verb: str) -> str:
+    if not choices:
+        return f"!That message did not ask you to approve anything on {incident}."
     if None in choices:
         return choices[None] if choice is None else "!This proposal has no theories to choose from."
     if verb == "reject" and choice is None:

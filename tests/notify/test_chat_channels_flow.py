@@ -223,7 +223,13 @@ async def test_whatsapp_replies_acknowledge_and_approve_only_for_the_person_they
     assert "Reply ACK <code>" in _said(chatter)
     acked = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"  ack {code.lower()} "))
     assert "Acknowledged INC-1" in _said(acked) and chats.incident().acknowledged_by == f"engineer:whatsapp:{ADA}"
-    approved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}"))
+    unnamed = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}"))
+    assert f"reply APPROVE {code}-1" in _said(unnamed) and chats.receiver.requests == []
+    old = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}-2"))
+    assert "no longer open" in _said(old) and chats.incident().stage == engine.PROPOSED
+    proposal = next(m["Body"] for m in _sent(chats.twilio, "SM") if "Reply APPROVE " in m["Body"])
+    assert f"Reply APPROVE {code}-1 to approve, REJECT {code}-1 to reject." in proposal
+    approved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"APPROVE {code}-1"))
     assert "Approved" in _said(approved), approved.text
     await chats.settle()
     assert [json.loads(r.body)["approved_by"] for r in chats.receiver.requests] == [["person:ada"]]
@@ -328,3 +334,69 @@ async def test_odd_callbacks_get_clear_4xx_answers_and_change_nothing(chats: Cha
     assert huge.status_code == 413
     assert len(chats.ledger("notification.status")) == before and chats.incident().acknowledged_by is None
     chats.replay_clean()
+
+
+async def test_going_into_shadow_mode_stops_what_was_still_to_leave(chats: Chats) -> None:
+    await chats.outage()
+    await chats.run(181)
+    [call] = _sent(chats.twilio, "CA")
+    chats.db.write_sync(set_shadow(chats.tenant, True, "test"))
+    requests = chats.twilio.requests()
+    # an unanswered call is ledgered, and nothing is sent again; the call's keypress answer is silent
+    reply = await chats.twilio_post("status", chats.twilio.call_status(call["sid"], "no-answer", to=ADA, from_=CALLER))
+    assert reply.status_code == 200 and chats.ledger("notification.status")[-1]["decision"] == "no-answer"
+    pressed = await chats.twilio_post("voice", chats.twilio.gather(call["sid"], "1", to=ADA, from_=CALLER))
+    assert _said(pressed) == ""
+    await chats.run(400)
+    assert chats.twilio.requests() == requests and chats.slack.calls_to("chat.update") == []
+    assert all(state != "queued" for (state,) in chats.db.read_conn().execute("SELECT state FROM outbox"))
+
+
+async def test_a_late_report_on_a_closed_incident_sends_nothing_again(chats: Chats) -> None:
+    await chats.outage()
+    await chats.run(181)
+    [call] = _sent(chats.twilio, "CA")
+    messages = len(_sent(chats.twilio, "SM"))
+    body = next(m["Body"] for m in _sent(chats.twilio, "SM") if "Reply ACK " in m["Body"])
+    code = body.split("Reply ACK ", 1)[1].split()[0]
+    resolved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(ADA, f"RESOLVE {code}"))
+    assert "Resolved INC-1" in _said(resolved)
+    await chats.twilio_post("status", chats.twilio.call_status(call["sid"], "no-answer", to=ADA, from_=CALLER))
+    await chats.run()
+    assert len(_sent(chats.twilio, "SM")) == messages and chats.ledger("escalation.hastened") == []
+
+
+async def test_a_first_of_two_approvals_leaves_the_buttons_for_the_second(chats: Chats) -> None:
+    from alertengine.incidents.policy import put_policy
+    chats.db.write_sync(put_policy(chats.tenant, "[approvals]\nrequired = 2\n", "test"))
+    await chats.outage()
+    slack_proposal = next(m for m in chats.slack.messages_in("U0BOB") if "Approve" in _labels(m))
+    slack_proposal["channel"] = "D0BOB"
+    first = await chats.slack_press("U0BOB", _labels(slack_proposal)["Approve"], slack_proposal)
+    assert first.json()["outcome"] == "waiting" and chats.slack.calls_to("chat.update") == []
+
+
+async def test_a_quoted_proposal_is_approved_by_a_bare_reply_and_other_messages_approve_nothing(
+        chats: Chats) -> None:
+    await chats.outage()
+    news = next(m for m in _sent(chats.twilio, "SM") if "Incident detected" in m["Body"])
+    proposal = next(m for m in _sent(chats.twilio, "SM") if "Reply APPROVE " in m["Body"])
+    nothing = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
+        ADA, "approve", original_replied_sid=news["sid"]))
+    assert "did not ask you to approve" in _said(nothing) and chats.incident().stage == engine.PROPOSED
+    approved = await chats.twilio_post("inbound", chats.twilio.inbound_whatsapp(
+        ADA, "approve", original_replied_sid=proposal["sid"]))
+    assert "Approved" in _said(approved)
+    await chats.settle()
+    assert [json.loads(r.body)["approved_by"] for r in chats.receiver.requests] == [["person:ada"]]
+
+
+async def test_signed_but_odd_slack_ids_and_deep_nesting_are_400(chats: Chats) -> None:
+    from urllib.parse import urlencode
+    for payload in ('{"type": "block_actions", "user": {"id": "U\\ud800"}, "actions": [{"value": "ak:INC-1"}]}',
+                    "[" * 5000 + "]" * 5000):
+        body = urlencode({"payload": payload}).encode()
+        reply = await chats.client.post(f"/bot/slack/{chats.tenant}", content=body,
+                                        headers=signed_headers(SIGNING, body, str(int(chats.clock.now))))
+        assert reply.status_code == 400, reply.text
+

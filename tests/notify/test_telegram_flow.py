@@ -70,7 +70,11 @@ async def test_buttons_from_a_stranger_are_refused_and_an_approver_runs_the_reco
         assert approved.json()["outcome"] == "authorized"
         await phone.settle()
         assert len(receiver.requests) == 1 and receiver.requests[0].signature_ok
-        assert json.loads(receiver.requests[0].body)["approved_by"] == ["telegram:111"]
+        # Telegram user 111 is the service's contact Ada: the approval counts as Ada, her chat vouching for it
+        assert json.loads(receiver.requests[0].body)["approved_by"] == ["primary:Ada"]
+        [authorized] = [json.loads(r[0]) for r in phone.db.read_conn().execute(
+            "SELECT body FROM ledger WHERE kind = 'incident.authorized'")]
+        assert authorized["data"]["vouched_by"] == "telegram:111"
         again = await tap(phone, fake_telegram, 111, approve, message_id)
         assert again.json()["outcome"] == "already_used" and len(receiver.requests) == 1
     assert phone.incident().stage == engine.EXECUTED

@@ -559,6 +559,20 @@ def test_two_person_rule_counts_distinct_people_for_the_same_choice(scene: Scene
     assert entry["data"]["approvers"] == ["link:primary:Ada", "link:secondary:Grace"] and entry["data"]["required"] == 2
 
 
+def test_two_person_rule_counts_a_persons_link_and_their_chat_approval_once(scene: Scene) -> None:
+    inc = scene.proposed()
+    _, link, _ = scene.request(inc, "person:ada")
+    _, shared, _ = scene.request(inc, "chat")
+    _, grace, _ = scene.request(inc, "person:grace")
+    assert scene.consume(link.jti, "link:person:ada", required=2).outcome == "waiting"
+    # Ada again, from a shared chat: the same person, so still one of two
+    again = scene.consume(shared.jti, "person:ada", required=2, via="telegram")
+    assert (again.outcome, again.detail) == ("waiting", "1 of 2 approvals")
+    assert scene.incident().stage == engine.PROPOSED
+    second = scene.consume(grace.jti, "person:grace", required=2, via="slack")
+    assert second.outcome == "authorized" and scene.incident().stage == engine.AUTHORIZED
+
+
 def test_two_person_rule_does_not_mix_choices_proposals_or_rejections(scene: Scene) -> None:
     inc = scene.proposed()
     _, ada_a, _ = scene.request(inc, "primary:Ada", choice="A")

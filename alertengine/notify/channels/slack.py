@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,6 +42,8 @@ MAX_SKEW = 300                 # seconds between Slack's timestamp and our clock
 MAX_SECTION = 3000             # characters of a section block's text
 MAX_HEADER = 150
 _STYLES = {"Approve": "primary", "Reject": "danger"}
+_ID = re.compile(r"[A-Z0-9]{2,32}")           # Slack user, channel and team ids
+_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,8}")
 
 
 @dataclass(frozen=True)
@@ -218,15 +221,15 @@ def parse_interaction(body: bytes) -> Interaction | None:
         raise ValueError("the body has no single payload field")
     try:
         doc = json.loads(values[0])
-    except ValueError:
-        raise ValueError("payload is not JSON") from None
+    except (ValueError, RecursionError):
+        raise ValueError("payload is not JSON (or nested too deep)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         raise ValueError("payload is not an object with a type")
     if doc["type"] != "block_actions":
         return None
     user = doc.get("user")
-    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
-        raise ValueError("payload.user.id is missing")
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not _ID.fullmatch(user["id"]):
+        raise ValueError("payload.user.id is missing or not a Slack id")
     actions = doc.get("actions")
     if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
         raise ValueError("payload.actions is missing")
@@ -234,9 +237,12 @@ def parse_interaction(body: bytes) -> Interaction | None:
     if not isinstance(value, str) or not 1 <= len(value) <= 2000:
         raise ValueError("payload.actions[0].value must be a string of 1-2000 characters")
     container = doc.get("container") if isinstance(doc.get("container"), dict) else {}
-    channel = container.get("channel_id") if isinstance(container.get("channel_id"), str) else None
-    ts = container.get("message_ts") if isinstance(container.get("message_ts"), str) else None
+    channel = container.get("channel_id")
+    channel = channel if isinstance(channel, str) and _ID.fullmatch(channel) else None
+    ts = container.get("message_ts")
+    ts = ts if isinstance(ts, str) and _TS.fullmatch(ts) else None
     team = doc.get("team") if isinstance(doc.get("team"), dict) else {}
     name = user.get("name") or user.get("username") or user["id"]
-    return Interaction(user["id"], str(name), team.get("id") if isinstance(team.get("id"), str) else None, value,
+    name = str(name)[:80].encode("utf-8", "replace").decode("utf-8") if isinstance(name, str) else user["id"]
+    return Interaction(user["id"], name, team.get("id") if isinstance(team.get("id"), str) else None, value,
                        channel, ts)

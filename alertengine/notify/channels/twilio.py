@@ -46,6 +46,7 @@ CALL_STATUSES = ("queued", "initiated", "ringing", "in-progress", "completed", "
 MESSAGE_FAILED = frozenset({"undelivered", "failed", "canceled"})
 CALL_UNANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
 MAX_BODY = 1600            # Twilio's limit for one message body, in characters
+_NUMBER = re.compile(r"(?:whatsapp:)?\+?[0-9][0-9 ()-]{5,18}[0-9]")
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,9 @@ class TwilioClient:
         return self._failure(what, False, detail), None
 
     def _failure(self, what: str, retryable: bool, detail: str, retry_after: float | None = None) -> Delivery:
-        delivery = Delivery(False, retryable, f"{what}: {clean(detail.replace(self._token, '<secret>'))}",
+        # Twilio's messages quote the phone number; the ledger keeps numbers only as fingerprints
+        detail = _NUMBER.sub("<number>", detail.replace(self._token, "<secret>"))
+        delivery = Delivery(False, retryable, f"{what}: {clean(detail)}",
                             retry_after=retry_after)
         log.debug("twilio %s", delivery.detail)
         return delivery

@@ -7,7 +7,7 @@ through; Twilio accepts a free-form message and then reports it failed (error 63
 
 * The appliance remembers when each person last wrote to it (every verified inbound message).
 * Inside the session the message is free text: the facts, the approval link (proposals; only in
-  that person's message) and how to answer (``ACK K7QM``, ``APPROVE K7QM``; notify/replies.py).
+  that person's message) and how to answer (``ACK K7QM``, ``APPROVE K7QM-2``; notify/replies.py).
 * Outside it, when the tenant set ``whatsapp_template_sid`` (a Twilio Content template, ``HX…``),
   the template goes instead, with the variables ``1`` = the headline, ``2`` = the incident id and
   ``3`` = the reply code: answering it opens the session, and later messages are free text again.
@@ -37,6 +37,8 @@ def whatsapp_text(message: Message, limit: int = MAX_BODY) -> str:
         choice = label.partition(" (")[2].rstrip(")")
         tail.append(f"{choice[:1].upper() + choice[1:] + ': ' if choice else 'Approve: '}{link}")
     code = message.code
+    if code and message.event in ("proposed", "dissent") and message.data.get("proposal"):
+        code = f"{code}-{message.data['proposal']}"     # names the proposal, not only the incident
     if code and message.event in ("proposed", "dissent"):
         choices = sorted({c for refs in message.refs.values() for c in refs if c})
         approve = " or ".join(f"APPROVE {code} {c}" for c in choices) if choices else f"APPROVE {code}"

@@ -256,8 +256,9 @@ async def test_rfc9457_error_body_is_reported_with_its_code_and_detail(client: T
     delivery, _ = await create(client, "Messages")
 
     assert not delivery.delivered and not delivery.retryable
+    # the number Twilio quotes is personal data: the detail (which is ledgered) never carries it
     assert delivery.detail == ("Messages.create: HTTP 400 (Twilio error 21211): "
-                               "The 'To' number whatsapp:+4915112345678 is not a valid phone number.")
+                               "The 'To' number <number> is not a valid phone number.")
 
 
 @pytest.mark.parametrize("resource", ["Messages", "Calls"])
