@@ -15,7 +15,6 @@ with the outcome (``chat.update``), its buttons removed; Slack gets its 200 at o
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -24,7 +23,8 @@ from starlette.responses import JSONResponse
 
 from ..errors import NotFoundError
 from ..notify.channels.settings import channel_secrets
-from ..notify.channels.slack import Interaction, SlackClient, parse_interaction, signature_ok
+from ..notify.channels.remote import SlackChannel
+from ..notify.channels.slack import Interaction, parse_interaction, signature_ok
 from ..notify.message import Message
 from ..recovery import chat
 from .body import ApiError, read_body
@@ -78,20 +78,19 @@ async def slack_interaction(call: Call) -> Any:
     else:
         outcome = "unknown_button"
     if outcome in _DONE and incident is not None:
-        await _update(call, tenant, secrets, press, incident, f"{incident}: {_DONE[outcome]} by {press.user_name}")
+        await _update(call, tenant, press, incident, f"{incident}: {_DONE[outcome]} by {press.user_name}")
     return JSONResponse({"ok": True, "outcome": outcome})
 
 
-async def _update(call: Call, tenant: str, secrets: dict[str, str], press: Interaction, incident: str,
-                  outcome: str) -> None:
-    """Show who did what in place of the buttons (best effort: the decision is already recorded)."""
-    if not (secrets.get("bot_token") and press.channel_id and press.message_ts) or call.state.gateway.is_shadow(tenant):
+async def _update(call: Call, tenant: str, press: Interaction, incident: str, outcome: str) -> None:
+    """Show who did what in place of the buttons (best effort: the decision is already recorded). The
+    channel is built from the tenant's settings as the outbox builds it."""
+    if not (press.channel_id and press.message_ts) or call.state.gateway.is_shadow(tenant):
         return
-    row = call.state.db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'slack'",
-                                            (tenant,)).fetchone()
-    base = json.loads(row[0]).get("api_base_url", "") if row else ""
-    client = SlackClient(base, secrets["bot_token"], call.state.runtime.http)
+    channel = call.state.runtime.sender.resolve(tenant, "slack", press.channel_id)
+    if not isinstance(channel, SlackChannel):
+        return
     inc = call.state.db.read_conn().execute("SELECT priority, title FROM incidents WHERE tenant = ? AND id = ?",
                                             (tenant, incident)).fetchone()
     message = Message(tenant, incident, "answered", inc[0] if inc else "P3", inc[1] if inc else incident)
-    await client.update_message(press.channel_id, press.message_ts, message, outcome)
+    await channel.client.update_message(press.channel_id, press.message_ts, message, outcome)

@@ -160,27 +160,33 @@ async def _act(call: Call, tenant: str, incident: str, number: str, command: rep
         inc = engine.get_incident(conn, tenant, incident)
     except NotFoundError:
         return "No such incident."
-    if quoted is not None and command.proposal is None:
-        ref = _quoted_reference(conn, tenant, quoted, f"person:{person.id}", command.choice, command.verb)
-    else:
-        ref = _reference(conn, tenant, inc, f"person:{person.id}", command)
-    if ref.startswith("!"):
-        return ref[1:]
+    try:
+        if quoted is not None and command.proposal is None:
+            ref = _quoted_reference(conn, tenant, quoted, f"person:{person.id}", command.choice, command.verb)
+        else:
+            ref = _reference(conn, tenant, inc, f"person:{person.id}", command)
+    except _NoApproval as why:
+        return str(why)
     verdict = await call.state.orchestrator.decide_by_chat(tenant, ref, number, "whatsapp", command.verb)
     return _DECIDE_WORDS.get(verdict.outcome, verdict.outcome).format(incident=incident)
 
 
+class _NoApproval(Exception):
+    """No approval reference fits the answer; the message says why, to the person."""
+
+
 def _reference(conn: Any, tenant: str, inc: engine.Incident, recipient: str, command: replies.Command) -> str:
     """The approval reference of the proposal the answer names (``K7QM-2``) sent to ``recipient``
-    (for the theory ``choice``; a rejection needs none), or ``"!"`` and why there is none. Only the
-    incident's current proposal can be answered."""
+    (for the theory ``choice``; a rejection needs none); ``_NoApproval`` says why there is none.
+    Only the incident's current proposal can be answered."""
     if inc.stage != engine.PROPOSED:
-        return f"!There is nothing to approve on {inc.id} (it is {inc.stage.lower()})."
+        raise _NoApproval(f"There is nothing to approve on {inc.id} (it is {inc.stage.lower()}).")
     current = proposal_number(conn, tenant, inc.id)
     if command.proposal is None:
-        return f"!Name the proposal: reply {command.verb.upper()} {command.code}-{current} (from our message)."
+        raise _NoApproval(f"Name the proposal: reply {command.verb.upper()} {command.code}-{current} "
+                          "(from our message).")
     if command.proposal != current:
-        return f"!That proposal on {inc.id} is no longer open: answer the newest message about it."
+        raise _NoApproval(f"That proposal on {inc.id} is no longer open: answer the newest message about it.")
     rows = conn.execute("SELECT ref, choice FROM approvals WHERE tenant = ? AND incident = ? AND recipient = ? AND "
                         "proposal = ?", (tenant, inc.id, recipient, current)).fetchall()
     return _choose(inc.id, {c: r for r, c in rows}, command.choice, command.verb)
@@ -198,12 +204,15 @@ def _quoted_reference(conn: Any, tenant: str, quoted: dict[str, Any], recipient:
 
 def _choose(incident: str, choices: dict[str | None, str], choice: str | None, verb: str) -> str:
     if not choices:
-        return f"!That message did not ask you to approve anything on {incident}."
+        raise _NoApproval(f"That message did not ask you to approve anything on {incident}.")
     if None in choices:
-        return choices[None] if choice is None else "!This proposal has no theories to choose from."
+        if choice is not None:
+            raise _NoApproval("This proposal has no theories to choose from.")
+        return choices[None]
     if verb == "reject" and choice is None:
         return choices[min(c for c in choices if c)]
     if choice not in choices:
-        return "!The diagnoses disagree: reply APPROVE <code> " + " or ".join(sorted(c for c in choices if c)) + "."
+        raise _NoApproval("The diagnoses disagree: reply APPROVE <code> "
+                          + " or ".join(sorted(c for c in choices if c)) + ".")
     return choices[choice]
 
