@@ -53,6 +53,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("console_notifications", bool, True, "Print live tenants' notifications on standard output."),
     Setting("poll_concurrency", int, 200, "Most health polls in flight at once."),
     Setting("poll_timeout", float, 3.0, "Seconds a health poll may take before it counts as a timeout."),
+    Setting("smart_interval", float, 15.0,
+            "Seconds between rounds of smart rules on the appliance's own figures (system.*, deliveries.*, rates)."),
+    Setting("stream_buffer", int, 256,
+            "Messages a live alert stream client may fall behind before it is dropped as too slow."),
     Setting("ai_api_key", str, "", "Anthropic API key for the diagnosis council (secret; empty: heuristic diagnosis only)."),
     Setting("ai_base_url", str, "", "Anthropic API base URL (empty: the SDK's default)."),
     Setting("ai_models", str, "claude-haiku-4-5,claude-sonnet-4-5",
@@ -84,6 +88,8 @@ class Config:
     console_notifications: bool = True
     poll_concurrency: int = 200
     poll_timeout: float = 3.0
+    smart_interval: float = 15.0
+    stream_buffer: int = 256
     ai_api_key: str = field(default="", repr=False)
     ai_base_url: str = ""
     ai_models: str = "claude-haiku-4-5,claude-sonnet-4-5"
@@ -172,6 +178,10 @@ def _validated(cfg: Config) -> Config:
     from .store.publish import check_sink, parse_witnesses
     check_sink(cfg.checkpoint_sink)
     parse_witnesses(cfg.witnesses)
+    if not 1 <= cfg.smart_interval <= 3600:
+        raise ConfigError("smart_interval", f"must be between 1 and 3600 seconds, got {cfg.smart_interval}")
+    if not 1 <= cfg.stream_buffer <= 100_000:
+        raise ConfigError("stream_buffer", f"must be between 1 and 100000, got {cfg.stream_buffer}")
     if not 1 <= cfg.witness_interval <= 86_400:
         raise ConfigError("witness_interval", f"must be between 1 and 86400 seconds, got {cfg.witness_interval}")
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):

@@ -11,9 +11,12 @@ from datetime import datetime, timezone
 
 from .appliance import DataDir
 from .config import Config, council_settings
+from .alerts.evaluator import SmartAlerts
+from .alerts.metrics import HostMetrics
+from .alerts.stream import Hub
 from .diagnosis.council import Council
 from .incidents import timers
-from .incidents.detection import Detector, ServiceRef
+from .incidents.detection import Detector, ServiceRef, service_ref
 from .ledger.entry import utc_timestamp
 from .net.guard import guarded_client
 from .notify.channels.remote import ChannelResolver
@@ -23,7 +26,7 @@ from .notify.sender import OutboxSender
 from .notify.silences import Silence, ended_untold, mark_told, silence_message, untold_created
 from .recovery.approvals import ApprovalTokens
 from .recovery.orchestrator import Orchestrator
-from .signals import HealthReading
+from .signals import AlertSignal, HealthReading
 from .signals.heartbeats import claim_missed, heartbeat_signal
 from .signals.poller import Poller, PollTarget
 from .store import Database
@@ -51,9 +54,13 @@ class Runtime:
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
         self.council = Council(db, council_settings(config), url_policy=config.url_policy)
+        self.hub = Hub(config.stream_buffer)
         self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose, council=self.council,
                                  modes=self.modes, secrets=self._known_secrets,
-                                 ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5)
+                                 ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5,
+                                 on_alerts=self.hub.publish)
+        self.smart = SmartAlerts(db, self._smart_signal, self.gateway, self.hub, HostMetrics(data.path),
+                                 interval=config.smart_interval)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
                              timeout=config.poll_timeout, url_policy=config.url_policy)
@@ -87,6 +94,11 @@ class Runtime:
         service = self._services.get(target.key)
         if service is not None:
             await self.detector.on_reading(service, reading)
+            await self.smart.on_reading(service.tenant, service.name, reading)
+
+    async def _smart_signal(self, tenant: str, signal: AlertSignal) -> None:
+        """A smart rule fired (or stopped): policy judges its signal like any other alert."""
+        await self.detector.on_alert(tenant, signal, service_ref(self.db.read_conn(), tenant, signal.service))
 
     async def _timers(self) -> None:
         while True:
@@ -131,8 +143,10 @@ class Runtime:
                 log.exception("timer %s (%s) failed", timer.id, timer.kind)
 
     def start(self) -> None:
+        self.hub.attach(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),
-                       asyncio.create_task(self._timers(), name="timers")]
+                       asyncio.create_task(self._timers(), name="timers"),
+                       asyncio.create_task(self.smart.run(), name="smart-rules")]
         self.sender.start()
         loop = asyncio.get_running_loop()
         self.db.on_checkpoint = lambda cp: self.publisher.on_checkpoint(cp, loop)

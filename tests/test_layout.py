@@ -24,6 +24,7 @@ RANK = {
     "tenancy": 3,
     "signals": 4,
     "diagnosis": 5, "notify": 5,   # peers: neither imports the other
+    "alerts": 5.5,                 # smart rules and alerts: above notify, below detection
     "incidents": 6,
     "recovery": 7,
     "config": 8,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
+from ..alerts import store as alert_store
 from ..diagnosis import deploys
 from ..diagnosis.council import Council
 from ..ledger.entry import LedgerEvent, redact, utc_timestamp
@@ -76,8 +77,10 @@ class Detector:
     def __init__(self, db: Database, gateway: Gateway,
                  on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
                  council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
-                 ai_budget: float = 60.0) -> None:
+                 ai_budget: float = 60.0, on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None) -> None:
         self.db = db
+        # told (on the store's writer thread, once committed) of alerts that changed: the live stream
+        self.on_alerts = on_alerts
         self.gateway = gateway
         self.streaks: dict[tuple[str, str], Streak] = {}
         # Who asks humans once policy has proposed (the orchestrator); without it, a plain notice.
@@ -152,7 +155,8 @@ class Detector:
         """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent)."""
         signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
                                      annotations=redact(dict(signal.annotations)),
-                                     url=redact(signal.url) if signal.url else None)
+                                     url=redact(signal.url) if signal.url else None,
+                                     origin=redact(dict(signal.origin)))
         conn = self.db.read_conn()
         fingerprint = alert_fingerprint(signal)
         current = engine.open_incident_for(conn, tenant, fingerprint)
@@ -176,11 +180,14 @@ class Detector:
                 "severity": signal.severity, "title": signal.title, "service_name": signal.service,
                 "labels": dict(signal.labels), "annotations": dict(signal.annotations), "url": signal.url,
                 "starts_at": signal.starts_at, "ends_at": signal.ends_at}
+        if signal.origin:   # a smart rule's reasons: its rule, message and the values it judged
+            data["smart_rule"] = {k: signal.origin[k] for k in ("rule_id", "rule_name", "message", "metrics_snapshot")
+                                  if k in signal.origin}
         result = current
         if signal.status == "resolved":
             if current is not None and not self._still_firing(tenant, current.id, signal):
                 result = await engine.run(self.db, engine.transition(
-                    tenant, current.id, engine.RESOLVED, f"ingest:{signal.source}", policy_version=policy.version,
+                    tenant, current.id, engine.RESOLVED, source_actor(signal.source), policy_version=policy.version,
                     decision="resolved", reason=f"{signal.source} reports {signal.title!r} resolved", data=data))
                 await self._tell(result, "resolved", f"{signal.title} resolved at the source", policy)
         elif signal.status == "acknowledged":
@@ -209,8 +216,9 @@ class Detector:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
                 elif widened:   # a different alert joined: routing and silences judge the incident anew
                     await self._tell(current, "updated", f"another alert joined: {signal.title}", policy)
+        actor = source_actor(signal.source)
         received = LedgerEvent(
-            kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=f"ingest:{signal.source}",
+            kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=actor,
             policy_version=policy.version, decision=signal.status, event_id=event_id,
             reason=f"{signal.source}: {signal.title} is {signal.status}", data=data)
         auto_resolve = result is not None and result.is_open and signal.status == "firing" and rules.auto_resolve_after > 0
@@ -219,6 +227,10 @@ class Detector:
 
         def record(tx: WriteTx) -> None:
             entry = tx.append(received)
+            if not entry.duplicate:
+                changed = alert_store.record_signal(tx, tenant, signal, result.id if result else None, actor, time.time())
+                if changed and self.on_alerts is not None:
+                    tx.after_commit(lambda: self.on_alerts(tenant, changed))  # type: ignore[misc]
             if auto_resolve and not entry.duplicate:
                 timers.schedule(tx, tenant, result.id, "auto_resolve", timers.due_in(rules.auto_resolve_after),
                                 {"after": rules.auto_resolve_after, "policy_version": policy.version})
@@ -412,6 +424,11 @@ class Detector:
         await self.gateway.notify(Message(inc.tenant, inc.id, event, inc.priority, text,
                                           data={"stage": inc.stage, "service": inc.service_name}),
                                   policy_version=policy.version)
+
+
+def source_actor(source: str) -> str:
+    """Who an alert of ``source`` acts as: smart rules are the tenant's policy; the rest is ingest."""
+    return "policy" if source == "smart" else f"ingest:{source}"
 
 
 def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> ServiceRef | None:

@@ -271,8 +271,22 @@ def alert_opens(signal: AlertSignal, rules: ServiceRules) -> bool:
 # --- storage ------------------------------------------------------------------------------------
 
 def load_policy(conn: sqlite3.Connection, tenant: str) -> Policy:
+    """The tenant's policy: its document, and its smart rules (alerts/rules.py), which are part of
+    what the policy version covers: a rule changed is a new policy version."""
     row = conn.execute("SELECT source FROM policies WHERE tenant = ?", (tenant,)).fetchone()
-    return parse_policy(row[0]) if row else DEFAULT_POLICY
+    policy = parse_policy(row[0]) if row else DEFAULT_POLICY
+    rules = conn.execute("SELECT id, name, is_active, definition FROM smart_rules WHERE tenant = ? AND deleted IS NULL "
+                         "ORDER BY id", (tenant,)).fetchall()
+    return _with_rules(policy.source, json.dumps(rules)) if rules else policy
+
+
+@functools.lru_cache(maxsize=512)
+def _with_rules(source: str, rules: str) -> Policy:
+    policy = parse_policy(source)
+    doc = {**policy.doc, "smart_rules": {str(rid): {"name": name, "is_active": bool(active),
+                                                    "rule_definition": json.loads(definition)}
+                                         for rid, name, active, definition in json.loads(rules)}}
+    return Policy(doc, policy.source)
 
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

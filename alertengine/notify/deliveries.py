@@ -124,13 +124,19 @@ def _still_news(tx: WriteTx, tenant: str, incident: str, event: str) -> bool:
 
 def _hasten(tx: WriteTx, tenant: str, incident: str, now: float, status: str) -> bool:
     """The call went unanswered: the chain's next step is due now rather than at its set time."""
+    return hasten(tx, tenant, incident, now, f"the call was not answered ({status}): the next step of the chain "
+                                             "is due now", {"status": status})
+
+
+def hasten(tx: WriteTx, tenant: str, incident: str, now: float, reason: str, data: dict[str, Any]) -> bool:
+    """The incident's escalation chain moves on now: its next step is due at once (ledgered
+    ``escalation.hastened``). False when it has no step left to hasten."""
     moved = tx.execute("UPDATE escalations SET due = ?, updated = ? WHERE tenant = ? AND incident = ? AND "
                        "state = 'active' AND due IS NOT NULL AND due > ?",
                        (now, utc_timestamp(), tenant, incident, now)).rowcount
     if moved:
         tx.append(LedgerEvent(kind="escalation.hastened", tenant=tenant, incident=incident, actor="policy",
-                              decision="hastened", reason=f"the call was not answered ({status}): the next step "
-                                                          "of the chain is due now", data={"status": status}))
+                              decision="hastened", reason=reason, data=data))
     return bool(moved)
 
 

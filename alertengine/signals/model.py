@@ -7,7 +7,7 @@ ingest endpoints turn each monitoring tool's payload into ``AlertSignal`` values
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 SEVERITIES = ("critical", "high", "medium", "low")
 # How a poll ended. Only "answered" carries the service's own view; the others are signals of
@@ -53,3 +53,6 @@ class AlertSignal:
     starts_at: str | None = None      # RFC 3339, as sent
     ends_at: str | None = None
     url: str | None = None            # generator / dashboard link
+    # a smart rule's own account of its alert (rule_id, rule_name, message, metrics_snapshot);
+    # empty for the alerts of other sources
+    origin: Mapping[str, Any] = field(default_factory=dict)

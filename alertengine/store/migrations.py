@@ -414,3 +414,38 @@ def m016_chat_channels(conn: sqlite3.Connection) -> None:
     # When each person last wrote to the appliance on a chat channel: WhatsApp's 24-hour session.
     conn.execute("CREATE TABLE chat_sessions (tenant TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL, "
                  "last_inbound REAL NOT NULL, PRIMARY KEY (tenant, channel, address))")
+
+
+@migration
+def m017_smart_alerts(conn: sqlite3.Connection) -> None:
+    # Smart rules (alerts/rules.py): part of the tenant's policy version, every change ledgered.
+    conn.execute("CREATE TABLE smart_rules (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id), "
+                 "name TEXT NOT NULL, is_active INTEGER NOT NULL, definition TEXT NOT NULL, created TEXT NOT NULL, "
+                 "created_by TEXT NOT NULL, updated TEXT NOT NULL, deleted TEXT)")
+    conn.execute("CREATE INDEX smart_rules_by_tenant ON smart_rules(tenant, id) WHERE deleted IS NULL")
+    # Alerts with their lifecycle (alerts/store.py): smart rules' and every ingest source's.
+    conn.execute("""
+        CREATE TABLE alerts (
+            tenant TEXT NOT NULL,
+            id TEXT NOT NULL,
+            rule_id INTEGER,
+            rule_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            service TEXT,
+            severity TEXT NOT NULL,
+            message TEXT NOT NULL,
+            triggered REAL NOT NULL,
+            status TEXT NOT NULL,
+            metrics_snapshot TEXT NOT NULL DEFAULT '{}',
+            test INTEGER NOT NULL DEFAULT 0,
+            incident TEXT,
+            acknowledged_by TEXT, acknowledged REAL,
+            resolved_by TEXT, resolved REAL,
+            escalated_by TEXT, escalated REAL,
+            updated REAL NOT NULL,
+            PRIMARY KEY (tenant, id)
+        )""")
+    conn.execute("CREATE INDEX alerts_unresolved ON alerts(tenant, source, fingerprint) WHERE status != 'resolved'")
+    conn.execute("CREATE INDEX alerts_by_time ON alerts(tenant, triggered)")
+    conn.execute("CREATE INDEX alerts_by_rule ON alerts(tenant, rule_id, triggered)")

@@ -22,6 +22,8 @@ from ..notify.sender import metrics_lines
 from ..runtime import Runtime
 from ..store import Database
 from .actions import actions_api
+from .alert_stream import STREAM_ROUTES, stream_api
+from .alerts_api import alerts_api
 from .api import api
 from .bots import bots_api
 from .bots_slack import slack_api
@@ -31,6 +33,7 @@ from .incidents import incidents_api
 from .ingest import ingest_api
 from .notify_api import notify_api
 from .openapi import openapi_document
+from .subscriptions import subscriptions_api
 from .routing import Call, Registry, error_response
 from .throttle import FailureThrottle
 
@@ -63,7 +66,7 @@ async def openapi(call: Call) -> Any:
 
 
 REGISTRIES = (system, api, incidents_api, ingest_api, actions_api, bots_api, slack_api, twilio_api, deploys_api,
-              notify_api)
+              notify_api, stream_api, alerts_api, subscriptions_api)
 @system.route("GET", "/metrics", permission="metrics.read", response={"type": "string"}, media_type="text/plain",
               summary="Prometheus metrics: AI tokens per tenant, open incidents, ledger size, appliance mode",
               tags=("system",))
@@ -126,7 +129,7 @@ def create_app(config: Config, data: DataDir, db: Database) -> Starlette:
                                             reason="clean shutdown"))
             db.close()
 
-    routes = [route for registry in REGISTRIES for route in registry.routes()]
+    routes = [route for registry in REGISTRIES for route in registry.routes()] + STREAM_ROUTES
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.config = config
     app.state.data = data

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..alerts.metrics import parse_observations
 from ..diagnosis.deploys import record_deploy
 from ..errors import FieldError
 from ..incidents.detection import Detector, service_ref
@@ -38,6 +39,9 @@ async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
         inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service))
         if inc is not None and inc.id not in incidents:
             incidents.append(inc.id)
+    fired = [s.labels.get("alertname") or s.title for s in signals if s.status == "firing"]
+    if fired:   # smart rules' patterns count ingested alerts by name
+        await call.state.runtime.smart.on_alert_names(call.tenant, fired)
     return {"accepted": len(signals), "incidents": incidents}
 
 
@@ -80,6 +84,26 @@ async def pagerduty_enqueue(call: Call) -> Any:
     _routing_key, signal = _parsed(parse_pagerduty, call.body)
     await _judge(call, [signal])
     return {"status": "success", "message": "Event processed", "dedup_key": signal.fingerprint}
+
+
+OBSERVED = {"type": "object", "required": ["accepted", "alerts"],
+            "properties": {"accepted": {"type": "integer"},
+                           "alerts": {"type": "array", "items": {"type": "string"},
+                                      "description": "ids of the alerts smart rules raised on them"}}}
+
+
+async def _observe(call: Call) -> Any:
+    observations = _parsed(parse_observations, call.body)
+    alerts = await call.state.runtime.smart.on_observations(call.tenant, observations)
+    return {"accepted": len(observations), "alerts": alerts}
+
+
+for _path, _name in (("/ingest/observations", "ingest_observations"),
+                     ("/ingest/observations/{key}", "ingest_observations_keyed")):
+    ingest_api.route("POST", _path, integration=True, request=ANY_JSON, validate_request=False, response=OBSERVED,
+                     tags=("ingest",), max_body=MAX_INGEST_BODY,
+                     summary="Events a tenant observes (name, numbers, labels): what smart rules count and judge; "
+                             "not alerts themselves")(_named(_observe, _name))
 
 
 HEARTBEAT_QUERY = {"interval": {"type": "integer", "minimum": 5, "maximum": 86_400,

@@ -1,0 +1,261 @@
+"""Smart rules at work: each poll of a service, each observation and ingested alert, and every
+round of the appliance's own figures is judged by the tenant's active rules; a rule that fires
+becomes an alert signal that policy (detection) judges like any other.
+
+How a rule alerts depends on what it watches:
+
+* **States** (``service.*`` on each poll, per service; ``system.*``, ``deliveries.*``,
+  ``approvals.*`` and ``events_per_minute`` every round): one alert per episode. While the
+  condition holds, the alert stays as it is; the first judgement that it no longer holds resolves
+  it (actor ``policy``). The next episode is a new alert.
+* **Occurrences** (a threshold or an anomaly on a number an observation carries, such as
+  ``risk_score``; a pattern of events): every firing is a new alert. A pattern's matched events
+  are spent: the next alert needs a new match.
+
+Either way a rule alerts at most once per ``cooldown_minutes`` (per service for service metrics)
+and at most ``max_alerts_per_hour`` times an hour. Firings held back by either are counted
+(``suppressed`` on the rule), never ledgered one by one. Time comes from the injected clock.
+Learned baselines live in memory: after a restart a rule relearns (``MIN_SAMPLES`` values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable
+
+from ..notify.gateway import Gateway, Message
+from ..notify.vocabulary import SEVERITY_PRIORITY
+from ..ledger.entry import LedgerEvent
+from ..signals import AlertSignal, HealthReading
+from ..store import Database, WriteTx
+from . import store
+from .metrics import EventWindow, HostMetrics, Observation, appliance_metrics, reading_metrics, snapshot
+from .rules import MAX_WINDOW_MINUTES, RATE_ALIASES, Baseline, SmartRule, Verdict, family, judge_events, judge_value
+from .stream import Hub
+
+log = logging.getLogger("alertengine.smart")
+SOURCE = "smart"
+Emit = Callable[[str, AlertSignal], Awaitable[Any]]   # hands a signal to detection (policy decides)
+
+
+class TestInputError(ValueError):
+    """test_metrics that cannot test this rule; ``field`` names what is missing."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class SmartAlerts:
+    def __init__(self, db: Database, emit: Emit, gateway: Gateway | None, hub: Hub, host: HostMetrics | None = None,
+                 clock: Callable[[], float] = time.time, interval: float = 15.0) -> None:
+        self.db = db
+        self.emit = emit
+        self.gateway = gateway
+        self.hub = hub
+        self.host = host
+        self.clock = clock
+        self.interval = interval
+        self.windows: dict[str, EventWindow] = {}
+        self.spent: dict[tuple[str, int], int] = {}            # a pattern's events up to here are used
+        self.baselines: dict[tuple[str, int, str], Baseline] = {}
+        self.suppressed: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def rules(self, tenant: str) -> list[SmartRule]:
+        return store.list_rules(self.db.read_conn(), tenant, active_only=True)
+
+    def _lock(self, tenant: str) -> asyncio.Lock:
+        return self._locks.setdefault(tenant, asyncio.Lock())
+
+    # --- inputs -----------------------------------------------------------------------------------
+    async def on_reading(self, tenant: str, service: str, reading: HealthReading) -> list[str]:
+        """A poll of ``service``: its service.* rules, as states of that service."""
+        values = reading_metrics(reading)
+        fired = []
+        for rule in self.rules(tenant):
+            if rule.metric in values and family(rule.metric) == "service" \
+                    and rule.definition.get("service", service) == service:
+                shown = {**values, "service": service, "outcome": reading.outcome}
+                fired += await self._state(rule, service, service, values[rule.metric], shown)
+        return fired
+
+    async def on_observations(self, tenant: str, observations: Iterable[Observation]) -> list[str]:
+        """Events a tenant sent: counted for patterns and rates; their numbers judged as occurrences."""
+        rules = self.rules(tenant)
+        window = self._window(tenant, rules)
+        fired = []
+        for obs in observations:
+            now = self.clock()
+            window.add(now, obs.name)
+            shown = {**obs.metrics, **obs.labels, "event": obs.name}
+            for rule in rules:
+                if rule.condition == "pattern":
+                    if obs.name in rule.events:
+                        fired += await self._pattern(rule, window, now, shown)
+                elif rule.metric in obs.metrics and family(rule.metric) == "observation":
+                    value = float(obs.metrics[rule.metric])
+                    verdict = judge_value(rule, value, self._learn(rule, "-", value))
+                    if verdict.fired:
+                        fired += await self._fire(rule, None, verdict, shown, f"{now:.6f}")
+        window.prune(self.clock())
+        return fired
+
+    async def on_alert_names(self, tenant: str, names: Iterable[str]) -> list[str]:
+        """Ingested alerts that fired count as events by their name (alertname, or title)."""
+        return await self.on_observations(tenant, [Observation(name[:128]) for name in names])
+
+    async def tick(self) -> list[str]:
+        """One round of the appliance's own figures, for every tenant with a rule on them."""
+        conn = self.db.read_conn()
+        tenants = [r[0] for r in conn.execute("SELECT DISTINCT tenant FROM smart_rules WHERE deleted IS NULL "
+                                              "AND is_active = 1")]
+        host = self.host.read() if self.host is not None else {}
+        fired = []
+        for tenant in tenants:
+            rules = [r for r in self.rules(tenant) if r.metric and family(r.metric) == "tick"]
+            if not rules:
+                continue
+            now = self.clock()
+            values = {**host, **await asyncio.to_thread(self._figures, tenant, now),
+                      **self._window(tenant, self.rules(tenant)).rates(now)}
+            for rule in rules:
+                value = values.get(rule.metric, 0.0 if rule.metric.startswith("events_per_minute") else None)
+                if value is not None:
+                    fired += await self._state(rule, "-", None, value, {rule.metric: value})
+        return fired
+
+    def _figures(self, tenant: str, now: float) -> dict[str, float]:
+        return appliance_metrics(self.db.read_conn(), tenant, now)
+
+    async def run(self) -> None:
+        """The rounds, forever (a task of the runtime)."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - the rounds must survive; the next one retries
+                log.exception("a smart-rule round failed")
+            await asyncio.sleep(self.interval)
+
+    # --- judging ----------------------------------------------------------------------------------
+    def _window(self, tenant: str, rules: list[SmartRule]) -> EventWindow:
+        window = self.windows.setdefault(tenant, EventWindow())
+        window.keep = max([60.0] + [r.window for r in rules if r.condition == "pattern"])
+        window.keep = min(window.keep, MAX_WINDOW_MINUTES * 60.0)
+        return window
+
+    def _learn(self, rule: SmartRule, subject: str, value: float) -> Baseline | None:
+        """The baseline as it was before ``value`` (a copy), then ``value`` learned."""
+        if rule.condition != "anomaly":
+            return None
+        baseline = self.baselines.setdefault((rule.tenant, rule.id, subject), Baseline())
+        before = Baseline(baseline.n, baseline.mean, baseline.m2)
+        baseline.add(value)
+        return before
+
+    async def _pattern(self, rule: SmartRule, window: EventWindow, now: float, shown: dict[str, Any]) -> list[str]:
+        key = (rule.tenant, rule.id)
+        verdict = judge_events(rule, window.after(self.spent.get(key, 0)), now)
+        if not verdict.fired:
+            return []
+        self.spent[key] = window.total
+        return await self._fire(rule, None, verdict, {**shown, "matched": verdict.value}, f"{now:.6f}")
+
+    async def _state(self, rule: SmartRule, subject: str, service: str | None, value: float,
+                     shown: dict[str, Any]) -> list[str]:
+        verdict = judge_value(rule, value, self._learn(rule, subject, value))
+        fingerprint = f"rule:{rule.id}:{subject}"
+        current = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, fingerprint)
+        if verdict.fired and current is None:
+            return await self._fire(rule, service, verdict, shown, None, fingerprint)
+        if not verdict.fired and current is not None and current["rule_id"] == rule.id:
+            await self.emit(rule.tenant, AlertSignal(
+                source=SOURCE, fingerprint=fingerprint, status="resolved", severity=current["severity"],
+                title=rule.name, service=service, labels={"alertname": rule.name, "rule_id": str(rule.id)},
+                starts_at=current["triggered_at"], origin={"rule_id": rule.id, "message": verdict.message}))
+        return []
+
+    async def _fire(self, rule: SmartRule, service: str | None, verdict: Verdict, shown: dict[str, Any],
+                    occurrence: str | None, fingerprint: str | None = None) -> list[str]:
+        async with self._lock(rule.tenant):
+            now = self.clock()
+            conn = self.db.read_conn()
+            last = store.last_triggered(conn, rule.tenant, rule.id, service)
+            if last is not None and now - last < rule.cooldown:
+                self.suppressed[(rule.tenant, rule.id)] += 1
+                return []
+            if store.count_since(conn, rule.tenant, rule.id, now - 3600.0) >= rule.hourly_cap:
+                self.suppressed[(rule.tenant, rule.id)] += 1
+                return []
+            signal = self.signal(rule, service, verdict, shown, now,
+                                 fingerprint or f"rule:{rule.id}:{service or '-'}:{occurrence}")
+            await self.emit(rule.tenant, signal)
+            found = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, signal.fingerprint)
+            return [found["id"]] if found else []
+
+    @staticmethod
+    def signal(rule: SmartRule, service: str | None, verdict: Verdict, shown: dict[str, Any], now: float,
+               fingerprint: str) -> AlertSignal:
+        return AlertSignal(
+            source=SOURCE, fingerprint=fingerprint, status="firing", severity=rule.severity, title=rule.name,
+            service=service, labels={"alertname": rule.name, "rule_id": str(rule.id)},
+            annotations={"summary": verdict.message[:1000]}, starts_at=store.iso(now),
+            origin={"rule_id": rule.id, "rule_name": rule.name, "message": verdict.message,
+                    "metrics_snapshot": snapshot(shown), "triggered": now})
+
+    # --- tests ------------------------------------------------------------------------------------
+    def judge_test(self, rule: SmartRule, metrics: dict[str, Any]) -> Verdict:
+        """The rule on ``test_metrics`` as if they arrived now; nothing is learned or spent."""
+        now = self.clock()
+        if rule.condition == "pattern":
+            names = metrics.get("events")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise TestInputError("test_metrics.events", "a pattern rule is tested with events: a list of names")
+            return judge_events(rule, [(now, n) for n in names], now)
+        value = metrics.get(rule.definition["metric"], metrics.get(RATE_ALIASES.get(str(rule.metric), "")))
+        if value is None:
+            value = metrics.get(str(rule.metric))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TestInputError(f"test_metrics.{rule.definition['metric']}", "a number is needed to test this rule")
+        key = (rule.tenant, rule.id, str(metrics.get("service", "-")))
+        return judge_value(rule, float(value), self.baselines.get(key))
+
+    async def test(self, rule: SmartRule, metrics: dict[str, Any], actor: str) -> dict[str, Any]:
+        """``POST /api/alerts/test``: judged, and when it fires delivered as a test (ledgered
+        ``alert.test``, marked test on the stream and in every message); never an incident."""
+        verdict = self.judge_test(rule, metrics)
+        if not verdict.fired:
+            return {"fired": False, "message": verdict.message, "alert": None, "deliveries": []}
+        now = self.clock()
+        service = metrics.get("service") if isinstance(metrics.get("service"), str) else None
+
+        def write(tx: WriteTx) -> dict[str, Any]:
+            alert = store.insert_alert(
+                tx, rule.tenant, prefix=str(rule.id), rule_id=rule.id, rule_name=rule.name, source=SOURCE,
+                fingerprint=f"test:{rule.id}:{now:.6f}", service=service, severity=rule.severity,
+                message=f"TEST: {verdict.message}", snapshot=snapshot(metrics), incident=None, now=now, test=True)
+            tx.append(LedgerEvent(kind="alert.test", tenant=rule.tenant, actor=actor, decision="test",
+                                  reason=f"test of smart rule {rule.id}: {verdict.message}"[:1000],
+                                  data={"alert": alert["id"], "rule_id": rule.id, "test_metrics": snapshot(metrics)}))
+            tx.after_commit(lambda: self.hub.publish(rule.tenant, [alert]))
+            return alert
+        alert = await self.db.write(write)
+        deliveries: list[dict[str, str]] = []
+        if self.gateway is not None:
+            plan = await self.gateway.notify(Message(
+                rule.tenant, None, "test", SEVERITY_PRIORITY[rule.severity], f"[TEST] {verdict.message}",
+                data={"source": SOURCE, "service": service, "test": True, "alert": alert["id"]}))
+            if plan is not None:
+                deliveries = [{"recipient": d.recipient.key, "outcome": d.outcome, "why": d.why}
+                              for d in plan.decisions]
+        return {"fired": True, "message": verdict.message, "alert": alert, "deliveries": deliveries}
+
+    def stats(self, tenant: str, rule_id: int) -> dict[str, Any]:
+        base = self.baselines.get((tenant, rule_id, "-"))
+        return {"suppressed": self.suppressed[(tenant, rule_id)],
+                "baseline": None if base is None else {"samples": base.n, "mean": round(base.mean, 6),
+                                                       "std": round(base.std, 6)}}

@@ -1,0 +1,101 @@
+"""The live alert stream's hub: each subscriber (a WebSocket or an SSE client of one tenant) has a
+bounded queue; publishing never waits. A subscriber whose queue is full is too slow: it is
+dropped (told why, if it still listens), and everyone else goes on receiving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("alertengine.stream")
+DEFAULT_BUFFER = 256     # messages a subscriber may fall behind before it is dropped
+
+
+@dataclass(eq=False)
+class Subscriber:
+    tenant: str
+    queue: asyncio.Queue[dict[str, Any] | None]
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next message, or None once dropped."""
+        if self.dropped.is_set():
+            return None
+        getter = asyncio.ensure_future(self.queue.get())
+        stop = asyncio.ensure_future(self.dropped.wait())
+        done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (getter, stop):
+            if task not in done:
+                task.cancel()
+        if getter in done and not self.dropped.is_set():
+            return getter.result()
+        return None
+
+
+class Hub:
+    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+        self.buffer = buffer
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self.dropped_total = 0
+        self.published_total = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def subscribe(self, tenant: str) -> Subscriber:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        sub = Subscriber(tenant, asyncio.Queue(maxsize=self.buffer))
+        self._subscribers.setdefault(tenant, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._subscribers.get(sub.tenant)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscribers[sub.tenant]
+
+    def count(self, tenant: str | None = None) -> int:
+        if tenant is not None:
+            return len(self._subscribers.get(tenant, ()))
+        return sum(len(s) for s in self._subscribers.values())
+
+    def publish(self, tenant: str, alerts: list[dict[str, Any]]) -> None:
+        """Tell the tenant's subscribers that these alerts changed. Callable from any thread (the
+        store's writer calls it once the change has committed)."""
+        if not alerts or self.loop is None or self.loop.is_closed():
+            return
+        if _running_loop() is self.loop:
+            self._publish(tenant, alerts)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._publish, tenant, alerts)
+            except RuntimeError:   # the loop closed meanwhile
+                pass
+
+    def _publish(self, tenant: str, alerts: list[dict[str, Any]]) -> None:
+        message = {"type": "alerts", "data": alerts}
+        self.published_total += 1
+        for sub in list(self._subscribers.get(tenant, ())):
+            try:
+                sub.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self.drop(sub)
+
+    def drop(self, sub: Subscriber) -> None:
+        self.unsubscribe(sub)
+        if not sub.dropped.is_set():
+            self.dropped_total += 1
+            log.warning("a live-stream client of %s fell %d messages behind and was dropped", sub.tenant, self.buffer)
+            sub.dropped.set()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,248 @@
+"""Seed 003's smart-rule and alert API: rules (create, list, show, change, delete), active alerts
+with statistics, acknowledge / resolve / escalate, history, and test alerts.
+
+The tenant comes from the key (``/api/...``); an appliance-admin key, which has none, uses the
+same paths under ``/api/tenants/{tenant}/...``. Acting on an alert acts on what it stands for:
+acknowledging it acknowledges its open incident (the escalation chain stops), resolving the last
+unresolved alert of an incident resolves the incident, and escalating raises the alert's severity
+one step, which policy then hears as that alert firing harder (the incident's priority rises, or
+an incident opens) while the incident's escalation chain moves to its next step now."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..alerts import store
+from ..alerts.evaluator import SOURCE, TestInputError
+from ..alerts.rules import RULE_INPUT, RULE_PATCH, SmartRule
+from ..incidents import engine
+from ..incidents.detection import service_ref
+from ..incidents.policy import load_policy
+from ..notify.deliveries import hasten
+from ..signals import AlertSignal
+from .routing import ApiError, Call, Registry
+
+alerts_api = Registry()
+T = "/api/tenants/{tenant}"
+
+RULE = {"type": "object", "required": ["id", "name", "is_active", "rule_definition"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "is_active": {"type": "boolean"},
+                       "rule_definition": {"type": "object"}, "stats": {"type": "object"}}}
+ALERT = {"type": "object", "required": ["id", "rule_id", "rule_name", "severity", "message", "triggered_at", "status",
+                                        "metrics_snapshot"],
+         "properties": {"id": {"type": "string"}, "rule_id": {"type": ["integer", "null"]},
+                        "rule_name": {"type": "string"}, "severity": {"type": "string"},
+                        "message": {"type": "string"}, "triggered_at": {"type": "string"},
+                        "status": {"type": "string", "enum": list(store.STATUSES)},
+                        "metrics_snapshot": {"type": "object"}, "source": {"type": "string"},
+                        "service": {"type": ["string", "null"]}, "incident": {"type": ["string", "null"]},
+                        "test": {"type": "boolean"}, "resolved_at": {"type": ["string", "null"]}}}
+STATISTICS = {"type": "object", "required": ["total_active", "by_severity"],
+              "properties": {"total_active": {"type": "integer"}, "by_severity": {"type": "object"}}}
+ACTED = {"type": "object", "required": ["alert"],
+         "properties": {"alert": ALERT, "incident": {"type": ["object", "null"]}}}
+TEST_REQUEST = {"type": "object", "additionalProperties": False, "required": ["rule_id", "test_metrics"],
+                "properties": {"rule_id": {"type": "integer", "minimum": 1},
+                               "test_metrics": {"type": "object", "maxProperties": 64}}}
+
+
+def own_tenant(call: Call) -> str:
+    """The tenant of a path without one: the caller's own (an appliance admin must name it)."""
+    if call.tenant is not None:
+        return call.tenant
+    if call.principal is None or call.principal.tenant is None:
+        raise ApiError(400, "tenant_required", "an appliance-admin key has no tenant: use the same path under "
+                                               "/api/tenants/{tenant}")
+    return call.principal.tenant
+
+
+def both(method: str, path: str, registry: Registry = alerts_api, **kwargs: Any) -> Any:
+    """Declare ``path`` for a tenant's own key and under /api/tenants/{tenant} for any key."""
+    def register(fn: Any) -> Any:
+        registry.route(method, path, **kwargs)(fn)
+
+        async def in_tenant(call: Call) -> Any:
+            return await fn(call)
+        in_tenant.__name__ = f"{fn.__name__}_in_tenant"
+        registry.route(method, T + path.removeprefix("/api"), **kwargs)(in_tenant)
+        return fn
+    return register
+
+
+def _engineer(call: Call) -> str:
+    assert call.principal is not None
+    return f"engineer:key:{call.principal.key_id}"
+
+
+def _rule_id(call: Call) -> int:
+    raw = call.params["rule_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", "smart rule not found")
+    return int(raw)
+
+
+def _versions(conn: Any, tenant: str) -> str:
+    return load_policy(conn, tenant).version
+
+
+def _public_rule(call: Call, rule: SmartRule) -> dict[str, Any]:
+    return {**rule.public(), "stats": call.state.runtime.smart.stats(rule.tenant, rule.id)}
+
+
+# --- smart rules --------------------------------------------------------------------------------
+
+@both("POST", "/api/smart-rules", permission="policy.write", request=RULE_INPUT, response=RULE, status=201,
+      tags=("smart rules",), errors=(400,), summary="Create a smart rule (a new policy version, ledgered with its diff)")
+async def create_smart_rule(call: Call) -> Any:
+    tenant = own_tenant(call)
+    rule = await call.state.db.write(store.create_rule(tenant, call.body, _engineer(call), _versions))
+    return _public_rule(call, rule)
+
+
+@both("GET", "/api/smart-rules", permission="policy.read", tags=("smart rules",), errors=(400,),
+      summary="List the tenant's smart rules",
+      response={"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": RULE}}})
+async def list_smart_rules(call: Call) -> Any:
+    tenant = own_tenant(call)
+    return {"rules": [_public_rule(call, r) for r in store.list_rules(call.state.db.read_conn(), tenant)]}
+
+
+@both("GET", "/api/smart-rules/{rule_id}", permission="policy.read", response=RULE, tags=("smart rules",),
+      errors=(400,), summary="Show a smart rule, with the firings its cooldown and cap held back")
+async def show_smart_rule(call: Call) -> Any:
+    tenant = own_tenant(call)
+    return _public_rule(call, store.get_rule(call.state.db.read_conn(), tenant, _rule_id(call)))
+
+
+@both("PUT", "/api/smart-rules/{rule_id}", permission="policy.write", request=RULE_INPUT, response=RULE,
+      tags=("smart rules",), errors=(400,), summary="Replace a smart rule (ledgered with its diff)")
+async def replace_smart_rule(call: Call) -> Any:
+    tenant = own_tenant(call)
+    body = {"is_active": True, **call.body}
+    return _public_rule(call, await call.state.db.write(
+        store.update_rule(tenant, _rule_id(call), body, _engineer(call), _versions)))
+
+
+@both("PATCH", "/api/smart-rules/{rule_id}", permission="policy.write", request=RULE_PATCH, response=RULE,
+      tags=("smart rules",), errors=(400,), summary="Change some of a smart rule (is_active, name, definition)")
+async def patch_smart_rule(call: Call) -> Any:
+    tenant = own_tenant(call)
+    return _public_rule(call, await call.state.db.write(
+        store.update_rule(tenant, _rule_id(call), call.body, _engineer(call), _versions)))
+
+
+@both("DELETE", "/api/smart-rules/{rule_id}", permission="policy.write", response=RULE, tags=("smart rules",),
+      errors=(400,), summary="Delete a smart rule: it stops firing; its alerts stay")
+async def delete_smart_rule(call: Call) -> Any:
+    tenant = own_tenant(call)
+    return (await call.state.db.write(store.delete_rule(tenant, _rule_id(call), _engineer(call), _versions))).public()
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+@both("GET", "/api/alerts/active", permission="incident.read", tags=("alerts",), errors=(400,),
+      summary="Unresolved alerts (active and acknowledged), newest first, with statistics",
+      query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+      response={"type": "object", "required": ["alerts", "statistics"],
+                "properties": {"alerts": {"type": "array", "items": ALERT}, "statistics": STATISTICS}})
+async def active_alerts(call: Call) -> Any:
+    tenant = own_tenant(call)
+    conn = call.state.db.read_conn()
+    return {"alerts": store.active_alerts(conn, tenant, call.params.get("limit", 1000)),
+            "statistics": store.statistics(conn, tenant)}
+
+
+@both("GET", "/api/alerts/history", permission="incident.read", tags=("alerts",), errors=(400,),
+      summary="Alerts triggered in the last N days (default 7), newest first, tests included and marked",
+      query={"days": {"type": "integer", "minimum": 1, "maximum": 3650},
+             "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+      response={"type": "object", "required": ["history", "total_count", "date_range"],
+                "properties": {"history": {"type": "array", "items": ALERT}, "total_count": {"type": "integer"},
+                               "date_range": {"type": "object", "required": ["start", "end"]}}})
+async def alert_history(call: Call) -> Any:
+    tenant = own_tenant(call)
+    now = call.state.clock()
+    start = now - call.params.get("days", 7) * 86_400.0
+    items, total = store.history(call.state.db.read_conn(), tenant, start, now, call.params.get("limit", 100))
+    return {"history": items, "total_count": total, "date_range": {"start": store.iso(start), "end": store.iso(now)}}
+
+
+@both("POST", "/api/alerts/test", permission="policy.write", request=TEST_REQUEST, tags=("alerts",), errors=(400,),
+      summary="Judge a rule on test metrics; if it fires, deliver it marked as a test (never an incident)",
+      response={"type": "object", "required": ["fired", "message", "alert", "deliveries"],
+                "properties": {"fired": {"type": "boolean"}, "message": {"type": "string"},
+                               "alert": {"anyOf": [ALERT, {"type": "null"}]},
+                               "deliveries": {"type": "array", "items": {"type": "object"}}}})
+async def test_alert(call: Call) -> Any:
+    tenant = own_tenant(call)
+    rule = store.get_rule(call.state.db.read_conn(), tenant, call.body["rule_id"])
+    try:
+        return await call.state.runtime.smart.test(rule, call.body["test_metrics"], _engineer(call))
+    except TestInputError as exc:
+        raise ApiError(422, "invalid", exc.message, exc.field) from None
+
+
+@both("GET", "/api/alerts/{alert_id}", permission="incident.read", response=ALERT, tags=("alerts",), errors=(400,),
+      summary="Show an alert (a bare number names that rule's newest unresolved alert)")
+async def show_alert(call: Call) -> Any:
+    return store.find_alert(call.state.db.read_conn(), own_tenant(call), call.params["alert_id"])
+
+
+async def _act(call: Call, what: str) -> dict[str, Any]:
+    tenant = own_tenant(call)
+    db = call.state.db
+    actor = _engineer(call)
+    now = call.state.clock()
+    before, after = await db.write(store.act(tenant, call.params["alert_id"], what, actor, now))
+    incident = None
+    if after["incident"]:
+        inc = engine.get_incident(db.read_conn(), tenant, after["incident"])
+        if what == "acknowledge" and inc.is_open and not inc.acknowledged_by:
+            acked = await engine.run(db, engine.acknowledge(tenant, inc.id, actor))
+            inc = acked if isinstance(acked, engine.Incident) else inc
+        elif what == "resolve" and inc.is_open and not _others_unresolved(call, tenant, inc.id):
+            policy = load_policy(db.read_conn(), tenant)
+            inc = await engine.run(db, engine.transition(
+                tenant, inc.id, engine.RESOLVED, actor, decision="resolved", policy_version=policy.version,
+                reason=f"its last unresolved alert ({after['id']}) was resolved by hand"))
+        incident = inc
+    if what == "escalate":
+        incident = await _escalate(call, tenant, after, before["severity"], now) or incident
+    return {"alert": store.find_alert(db.read_conn(), tenant, after["id"]),
+            "incident": incident.public() if incident is not None else None}
+
+
+def _others_unresolved(call: Call, tenant: str, incident: str) -> bool:
+    return bool(call.state.db.read_conn().execute(
+        "SELECT 1 FROM alerts WHERE tenant = ? AND incident = ? AND status IN ('active', 'acknowledged') LIMIT 1",
+        (tenant, incident)).fetchone())
+
+
+async def _escalate(call: Call, tenant: str, alert: dict[str, Any], was: str, now: float) -> Any:
+    """Policy hears the escalated alert fire at its new severity; the incident's chain moves on now."""
+    conn = call.state.db.read_conn()
+    fingerprint = conn.execute("SELECT fingerprint FROM alerts WHERE tenant = ? AND id = ?",
+                               (tenant, alert["id"])).fetchone()[0]
+    signal = AlertSignal(source=alert["source"], fingerprint=fingerprint, status="firing", severity=alert["severity"],
+                         title=alert["rule_name"], service=alert["service"], labels={"alertname": alert["rule_name"]},
+                         annotations={"summary": f"escalated by hand from {was} to {alert['severity']}"},
+                         starts_at=alert["escalated_at"])
+    if alert["source"] == SOURCE and alert["rule_id"] is not None:
+        signal = dataclasses.replace(signal, labels={"alertname": alert["rule_name"], "rule_id": str(alert["rule_id"])},
+                                     origin={"rule_id": alert["rule_id"], "rule_name": alert["rule_name"]})
+    judged = await call.state.detector.on_alert(tenant, signal, service_ref(conn, tenant, alert["service"]))
+    inc = engine.get_incident(call.state.db.read_conn(), tenant, judged.id) if judged is not None else None
+    if inc is not None and inc.is_open:
+        await call.state.db.write(lambda tx: hasten(tx, tenant, inc.id, now, f"alert {alert['id']} was escalated by "
+                                                    "hand: the next step of the chain is due now",
+                                                    {"alert": alert["id"]}))
+    return inc
+
+
+for _what in ("acknowledge", "resolve", "escalate"):
+    async def _handler(call: Call, what: str = _what) -> Any:
+        return await _act(call, what)
+    _handler.__name__ = f"{_what}_alert"
+    both("POST", f"/api/alerts/{{alert_id}}/{_what}", permission="incident.act", response=ACTED, tags=("alerts",),
+         errors=(400, 409), summary=f"{_what.capitalize()} an alert (ledgered with who did it)")(_handler)
