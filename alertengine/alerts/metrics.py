@@ -152,9 +152,17 @@ class EventWindow:
         return {"events_per_minute": float(total), **counts}
 
 
-def snapshot(values: Mapping[str, Any], limit: int = 64) -> dict[str, Any]:
-    """What an alert keeps of the values it was judged on (bounded)."""
-    return dict(list(values.items())[:limit])
+def snapshot(values: Mapping[str, Any], limit: int = 32, text: int = 256) -> dict[str, Any]:
+    """What an alert keeps of the values it was judged on: at most ``limit`` entries, text cut to
+    ``text`` characters, so an alert (and its ledger entry) stays small whatever was sent."""
+    out: dict[str, Any] = {}
+    for key, value in list(values.items())[:limit]:
+        if isinstance(value, str):
+            value = value[:text]
+        elif not isinstance(value, (int, float, bool)) and value is not None:
+            value = str(value)[:text]
+        out[str(key)[:text]] = value
+    return out
 
 
 MAX_OBSERVATIONS = 1000     # in one request

@@ -25,10 +25,12 @@ class Subscriber:
             return None
         getter = asyncio.ensure_future(self.queue.get())
         stop = asyncio.ensure_future(self.dropped.wait())
-        done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (getter, stop):
-            if task not in done:
-                task.cancel()
+        try:
+            done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (getter, stop):
+                if not task.done():
+                    task.cancel()
         if getter in done and not self.dropped.is_set():
             return getter.result()
         return None

@@ -116,9 +116,12 @@ async def _pump(websocket: WebSocket, sub: Subscriber) -> None:
     try:
         while not listening.done():
             nxt = asyncio.ensure_future(sub.next())
-            done, _ = await asyncio.wait({nxt, listening}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({nxt, listening}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not nxt.done():
+                    nxt.cancel()
             if nxt not in done:
-                nxt.cancel()
                 return
             message = nxt.result()
             if message is None:    # dropped: too slow

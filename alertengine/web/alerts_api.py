@@ -209,8 +209,9 @@ async def _act(call: Call, what: str) -> dict[str, Any]:
         incident = inc
     if what == "escalate":
         incident = await _escalate(call, tenant, after, before["severity"], now) or incident
-    return {"alert": store.find_alert(db.read_conn(), tenant, after["id"]),
-            "incident": incident.public() if incident is not None else None}
+    final = store.find_alert(db.read_conn(), tenant, after["id"])
+    call.state.runtime.hub.publish(tenant, [final])
+    return {"alert": final, "incident": incident.public() if incident is not None else None}
 
 
 def _others_unresolved(call: Call, tenant: str, incident: str) -> bool:

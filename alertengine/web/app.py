@@ -88,6 +88,11 @@ async def metrics(call: Call) -> Any:
               "# HELP alertengine_mode The appliance mode (1 for the current one).", "# TYPE alertengine_mode gauge"]
     lines += [f'alertengine_mode{{mode="{m}"}} {int(m == mode)}' for m in ("NORMAL", "DEGRADED", "EMERGENCY")]
     lines += metrics_lines(call.state.runtime.sender, outbox_counts(conn))
+    hub = call.state.runtime.hub
+    lines += ["# HELP alertengine_stream_clients Live alert stream clients connected.",
+              "# TYPE alertengine_stream_clients gauge", f"alertengine_stream_clients {hub.count()}",
+              "# HELP alertengine_stream_dropped_total Live alert stream clients dropped for falling behind.",
+              "# TYPE alertengine_stream_dropped_total counter", f"alertengine_stream_dropped_total {hub.dropped_total}"]
     lines += ["# HELP alertengine_condition A condition that makes the appliance DEGRADED (a failing channel, the AI).",
               "# TYPE alertengine_condition gauge"]
     lines += [f'alertengine_condition{{name="{_label(c)}"}} 1'

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+from starlette.routing import WebSocketRoute
 
 from alertengine.incidents.engine import Opening, open_incident
 from alertengine.tenancy.access import PERMISSIONS, TENANT_ROLES
@@ -17,6 +18,8 @@ from tests.web.conftest import World
 def declared_routes(app: object) -> list[tuple[str, str, Endpoint | None]]:
     out = []
     for route in app.routes:  # type: ignore[attr-defined]
+        if isinstance(route, WebSocketRoute):   # the live stream: attacked by tests/e2e/test_serve_alert_stream.py
+            continue
         ep = getattr(route.endpoint, "__alertengine_endpoint__", None)
         for method in sorted(route.methods - {"HEAD"}):
             out.append((method, route.path, ep))
@@ -32,7 +35,8 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     """Real ids of tenant ``tenant_label`` for every path parameter."""
     client, auth = world.client, world.auth(world.keys[(tenant_label, "admin")])
     tenant = world.tenants[tenant_label]
-    values = {"tenant": tenant, "key_id": world.key_ids[tenant_label], "kind": "webhook"}
+    values = {"tenant": tenant, "key_id": world.key_ids[tenant_label], "kind": "webhook", "rule_id": "1",
+              "alert_id": "alert_1_1764590000"}
     if "{integration_id}" in path:
         from alertengine.tenancy.tenants import create_integration
         item, _ = await world.db.write(create_integration(tenant, f"i-{uuid.uuid4().hex[:8]}", "test"))
