@@ -78,7 +78,9 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 async def test_fuzz_every_operation(world: World) -> None:
     doc = (await world.client.get("/openapi.json")).json()
     loop = asyncio.get_running_loop()
-    ops = operations(doc)
+    # the live stream never ends by design (an in-process client would wait for its end forever):
+    # tests/e2e/test_serve_alert_stream.py drives it over real sockets
+    ops = [op for op in operations(doc) if not op[1].endswith("/alerts/stream")]
     tenants = list(world.tenants.values()) + ["t_00000000deadbeef", "../etc", "%00"]
     callers = [world.admin, world.keys[("a", "admin")], world.keys[("b", "operator")]]
     seen_statuses: set[int] = set()
