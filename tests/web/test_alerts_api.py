@@ -360,3 +360,28 @@ async def test_bad_rules_get_422_naming_the_field_and_store_nothing(world: World
     assert r.status_code == 422 and r.json()["error"]["field"] == field
     assert (await world.client.get("/api/smart-rules", headers=admin(world))).json()["rules"] == []
     assert entries(world, "smart_rule.created") == []
+
+
+async def test_ingested_alerts_share_the_same_lifecycle(world: World, key: str) -> None:
+    from tests.conftest import FIXTURES
+    firing = json.loads((FIXTURES / "alertmanager" / "firing-group.json").read_text())
+    assert (await world.client.post(f"/ingest/alertmanager/{key}", json=firing)).status_code == 200
+    active = (await world.client.get("/api/alerts/active", headers=admin(world))).json()
+    ours = [a for a in active["alerts"] if a["source"] == "alertmanager"]
+    assert len(ours) == len(firing["alerts"]) and all(a["rule_id"] is None and a["incident"] for a in ours)
+    assert {a["rule_name"] for a in ours} == {a["labels"]["alertname"] for a in firing["alerts"]}
+    assert (await world.client.post(f"/ingest/alertmanager/{key}", json=firing)).status_code == 200   # a repeat
+    again = (await world.client.get("/api/alerts/active", headers=admin(world))).json()
+    assert again["statistics"]["total_active"] == active["statistics"]["total_active"]
+    resolved = {**firing, "status": "resolved", "alerts": [{**a, "status": "resolved"} for a in firing["alerts"]]}
+    assert (await world.client.post(f"/ingest/alertmanager/{key}", json=resolved)).status_code == 200
+    history = (await world.client.get("/api/alerts/history", headers=admin(world))).json()["history"]
+    assert {a["status"] for a in history} == {"resolved"}
+    assert {a["resolved_by"] for a in history} == {"ingest:alertmanager"}
+    pd = {"routing_key": key, "event_action": "trigger", "dedup_key": "db-1",
+          "payload": {"summary": "DB down", "source": "db", "severity": "critical"}}
+    assert (await world.client.post("/v2/enqueue", json=pd)).status_code == 202
+    assert (await world.client.post("/v2/enqueue", json={**pd, "event_action": "acknowledge"})).status_code == 202
+    [paged] = (await world.client.get("/api/alerts/active", headers=admin(world))).json()["alerts"]
+    assert (paged["source"], paged["status"], paged["acknowledged_by"]) == ("pagerduty", "acknowledged",
+                                                                            "ingest:pagerduty")
