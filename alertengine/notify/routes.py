@@ -76,14 +76,41 @@ match = { event = ["proposed", "dissent", "rejected", "executed", "failed", "not
 receivers = ["responders", "responders:secondary"]
 continue = true           # and, when critical, the team's chat too
 
+# Severities answer as seed 003 says: critical escalates at once, high within 5 minutes (the default
+# chain: a call at 3 minutes, the secondary at 5), medium within 15, low is only logged.
 [[route]]
-name = "critical-all"     # every critical incident: its responders, and the team's chat
+name = "critical-all"     # every critical incident: its responders and the team's chat, and a call now
 match = { severity = ["critical"] }
 receivers = ["responders", "channel:telegram"]
+escalation = "immediate"
+
+[[route]]
+name = "alert-low"        # a low alert: logged (the JSON-lines file and the ledger), nobody paged
+match = { category = ["alert"], severity = ["low"] }
+receivers = ["channel:jsonl"]
+escalation = "none"
+
+[[route]]
+name = "alert-medium"     # a medium alert: the responders, and a call if nobody answers in 15 minutes
+match = { category = ["alert"], severity = ["medium"] }
+receivers = ["responders"]
+escalation = "fifteen-minutes"
 
 [[route]]
 name = "default"          # everything else: the responders
 receivers = ["responders"]
+
+[escalation.immediate]
+steps = [
+  { after = 0.0, receivers = ["responders"], prefer = "voice", note = "call the primary now" },
+  { after = 180.0, receivers = ["responders:secondary"], prefer = "voice", note = "call the secondary" },
+]
+
+[escalation.fifteen-minutes]
+steps = [
+  { after = 900.0, receivers = ["responders"], prefer = "voice", note = "call the primary" },
+  { after = 1200.0, receivers = ["responders:secondary"], note = "tell the secondary" },
+]
 """
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from alertengine.notify.people import (
     put_team,
 )
 from alertengine.notify.routes import (
+    DEFAULT_ROUTING,
     DEFAULT_ROUTING_TOML,
     RouteEvent,
     Routing,
@@ -972,21 +973,28 @@ def test_a_silence_also_silences_the_fallback(env: Env) -> None:
 # 7. the default routing document of a fresh tenant
 # =========================================================================================
 
-@pytest.mark.parametrize("event,priority,matched,recipients", [
-    ("detected", "P0", ("critical-all",), ["primary:Pat", "person:ada", "channel:telegram"]),
-    ("escalated", "P0", ("critical-all",), ["primary:Pat", "person:ada", "channel:telegram"]),
-    ("proposed", "P1", ("actions", "default"), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
-    ("executed", "P2", ("actions", "default"), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
-    ("expired", "P3", ("actions", "default"), ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"]),
+@pytest.mark.parametrize("event,priority,matched,recipients,category", [
+    ("detected", "P0", ("critical-all",), ["primary:Pat", "person:ada", "channel:telegram"], "alert"),
+    ("escalated", "P0", ("critical-all",), ["primary:Pat", "person:ada", "channel:telegram"], "alert"),
+    ("proposed", "P1", ("actions", "default"),
+     ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"], "alert"),
+    ("executed", "P2", ("actions", "alert-medium"),
+     ["primary:Pat", "person:ada", "secondary:Sam", "person:bob"], "alert"),
+    # a low alert is only logged, but a decision still reaches both responders
+    ("expired", "P3", ("actions", "alert-low"),
+     ["primary:Pat", "person:ada", "secondary:Sam", "person:bob", "channel:jsonl"], "alert"),
     # a critical proposal: primary and secondary, and the team chat (actions continues into critical-all)
     ("proposed", "P0", ("actions", "critical-all"),
-     ["primary:Pat", "person:ada", "secondary:Sam", "person:bob", "channel:telegram"]),
-    ("detected", "P1", ("default",), ["primary:Pat", "person:ada"]),
-    ("resolved", "P2", ("default",), ["primary:Pat", "person:ada"]),
-    ("recovered", "P3", ("default",), ["primary:Pat", "person:ada"]),
+     ["primary:Pat", "person:ada", "secondary:Sam", "person:bob", "channel:telegram"], "alert"),
+    ("detected", "P1", ("default",), ["primary:Pat", "person:ada"], "alert"),
+    ("resolved", "P2", ("alert-medium",), ["primary:Pat", "person:ada"], "alert"),
+    ("recovered", "P3", ("alert-low",), ["channel:jsonl"], "alert"),            # seed 003: low is log only
+    # health-poll incidents are not alerts: every priority but critical goes to the responders
+    ("detected", "P3", ("default",), ["primary:Pat", "person:ada"], "health"),
+    ("detected", "P2", ("default",), ["primary:Pat", "person:ada"], "health"),
 ])
 def test_the_default_routing_of_a_fresh_tenant(env: Env, event: str, priority: str, matched: tuple[str, ...],
-                                               recipients: list[str]) -> None:
+                                               recipients: list[str], category: str) -> None:
     env.telegram("-100")
     env.person("ada", telegram="111")
     env.person("bob", telegram="222")
@@ -997,17 +1005,36 @@ def test_the_default_routing_of_a_fresh_tenant(env: Env, event: str, priority: s
     assert conn.execute("SELECT count(*) FROM routing WHERE tenant = ?", (env.tenant,)).fetchone()[0] == 0
     assert load_routing(conn, env.tenant).source_text == DEFAULT_ROUTING_TOML
     priority_severity = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
-    plan = env.plan(ev(event=event, priority=priority, severity=priority_severity[priority], service="checkout"))
+    plan = env.plan(ev(event=event, priority=priority, severity=priority_severity[priority], service="checkout",
+                       category=category))
     assert plan.matched == matched
     assert keys(plan) == recipients
     chains = {d.recipient.key: d.recipient.chain for d in plan.decisions}
     assert chains.get("channel:telegram", (("telegram", "-100"),)) == (("telegram", "-100"),)
-    assert chains["person:ada"] == (("telegram", "111"),)
+    assert chains.get("person:ada", (("telegram", "111"),)) == (("telegram", "111"),)
     assert all(d.outcome == router.SEND for d in plan.decisions)
 
 
+# seed 003's default responses: critical escalates at once, high within 5 minutes, medium within 15,
+# low is only logged. (rule the incident first matched, [(after, receivers, prefer)] or None: no chain)
+DEFAULT_CHAINS = {
+    "critical-all": [(0.0, ("responders",), "voice"), (180.0, ("responders:secondary",), "voice")],
+    "default": [(180.0, ("responders",), "voice"), (300.0, ("responders:secondary",), None)],
+    "alert-medium": [(900.0, ("responders",), "voice"), (1200.0, ("responders:secondary",), None)],
+    "alert-low": None,
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DEFAULT_CHAINS))
+def test_the_default_chains_answer_each_severity_as_seed_003_says(rule: str) -> None:
+    chain = DEFAULT_ROUTING.chain_for(rule)
+    got = None if chain is None else [(s.after, s.receivers, s.prefer) for s in chain.steps]
+    assert got == DEFAULT_CHAINS[rule]
+    assert chain is None or chain.repeat == 0
+
+
 def test_the_default_routing_without_a_service_or_channels_falls_back_to_nothing(env: Env) -> None:
-    plan = env.plan(ev(priority="P2", severity="medium"))
+    plan = env.plan(ev(priority="P2", severity="medium", category="health"))
     assert plan.matched == ("default",)
     [d] = plan.decisions
     assert d.recipient.key == "fallback" and d.recipient.chain == ()

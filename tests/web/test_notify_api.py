@@ -71,7 +71,7 @@ async def test_bad_people_and_teams_are_refused_naming_the_field(world: World, p
 async def test_routes_put_get_dry_run_and_bad_documents(world: World) -> None:
     t, auth = _auth(world)
     default = (await world.client.get(f"/api/tenants/{t}/routes", headers=auth)).json()
-    assert [r["name"] for r in default["rules"]] == ["actions", "critical-all", "default"]
+    assert [r["name"] for r in default["rules"]] == ["actions", "critical-all", "alert-low", "alert-medium", "default"]
     toml = ('[[route]]\nname = "pager"\nmatch = { severity = ["critical"] }\nreceivers = ["channel:file"]\n'
             '[defaults]\nreceivers = ["channel:jsonl"]\n')
     stored = await world.client.put(f"/api/tenants/{t}/routes", headers=auth, json={"toml": toml})
