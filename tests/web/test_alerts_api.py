@@ -280,6 +280,13 @@ async def test_a_test_alert_is_delivered_as_a_test_and_opens_nothing(world: Worl
     assert routed["data"]["would_have"]["event"] == "test"
     assert routed["data"]["would_have"]["text"].startswith("[TEST] ")
     assert entries(world, "alert.test")[-1]["data"]["rule_id"] == rule["id"]
+    live = await world.client.delete(f"/tenant/{world.tenants['a']}/shadow", headers=admin(world))
+    assert live.status_code == 200
+    again = await world.client.post("/api/alerts/test", headers=admin(world),
+                                    json={"rule_id": rule["id"], "test_metrics": {"risk_score": 95}})
+    assert again.json()["fired"] is True                  # tests never count for the cooldown
+    [logged] = [json.loads(line) for line in (world.data.path / "notifications.jsonl").read_text().splitlines()]
+    assert (logged["event"], logged["incident"]) == ("test", None) and logged["text"].startswith("[TEST] ")
     cold = await world.client.post("/api/alerts/test", headers=admin(world),
                                    json={"rule_id": rule["id"], "test_metrics": {"risk_score": 10}})
     assert cold.json()["fired"] is False and cold.json()["alert"] is None
