@@ -168,7 +168,7 @@ async def alert_history(call: Call) -> Any:
     return {"history": items, "total_count": total, "date_range": {"start": store.iso(start), "end": store.iso(now)}}
 
 
-@both("POST", "/api/alerts/test", permission="policy.write", request=TEST_REQUEST, tags=("alerts",), errors=(400,),
+@both("POST", "/api/alerts/test", permission="policy.write", request=TEST_REQUEST, tags=("alerts",), errors=(400, 404),
       summary="Judge a rule on test metrics; if it fires, deliver it marked as a test (never an incident)",
       response={"type": "object", "required": ["fired", "message", "alert", "deliveries"],
                 "properties": {"fired": {"type": "boolean"}, "message": {"type": "string"},

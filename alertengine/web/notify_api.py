@@ -53,7 +53,7 @@ async def list_people_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("GET", f"{T}/people/{{person}}", permission="notify.read", tags=("people",),
-                  response=people.PERSON_OUTPUT, errors=(404,), summary="One person")
+                  response=people.PERSON_OUTPUT, errors=(404, 422), summary="One person")
 async def get_person_endpoint(call: Call) -> Any:
     return people.get_person(call.state.db.read_conn(), call.tenant, _person_id(call)).public()
 
@@ -68,7 +68,7 @@ async def put_person_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("DELETE", f"{T}/people/{{person}}", permission="notify.write", tags=("people",),
-                  response=people.PERSON_OUTPUT, errors=(404, 409), summary="Remove a person who is in no team")
+                  response=people.PERSON_OUTPUT, errors=(404, 409, 422), summary="Remove a person who is in no team")
 async def remove_person_endpoint(call: Call) -> Any:
     return (await call.state.db.write(people.remove_person(call.tenant, _person_id(call), call.actor))).public()
 
@@ -80,7 +80,7 @@ async def list_teams_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("GET", f"{T}/teams/{{team}}", permission="notify.read", tags=("people",),
-                  response=people.TEAM_OUTPUT, errors=(404,), summary="One team")
+                  response=people.TEAM_OUTPUT, errors=(404, 422), summary="One team")
 async def get_team_endpoint(call: Call) -> Any:
     return people.get_team(call.state.db.read_conn(), call.tenant, _team_id(call)).public()
 
@@ -95,7 +95,7 @@ async def put_team_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("DELETE", f"{T}/teams/{{team}}", permission="notify.write", tags=("people",),
-                  response=people.TEAM_OUTPUT, errors=(404,), summary="Remove a team")
+                  response=people.TEAM_OUTPUT, errors=(404, 422), summary="Remove a team")
 async def remove_team_endpoint(call: Call) -> Any:
     return (await call.state.db.write(people.remove_team(call.tenant, _team_id(call), call.actor))).public()
 
@@ -184,14 +184,14 @@ def _silence_id(call: Call) -> str:
 
 
 @notify_api.route("GET", f"{T}/silences/{{silence}}", permission="notify.read", tags=("silences",),
-                  response=silences.SILENCE_OUTPUT, errors=(404,), summary="One silence")
+                  response=silences.SILENCE_OUTPUT, errors=(404, 422), summary="One silence")
 async def get_silence_endpoint(call: Call) -> Any:
     found = silences.get_silence(call.state.db.read_conn(), call.tenant, _silence_id(call))
     return found.public(datetime.now(timezone.utc))
 
 
 @notify_api.route("DELETE", f"{T}/silences/{{silence}}", permission="silence.write", tags=("silences",),
-                  response=silences.SILENCE_OUTPUT, errors=(404, 409),
+                  response=silences.SILENCE_OUTPUT, errors=(404, 409, 422),
                   summary="Expire a silence now (ledgered; the responders are told)")
 async def expire_silence_endpoint(call: Call) -> Any:
     ended = await call.state.db.write(silences.expire_silence(call.tenant, _silence_id(call), call.actor))
@@ -260,13 +260,13 @@ async def put_schedule_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("GET", f"{T}/schedules/{{schedule}}", permission="notify.read", tags=("schedules",),
-                  response=LIST, errors=(404,), summary="One schedule")
+                  response=LIST, errors=(404, 422), summary="One schedule")
 async def get_schedule_endpoint(call: Call) -> Any:
     return schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call)).public()
 
 
 @notify_api.route("DELETE", f"{T}/schedules/{{schedule}}", permission="notify.write", tags=("schedules",),
-                  response=LIST, errors=(404,), summary="Remove a schedule and its overrides")
+                  response=LIST, errors=(404, 422), summary="Remove a schedule and its overrides")
 async def remove_schedule_endpoint(call: Call) -> Any:
     return (await call.state.db.write(schedules.remove_schedule(call.tenant, _schedule_id(call), call.actor))).public()
 
@@ -291,7 +291,7 @@ async def add_override_endpoint(call: Call) -> Any:
 
 
 @notify_api.route("DELETE", f"{T}/schedules/{{schedule}}/overrides/{{override}}", permission="notify.write",
-                  tags=("schedules",), response=LIST, errors=(404,), summary="Remove an override; ledgered")
+                  tags=("schedules",), response=LIST, errors=(404, 422), summary="Remove an override; ledgered")
 async def remove_override_endpoint(call: Call) -> Any:
     await call.state.db.write(schedules.remove_override(call.tenant, _schedule_id(call), call.params["override"][:64],
                                                         call.actor))
@@ -300,7 +300,7 @@ async def remove_override_endpoint(call: Call) -> Any:
 
 @notify_api.route("GET", f"{T}/schedules/{{schedule}}/calendar.ics", permission="notify.read", tags=("schedules",),
                   query={"days": {"type": "integer", "minimum": 1, "maximum": 366}}, response={"type": "string"},
-                  media_type="text/calendar", errors=(404,),
+                  media_type="text/calendar", errors=(404, 422),
                   summary="The schedule's shifts for the next ?days= (default 28) as iCalendar")
 async def schedule_ics_endpoint(call: Call) -> Any:
     conn = call.state.db.read_conn()
