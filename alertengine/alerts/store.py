@@ -184,9 +184,9 @@ def history(conn: sqlite3.Connection, tenant: str, since: float, until: float,
 def last_triggered(conn: sqlite3.Connection, tenant: str, rule_id: int, service: str | None) -> float | None:
     """When the rule last alerted (for this service, if it watches services; tests aside): what its
     cooldown counts from."""
-    row = conn.execute("SELECT max(triggered) FROM alerts WHERE tenant = ? AND rule_id = ? AND service IS ? "
-                       "AND test = 0", (tenant, rule_id, service)).fetchone()
-    return row[0]
+    row = conn.execute("SELECT triggered FROM alerts WHERE tenant = ? AND rule_id = ? AND service IS ? AND test = 0 "
+                       "ORDER BY triggered DESC LIMIT 1", (tenant, rule_id, service)).fetchone()
+    return row[0] if row else None
 
 
 def count_since(conn: sqlite3.Connection, tenant: str, rule_id: int, since: float) -> int:
@@ -196,8 +196,11 @@ def count_since(conn: sqlite3.Connection, tenant: str, rule_id: int, since: floa
 
 
 def unresolved(conn: sqlite3.Connection, tenant: str, source: str, fingerprint: str) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE tenant = ? AND source = ? AND fingerprint = ? AND "
-                       "status IN ('active', 'acknowledged') AND test = 0 ORDER BY triggered DESC LIMIT 1",
+    # "status != 'resolved'" as the partial index alerts_unresolved states it: its lookup, whatever the
+    # table holds (without it, the planner may walk the tenant's whole history)
+    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts INDEXED BY alerts_unresolved WHERE tenant = ? AND source = ? "
+                       "AND fingerprint = ? AND "
+                       "status != 'resolved' AND status != 'test' AND test = 0 ORDER BY triggered DESC LIMIT 1",
                        (tenant, source, fingerprint)).fetchone()
     return public(row) if row else None
 
