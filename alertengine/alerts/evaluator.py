@@ -22,18 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
 from ..notify.gateway import Gateway, Message
 from ..notify.vocabulary import SEVERITY_PRIORITY
-from ..ledger.entry import LedgerEvent
+from ..ledger.entry import LedgerEvent, redact
 from ..signals import AlertSignal, HealthReading
 from ..store import Database, WriteTx
 from . import store
 from .metrics import EventWindow, HostMetrics, Observation, appliance_metrics, reading_metrics, snapshot
-from .rules import MAX_WINDOW_MINUTES, RATE_ALIASES, Baseline, SmartRule, Verdict, family, judge_events, judge_value
+from .rules import (
+    RATE_ALIASES,
+    Baseline,
+    PatternState,
+    SmartRule,
+    Verdict,
+    family,
+    judge_events,
+    judge_pattern_fired,
+    judge_value,
+)
 from .stream import Hub
 
 log = logging.getLogger("alertengine.smart")
@@ -60,9 +71,9 @@ class SmartAlerts:
         self.host = host
         self.clock = clock
         self.interval = interval
-        self.windows: dict[str, EventWindow] = {}
-        self.spent: dict[tuple[str, int], int] = {}            # a pattern's events up to here are used
-        self.baselines: dict[tuple[str, int, str], Baseline] = {}
+        self.windows: dict[str, EventWindow] = {}               # each tenant's last minute, for rates
+        self.patterns: dict[tuple[str, int], tuple[str, PatternState]] = {}   # by rule: (its definition, state)
+        self.baselines: dict[tuple[str, int, str, str], Baseline] = {}  # (tenant, rule, subject, metric)
         self.suppressed: collections.Counter[tuple[str, int]] = collections.Counter()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -87,7 +98,7 @@ class SmartAlerts:
     async def on_observations(self, tenant: str, observations: Iterable[Observation]) -> list[str]:
         """Events a tenant sent: counted for patterns and rates; their numbers judged as occurrences."""
         rules = self.rules(tenant)
-        window = self._window(tenant, rules)
+        window = self.windows.setdefault(tenant, EventWindow())
         fired = []
         for obs in observations:
             now = self.clock()
@@ -96,7 +107,7 @@ class SmartAlerts:
             for rule in rules:
                 if rule.condition == "pattern":
                     if obs.name in rule.events:
-                        fired += await self._pattern(rule, window, now, shown)
+                        fired += await self._pattern(rule, now, obs.name, shown)
                 elif rule.metric in obs.metrics and family(rule.metric) == "observation":
                     value = float(obs.metrics[rule.metric])
                     verdict = judge_value(rule, value, self._learn(rule, "-", value))
@@ -117,16 +128,25 @@ class SmartAlerts:
         host = self.host.read() if self.host is not None else {}
         fired = []
         for tenant in tenants:
-            rules = [r for r in self.rules(tenant) if r.metric and family(r.metric) == "tick"]
-            if not rules:
-                continue
-            now = self.clock()
-            values = {**host, **await asyncio.to_thread(self._figures, tenant, now),
-                      **self._window(tenant, self.rules(tenant)).rates(now)}
-            for rule in rules:
-                value = values.get(rule.metric, 0.0 if rule.metric.startswith("events_per_minute") else None)
-                if value is not None:
-                    fired += await self._state(rule, "-", None, value, {rule.metric: value})
+            try:
+                fired += await self._round(tenant, host)
+            except Exception:  # noqa: BLE001 - one tenant's failure never stops the others' rules
+                log.exception("a smart-rule round of %s failed", tenant)
+        return fired
+
+    async def _round(self, tenant: str, host: dict[str, float]) -> list[str]:
+        rules = [r for r in self.rules(tenant) if r.metric and family(r.metric) == "tick"]
+        if not rules:
+            return []
+        now = self.clock()
+        window = self.windows.setdefault(tenant, EventWindow())
+        window.prune(now)
+        values = {**host, **await asyncio.to_thread(self._figures, tenant, now), **window.rates(now)}
+        fired = []
+        for rule in rules:
+            value = values.get(rule.metric, 0.0 if rule.metric.startswith("events_per_minute") else None)
+            if value is not None:
+                fired += await self._state(rule, "-", None, value, {rule.metric: value})
         return fired
 
     def _figures(self, tenant: str, now: float) -> dict[str, float]:
@@ -142,33 +162,52 @@ class SmartAlerts:
             await asyncio.sleep(self.interval)
 
     # --- judging ----------------------------------------------------------------------------------
-    def _window(self, tenant: str, rules: list[SmartRule]) -> EventWindow:
-        window = self.windows.setdefault(tenant, EventWindow())
-        window.keep = max([60.0] + [r.window for r in rules if r.condition == "pattern"])
-        window.keep = min(window.keep, MAX_WINDOW_MINUTES * 60.0)
-        return window
-
     def _learn(self, rule: SmartRule, subject: str, value: float) -> Baseline | None:
-        """The baseline as it was before ``value`` (a copy), then ``value`` learned."""
+        """The baseline as it was before ``value`` (a copy), then ``value`` learned. A baseline
+        belongs to one metric: a rule moved to another metric learns afresh."""
         if rule.condition != "anomaly":
             return None
-        baseline = self.baselines.setdefault((rule.tenant, rule.id, subject), Baseline())
+        baseline = self.baselines.setdefault((rule.tenant, rule.id, subject, str(rule.metric)), Baseline())
         before = Baseline(baseline.n, baseline.mean, baseline.m2)
         baseline.add(value)
         return before
 
-    async def _pattern(self, rule: SmartRule, window: EventWindow, now: float, shown: dict[str, Any]) -> list[str]:
+    async def _pattern(self, rule: SmartRule, now: float, name: str, shown: dict[str, Any]) -> list[str]:
         key = (rule.tenant, rule.id)
-        verdict = judge_events(rule, window.after(self.spent.get(key, 0)), now)
-        if not verdict.fired:
+        definition = json.dumps(rule.definition, sort_keys=True)
+        found = self.patterns.get(key)
+        if found is None or found[0] != definition:    # new, or its definition changed: start afresh
+            found = self.patterns[key] = (definition, PatternState(rule))
+        if not found[1].add(now, name):
             return []
-        self.spent[key] = window.total
+        verdict = judge_pattern_fired(rule)
         return await self._fire(rule, None, verdict, {**shown, "matched": verdict.value}, f"{now:.6f}")
+
+    def forget(self, tenant: str, rule_id: int) -> None:
+        """A rule changed or went: what was learned or matched for it no longer counts."""
+        self.patterns.pop((tenant, rule_id), None)
+        for key in [k for k in self.baselines if k[:2] == (tenant, rule_id)]:
+            del self.baselines[key]
+
+    async def retire(self, tenant: str, rule_id: int, why: str) -> list[str]:
+        """A rule was deactivated, deleted or redefined: the alerts of its states (which nothing
+        will judge again) are resolved by policy; its occurrences stay for people to close."""
+        self.forget(tenant, rule_id)
+        rows = self.db.read_conn().execute(
+            "SELECT fingerprint, severity, rule_name, service, triggered FROM alerts WHERE tenant = ? AND rule_id = ? "
+            "AND source = ? AND fingerprint LIKE ? AND status IN ('active', 'acknowledged') AND test = 0",
+            (tenant, rule_id, SOURCE, f"state:{rule_id}:%")).fetchall()
+        for fingerprint, severity, name, service, triggered in rows:
+            await self.emit(tenant, AlertSignal(
+                source=SOURCE, fingerprint=fingerprint, status="resolved", severity=severity, title=name,
+                service=service, labels={"alertname": name, "rule_id": str(rule_id)}, starts_at=store.iso(triggered),
+                origin={"rule_id": rule_id, "message": why}))
+        return [r[0] for r in rows]
 
     async def _state(self, rule: SmartRule, subject: str, service: str | None, value: float,
                      shown: dict[str, Any]) -> list[str]:
         verdict = judge_value(rule, value, self._learn(rule, subject, value))
-        fingerprint = f"rule:{rule.id}:{subject}"
+        fingerprint = f"state:{rule.id}:{subject}"
         current = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, fingerprint)
         if verdict.fired and current is None:
             return await self._fire(rule, service, verdict, shown, None, fingerprint)
@@ -192,7 +231,7 @@ class SmartAlerts:
                 self.suppressed[(rule.tenant, rule.id)] += 1
                 return []
             signal = self.signal(rule, service, verdict, shown, now,
-                                 fingerprint or f"rule:{rule.id}:{service or '-'}:{occurrence}")
+                                 fingerprint or f"occurrence:{rule.id}:{service or '-'}:{occurrence}")
             await self.emit(rule.tenant, signal)
             found = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, signal.fingerprint)
             return [found["id"]] if found else []
@@ -221,7 +260,7 @@ class SmartAlerts:
             value = metrics.get(str(rule.metric))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TestInputError(f"test_metrics.{rule.definition['metric']}", "a number is needed to test this rule")
-        key = (rule.tenant, rule.id, str(metrics.get("service", "-")))
+        key = (rule.tenant, rule.id, str(metrics.get("service", "-")), str(rule.metric))
         return judge_value(rule, float(value), self.baselines.get(key))
 
     async def test(self, rule: SmartRule, metrics: dict[str, Any], actor: str) -> dict[str, Any]:
@@ -233,14 +272,16 @@ class SmartAlerts:
         now = self.clock()
         service = metrics.get("service") if isinstance(metrics.get("service"), str) else None
 
+        shown = redact(snapshot(metrics))    # credential-looking values as fingerprints, as for any alert
+
         def write(tx: WriteTx) -> dict[str, Any]:
             alert = store.insert_alert(
                 tx, rule.tenant, prefix=str(rule.id), rule_id=rule.id, rule_name=rule.name, source=SOURCE,
                 fingerprint=f"test:{rule.id}:{now:.6f}", service=service, severity=rule.severity,
-                message=f"TEST: {verdict.message}", snapshot=snapshot(metrics), incident=None, now=now, test=True)
+                message=f"TEST: {verdict.message}", snapshot=shown, incident=None, now=now, test=True)
             tx.append(LedgerEvent(kind="alert.test", tenant=rule.tenant, actor=actor, decision="test",
                                   reason=f"test of smart rule {rule.id}: {verdict.message}"[:1000],
-                                  data={"alert": alert["id"], "rule_id": rule.id, "test_metrics": snapshot(metrics)}))
+                                  data={"alert": alert["id"], "rule_id": rule.id, "test_metrics": shown}))
             tx.after_commit(lambda: self.hub.publish(rule.tenant, [alert]))
             return alert
         alert = await self.db.write(write)
@@ -255,7 +296,7 @@ class SmartAlerts:
         return {"fired": True, "message": verdict.message, "alert": alert, "deliveries": deliveries}
 
     def stats(self, tenant: str, rule_id: int) -> dict[str, Any]:
-        base = self.baselines.get((tenant, rule_id, "-"))
+        base = next((b for k, b in self.baselines.items() if k[:3] == (tenant, rule_id, "-")), None)
         return {"suppressed": self.suppressed[(tenant, rule_id)],
                 "baseline": None if base is None else {"samples": base.n, "mean": round(base.mean, 6),
                                                        "std": round(base.std, 6)}}

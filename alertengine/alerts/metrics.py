@@ -4,7 +4,6 @@ service, and the events a tenant sends, counted in a sliding window."""
 from __future__ import annotations
 
 import collections
-import itertools
 import math
 import re
 import shutil
@@ -119,26 +118,18 @@ class Observation:
 
 
 class EventWindow:
-    """A tenant's recent events (time, name), oldest first, for patterns and rates. Bounded: at most
-    ``MAX_EVENTS``, and none older than the longest window asked for (a minute at least)."""
+    """A tenant's events of the last minute (time, name), oldest first: what the rates count.
+    Bounded by ``MAX_EVENTS``. (Patterns keep their own state: ``rules.PatternState``.)"""
 
     def __init__(self, limit: int = MAX_EVENTS) -> None:
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=limit)
-        self.keep = 60.0
-        self.total = 0          # events ever added: a position that survives pruning
 
     def add(self, at: float, name: str) -> None:
         self.events.append((at, name))
-        self.total += 1
 
     def prune(self, now: float) -> None:
-        while self.events and self.events[0][0] < now - self.keep:
+        while self.events and self.events[0][0] < now - 60.0:
             self.events.popleft()
-
-    def after(self, position: int) -> list[tuple[float, str]]:
-        """The events added after ``position`` (a past ``total``) still kept, oldest first."""
-        n = min(len(self.events), self.total - position)
-        return list(itertools.islice(self.events, len(self.events) - n, None)) if n > 0 else []
 
     def rates(self, now: float) -> dict[str, float]:
         """``events_per_minute`` and ``events_per_minute.<name>`` over the last minute."""

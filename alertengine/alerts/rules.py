@@ -26,6 +26,7 @@ Decisions written here:
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from dataclasses import dataclass
@@ -269,15 +270,70 @@ def judge_events(rule: SmartRule, events: Sequence[tuple[float, str]], now: floa
     pattern = rule.definition["pattern"]
     window = rule.window
     recent = [name for at, name in events if now - window <= at <= now]
-    minutes = f"{pattern['window_minutes']:g} minute{'s' if pattern['window_minutes'] != 1 else ''}"
     if "event" in pattern:
         count = sum(1 for name in recent if name == pattern["event"])
-        fired = count >= int(pattern["count"])
-        return Verdict(fired, float(count), f"{rule.name}: {pattern['event']} seen {count} times within {minutes} "
-                                            f"(threshold: {pattern['count']})")
+        return Verdict(count >= int(pattern["count"]), float(count), _pattern_message(rule, count))
     sequence = list(pattern["sequence"])
     fired = bool(recent) and recent[-1] == sequence[-1] and _in_order(sequence, recent)
-    return Verdict(fired, None, f"{rule.name}: {' -> '.join(sequence)} within {minutes}")
+    return Verdict(fired, None, _pattern_message(rule, None))
+
+
+def judge_pattern_fired(rule: SmartRule) -> Verdict:
+    """The verdict of a pattern ``PatternState`` found complete."""
+    pattern = rule.definition["pattern"]
+    count = int(pattern["count"]) if "event" in pattern else None
+    return Verdict(True, None if count is None else float(count), _pattern_message(rule, count))
+
+
+def _pattern_message(rule: SmartRule, count: int | None) -> str:
+    pattern = rule.definition["pattern"]
+    m = pattern["window_minutes"]
+    minutes = f"{m:g} minute{'s' if m != 1 else ''}"
+    if "event" in pattern:
+        return f"{rule.name}: {pattern['event']} seen {count} times within {minutes} (threshold: {pattern['count']})"
+    return f"{rule.name}: {' -> '.join(pattern['sequence'])} within {minutes}"
+
+
+class PatternState:
+    """A pattern rule's progress, kept as events arrive, in constant work per event whatever the
+    window holds: the times of its event (a count pattern), or for each prefix of its sequence
+    the latest time a match of that prefix can start. ``add`` says whether this event completes
+    the pattern within the window; when it does, the events that made it are spent (the next
+    alert needs a new match). Equivalent to ``judge_events`` over the events since the last match."""
+
+    def __init__(self, rule: SmartRule) -> None:
+        pattern = rule.definition["pattern"]
+        self.window = rule.window
+        self.event: str | None = pattern.get("event")
+        self.count = int(pattern.get("count", 0))
+        self.sequence: list[str] = list(pattern.get("sequence") or [])
+        self.times: collections.deque[float] = collections.deque(maxlen=max(self.count, 1))
+        self.starts: list[float] = [-math.inf] * (len(self.sequence) + 1)
+
+    def add(self, at: float, name: str) -> bool:
+        if self.event is not None:
+            if name != self.event:
+                return False
+            self.times.append(at)
+            while self.times and self.times[0] < at - self.window:
+                self.times.popleft()
+            if len(self.times) >= self.count:
+                self.times.clear()
+                return True
+            return False
+        completed = -math.inf
+        for k in range(len(self.sequence) - 1, -1, -1):     # longest prefix first: one event, one step
+            if self.sequence[k] != name:
+                continue
+            start = at if k == 0 else self.starts[k]
+            if start > self.starts[k + 1]:
+                self.starts[k + 1] = start
+                if k + 1 == len(self.sequence):
+                    completed = start
+        if completed >= at - self.window:
+            self.starts = [-math.inf] * (len(self.sequence) + 1)
+            return True
+        return False
 
 
 def _in_order(sequence: list[str], names: list[str]) -> bool:

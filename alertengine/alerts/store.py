@@ -284,9 +284,9 @@ def act(tenant: str, ref: str, what: str, actor: str, now: float,
     def write(tx: WriteTx) -> tuple[dict[str, Any], dict[str, Any]]:
         before = find_alert(tx.conn, tenant, ref)
         if before["test"]:
-            raise ConflictError("id", "a test alert is never acted on")
+            raise ConflictError("alert_id", "a test alert is never acted on")
         if before["status"] == "resolved":
-            raise ConflictError("id", f"alert {before['id']} is already resolved")
+            raise ConflictError("alert_id", f"alert {before['id']} is already resolved")
         if what == "acknowledge":
             if before["status"] == "acknowledged":
                 return before, before       # idempotent: the first acknowledgement stands

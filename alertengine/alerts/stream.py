@@ -18,22 +18,29 @@ class Subscriber:
     tenant: str
     queue: asyncio.Queue[dict[str, Any] | None]
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    _getter: asyncio.Future[Any] | None = None   # survives a caller's time-out: nothing taken is lost
 
     async def next(self) -> dict[str, Any] | None:
-        """The next message, or None once dropped."""
+        """The next message, or None once dropped. A caller that gives up waiting (a keep-alive
+        time-out) loses nothing: the message it would have got is the next call's."""
         if self.dropped.is_set():
             return None
-        getter = asyncio.ensure_future(self.queue.get())
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self.queue.get())
         stop = asyncio.ensure_future(self.dropped.wait())
         try:
-            done, _ = await asyncio.wait({getter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({self._getter, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (getter, stop):
-                if not task.done():
-                    task.cancel()
-        if getter in done and not self.dropped.is_set():
+            if not stop.done():
+                stop.cancel()
+        if self._getter.done() and not self.dropped.is_set():
+            getter, self._getter = self._getter, None
             return getter.result()
         return None
+
+    def close(self) -> None:
+        if self._getter is not None and not self._getter.done():
+            self._getter.cancel()
 
 
 class Hub:
@@ -55,6 +62,7 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        sub.close()
         subs = self._subscribers.get(sub.tenant)
         if subs is not None:
             subs.discard(sub)

@@ -69,6 +69,8 @@ def alert_fingerprint(signal: AlertSignal) -> str:
     one rule group into one incident, whatever instance fired."""
     if signal.source in _KEYED_SOURCES:
         return f"{signal.source}:{signal.fingerprint}"
+    if signal.source == "smart" and signal.labels.get("rule_id"):   # by the rule, whatever it is named now
+        return f"smart:{signal.service or '-'}:rule:{signal.labels['rule_id']}"
     rule = signal.labels.get("alertname") or signal.title
     return f"{signal.source}:{signal.service or '-'}:{rule}"
 
@@ -151,8 +153,11 @@ class Detector:
         return current
 
     # --- ingested alerts ------------------------------------------------------------------------
-    async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None) -> Incident | None:
-        """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent)."""
+    async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None, *,
+                       actor: str | None = None, fresh: list[AlertSignal] | None = None) -> Incident | None:
+        """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent).
+        ``actor``: who hands it over when not its source (policy, for an alert escalated by hand);
+        ``fresh`` collects the signal when it was news (its ``alert.received`` entry is new)."""
         signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
                                      annotations=redact(dict(signal.annotations)),
                                      url=redact(signal.url) if signal.url else None,
@@ -216,7 +221,7 @@ class Detector:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
                 elif widened:   # a different alert joined: routing and silences judge the incident anew
                     await self._tell(current, "updated", f"another alert joined: {signal.title}", policy)
-        actor = source_actor(signal.source)
+        actor = actor or source_actor(signal.source)
         received = LedgerEvent(
             kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=actor,
             policy_version=policy.version, decision=signal.status, event_id=event_id,
@@ -227,6 +232,8 @@ class Detector:
 
         def record(tx: WriteTx) -> None:
             entry = tx.append(received)
+            if not entry.duplicate and fresh is not None:
+                fresh.append(signal)
             if not entry.duplicate:
                 changed = alert_store.record_signal(tx, tenant, signal, result.id if result else None, actor, time.time())
                 if changed and self.on_alerts is not None:

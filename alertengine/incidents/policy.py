@@ -306,14 +306,18 @@ def policy_diff(old: Policy, new: Policy) -> dict[str, dict[str, Any]]:
 
 
 def put_policy(tenant: str, text: str, actor: str) -> Callable[[WriteTx], Policy]:
-    """Store a tenant's policy; the change is ledgered with its diff and both versions."""
-    new = parse_policy(text)
+    """Store a tenant's policy; the change is ledgered with its diff and both versions (the
+    versions in effect: the document with the tenant's smart rules)."""
+    parsed = parse_policy(text)
 
     def write(tx: WriteTx) -> Policy:
         old = load_policy(tx.conn, tenant)
         tx.execute("INSERT INTO policies (tenant, source, version, updated) VALUES (?, ?, ?, ?) "
                    "ON CONFLICT (tenant) DO UPDATE SET source = excluded.source, version = excluded.version, "
-                   "updated = excluded.updated", (tenant, text, new.version, utc_timestamp()))
+                   "updated = excluded.updated", (tenant, text, parsed.version, utc_timestamp()))
+        new = load_policy(tx.conn, tenant)   # with the tenant's smart rules: the version in effect
+        if new.version != parsed.version:
+            tx.execute("UPDATE policies SET version = ? WHERE tenant = ?", (new.version, tenant))
         diff = policy_diff(old, new)
         tx.append(LedgerEvent(kind="policy.changed", tenant=tenant, actor=actor, policy_version=new.version,
                               reason=f"policy {old.version} -> {new.version}: {len(diff)} setting(s) changed",

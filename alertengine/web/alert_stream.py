@@ -1,7 +1,8 @@
 """The live alert stream, ``/api/alerts/stream``: a WebSocket, or Server-Sent Events for clients
 without one. Authenticated by the same API key (``Authorization: Bearer``; a browser's WebSocket,
 which cannot set headers, offers the subprotocols ``bearer`` and the key instead), scoped to the
-key's tenant (an appliance-admin key names one with ``?tenant=``).
+key's tenant (an appliance-admin key uses ``/api/tenants/{tenant}/alerts/stream``; a WebSocket may
+also say ``?tenant=``).
 
 First an ``initial_alerts`` message with the unresolved alerts, then an ``alerts`` message with
 the alerts that changed, as they change (test alerts included, marked ``"test": true``). A client
@@ -92,9 +93,9 @@ async def alert_stream_ws(websocket: WebSocket) -> None:
         await websocket.close(code=1008, reason=_why(exc))
         return
     hub: Hub = state.runtime.hub
-    sub = hub.subscribe(tenant)
-    await websocket.accept(subprotocol=subprotocol)
+    sub = hub.subscribe(tenant)     # before the initial state is read: no change falls between the two
     try:
+        await websocket.accept(subprotocol=subprotocol)
         await websocket.send_text(json.dumps(await asyncio.to_thread(_initial, state.db, tenant)))
         await _pump(websocket, sub)
     except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError, OSError):

@@ -11,11 +11,13 @@ an incident opens) while the incident's escalation chain moves to its next step 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from ..alerts import store
 from ..alerts.evaluator import SOURCE, TestInputError
 from ..alerts.rules import RULE_INPUT, RULE_PATCH, SmartRule
+from ..errors import FieldError
 from ..incidents import engine
 from ..incidents.detection import service_ref
 from ..incidents.policy import load_policy
@@ -96,7 +98,7 @@ def _public_rule(call: Call, rule: SmartRule) -> dict[str, Any]:
       tags=("smart rules",), errors=(400,), summary="Create a smart rule (a new policy version, ledgered with its diff)")
 async def create_smart_rule(call: Call) -> Any:
     tenant = own_tenant(call)
-    rule = await call.state.db.write(store.create_rule(tenant, call.body, _engineer(call), _versions))
+    rule = await _write(call, store.create_rule(tenant, call.body, _engineer(call), _versions))
     return _public_rule(call, rule)
 
 
@@ -115,28 +117,62 @@ async def show_smart_rule(call: Call) -> Any:
     return _public_rule(call, store.get_rule(call.state.db.read_conn(), tenant, _rule_id(call)))
 
 
+async def _change(call: Call, body: dict[str, Any]) -> Any:
+    """A rule changed: when it stopped or now watches something else, the alerts of its states are
+    resolved (nothing would judge them again) and what it learned is forgotten."""
+    tenant = own_tenant(call)
+    rule_id = _rule_id(call)
+    old = store.get_rule(call.state.db.read_conn(), tenant, rule_id)
+    new = await _write(call, store.update_rule(tenant, rule_id, body, _engineer(call), _versions))
+    smart = call.state.runtime.smart
+    if not new.is_active:
+        await smart.retire(tenant, rule_id, "the rule was deactivated")
+    elif new.definition != old.definition:
+        await smart.retire(tenant, rule_id, "the rule was redefined")
+    return _public_rule(call, new)
+
+
 @both("PUT", "/api/smart-rules/{rule_id}", permission="policy.write", request=RULE_INPUT, response=RULE,
       tags=("smart rules",), errors=(400,), summary="Replace a smart rule (ledgered with its diff)")
 async def replace_smart_rule(call: Call) -> Any:
-    tenant = own_tenant(call)
-    body = {"is_active": True, **call.body}
-    return _public_rule(call, await call.state.db.write(
-        store.update_rule(tenant, _rule_id(call), body, _engineer(call), _versions)))
+    return await _change(call, {"is_active": True, **call.body})
 
 
 @both("PATCH", "/api/smart-rules/{rule_id}", permission="policy.write", request=RULE_PATCH, response=RULE,
       tags=("smart rules",), errors=(400,), summary="Change some of a smart rule (is_active, name, definition)")
 async def patch_smart_rule(call: Call) -> Any:
-    tenant = own_tenant(call)
-    return _public_rule(call, await call.state.db.write(
-        store.update_rule(tenant, _rule_id(call), call.body, _engineer(call), _versions)))
+    return await _change(call, call.body)
 
 
 @both("DELETE", "/api/smart-rules/{rule_id}", permission="policy.write", response=RULE, tags=("smart rules",),
-      errors=(400,), summary="Delete a smart rule: it stops firing; its alerts stay")
+      errors=(400,), summary="Delete a smart rule: it stops firing; the alerts of its states resolve, others stay")
 async def delete_smart_rule(call: Call) -> Any:
     tenant = own_tenant(call)
-    return (await call.state.db.write(store.delete_rule(tenant, _rule_id(call), _engineer(call), _versions))).public()
+    rule = await _write(call, store.delete_rule(tenant, _rule_id(call), _engineer(call), _versions))
+    await call.state.runtime.smart.retire(tenant, rule.id, "the rule was deleted")
+    return rule.public()
+
+
+# Ledger paths in errors, as the request names them.
+_FIELDS = ((re.compile(r"^data\.diff\.(name|is_active)(\.to)?$"), r"\1"),
+           (re.compile(r"^data\.diff\.rule_definition(?:\.to)?\.(.+?)(?:\.to)?$"), r"rule_definition.\1"),
+           (re.compile(r"^data\.test_metrics(\..*)?$"), r"test_metrics\1"))
+
+
+async def _write(call: Call, fn: Any) -> Any:
+    """A write whose ledger entry may refuse a value (a credential-looking name): the error names
+    the request's own field, never the ledger's."""
+    try:
+        return await call.state.db.write(fn)
+    except FieldError as exc:
+        raise _request_field(exc) from None
+
+
+def _request_field(exc: FieldError) -> FieldError:
+    for pattern, replacement in _FIELDS:
+        if pattern.match(exc.field or ""):
+            return FieldError(pattern.sub(replacement, exc.field), exc.message.replace(exc.field, "it"))
+    return exc
 
 
 # --- alerts -------------------------------------------------------------------------------------
@@ -181,6 +217,8 @@ async def test_alert(call: Call) -> Any:
         return await call.state.runtime.smart.test(rule, call.body["test_metrics"], _engineer(call))
     except TestInputError as exc:
         raise ApiError(422, "invalid", exc.message, exc.field) from None
+    except FieldError as exc:
+        raise _request_field(exc) from None
 
 
 @both("GET", "/api/alerts/{alert_id}", permission="incident.read", response=ALERT, tags=("alerts",), errors=(400,),
@@ -232,7 +270,8 @@ async def _escalate(call: Call, tenant: str, alert: dict[str, Any], was: str, no
     if alert["source"] == SOURCE and alert["rule_id"] is not None:
         signal = dataclasses.replace(signal, labels={"alertname": alert["rule_name"], "rule_id": str(alert["rule_id"])},
                                      origin={"rule_id": alert["rule_id"], "rule_name": alert["rule_name"]})
-    judged = await call.state.detector.on_alert(tenant, signal, service_ref(conn, tenant, alert["service"]))
+    judged = await call.state.detector.on_alert(tenant, signal, service_ref(conn, tenant, alert["service"]),
+                                                actor="policy")
     inc = engine.get_incident(call.state.db.read_conn(), tenant, judged.id) if judged is not None else None
     if inc is not None and inc.is_open:
         await call.state.db.write(lambda tx: hasten(tx, tenant, inc.id, now, f"alert {alert['id']} was escalated by "

@@ -35,12 +35,13 @@ async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
     detector: Detector = call.state.detector
     conn = call.state.db.read_conn()
     incidents = []
+    fresh: list[AlertSignal] = []
     for signal in signals:
-        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service))
+        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service), fresh=fresh)
         if inc is not None and inc.id not in incidents:
             incidents.append(inc.id)
-    fired = [s.labels.get("alertname") or s.title for s in signals if s.status == "firing"]
-    if fired:   # smart rules' patterns count ingested alerts by name
+    fired = [s.labels.get("alertname") or s.title for s in fresh if s.status == "firing"]
+    if fired:   # smart rules' patterns count ingested alerts by name: news only, never a sender's repeat
         await call.state.runtime.smart.on_alert_names(call.tenant, fired)
     return {"accepted": len(signals), "incidents": incidents}
 

@@ -1,6 +1,7 @@
 """Seed 003's channel subscriptions, ``POST /api/notifications/channels``, mapped onto routing.
 
-A subscription becomes one routing rule, ``subscription-<name>``, placed first with
+A subscription becomes one routing rule, ``subscription-<name>`` (a name already there is a 409:
+a subscription never silently replaces a rule), placed first with
 ``continue = true`` (it adds a channel; it never takes notifications away from anyone), matching
 the subscribed events and sending to ``channel:<channel_type>``. Its ``webhook_url``, when given,
 becomes that channel's setting (Slack: the incoming webhook, a secret; webhook: its URL), under the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..errors import ConflictError, FieldError
 from ..notify import routes
 from ..notify.channels.settings import put_channel
 from ..notify.vocabulary import EVENTS, LOCAL_CHANNELS, REMOTE_CHANNELS, SEVERITIES
@@ -74,7 +76,7 @@ def route_of(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @subscriptions_api.route("POST", "/api/notifications/channels", permission="notify.write", request=SUBSCRIPTION,
-                         status=201, tags=("channels",), errors=(400,),
+                         status=201, tags=("channels",), errors=(400, 409),
                          summary="Subscribe a channel to alert events (seed 003): a routing rule, and the channel's "
                                  "webhook URL",
                          response={"type": "object", "required": ["id", "name", "route", "routing_version"]})
@@ -83,7 +85,7 @@ async def subscribe_channel(call: Call) -> Any:
 
 
 @subscriptions_api.route("POST", "/api/tenants/{tenant}/notifications/channels", permission="notify.write",
-                         request=SUBSCRIPTION, status=201, tags=("channels",),
+                         request=SUBSCRIPTION, status=201, tags=("channels",), errors=(409,),
                          summary="Subscribe a channel of the tenant to alert events",
                          response={"type": "object", "required": ["id", "name", "route", "routing_version"]})
 async def subscribe_tenant_channel(call: Call) -> Any:
@@ -103,11 +105,17 @@ async def _subscribe(call: Call) -> Any:
             settings = {"config": {"url": body["webhook_url"]}}
         else:
             raise ApiError(422, "invalid", f"a {kind} channel has no webhook URL (slack and webhook do)", "webhook_url")
-        channel_write = put_channel(tenant, kind, settings, call.state.url_policy, call.state.vault, call.actor)
+        try:
+            channel_write = put_channel(tenant, kind, settings, call.state.url_policy, call.state.vault, call.actor)
+        except FieldError as exc:   # named as the request names it (secrets.webhook_url, config.url)
+            raise FieldError("webhook_url", exc.message) from None
 
     def write(tx: WriteTx) -> tuple[routes.Routing, dict[str, Any] | None]:
         doc = dict(routes.load_routing(tx.conn, tenant).doc)
-        doc["route"] = [route] + [r for r in doc.get("route", []) if r.get("name") != route["name"]]
+        if any(r.get("name") == route["name"] for r in doc.get("route", [])):
+            raise ConflictError("name", f"the routing already has a rule {route['name']!r} (a subscription of a "
+                                        "name like this one): choose another name, or change it in the routing")
+        doc["route"] = [route] + list(doc.get("route", []))
         new = routes.put_routing(tenant, routes.routing_from_json(doc), call.actor)(tx)
         channel = channel_write(tx).public() if channel_write is not None else None
         return new, channel

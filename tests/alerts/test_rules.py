@@ -158,3 +158,32 @@ def test_bad_definitions_name_the_field(definition: dict, field: str) -> None:
     with pytest.raises(FieldError) as caught:
         check_definition(definition)
     assert caught.value.field == field
+
+
+# --- the incremental pattern state agrees with the plain judgement --------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from alertengine.alerts.rules import PatternState  # noqa: E402
+
+NAMES = st.sampled_from(["a", "b", "c", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 400), NAMES), max_size=60),
+       kind=st.sampled_from(["count", "sequence", "repeat"]))
+def test_pattern_state_fires_exactly_when_the_events_since_the_last_match_do(steps: list, kind: str) -> None:
+    pattern = {"count": {"event": "a", "count": 3, "window_minutes": 5},
+               "sequence": {"sequence": ["a", "b", "c"], "window_minutes": 5},
+               "repeat": {"sequence": ["a", "a", "b"], "window_minutes": 5}}[kind]
+    r = rule(condition_type="pattern", pattern=pattern)
+    state = PatternState(r)
+    now, since = 0.0, []
+    for gap, name in steps:
+        now += gap
+        since.append((now, name))
+        expected = judge_events(r, since, now).fired
+        assert state.add(now, name) is expected, (since, now)
+        if expected:
+            since = []                           # a match spends its events

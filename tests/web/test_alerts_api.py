@@ -392,3 +392,115 @@ async def test_ingested_alerts_share_the_same_lifecycle(world: World, key: str) 
     [paged] = (await world.client.get("/api/alerts/active", headers=admin(world))).json()["alerts"]
     assert (paged["source"], paged["status"], paged["acknowledged_by"]) == ("pagerduty", "acknowledged",
                                                                             "ingest:pagerduty")
+
+
+# --- regressions found by attacking the feature ---------------------------------------------------
+
+P95 = {"condition_type": "threshold", "metric": "service.p95_ms", "operator": ">", "threshold": 500,
+       "severity": "high", "cooldown_minutes": 0}
+SLOW = HealthReading(outcome="answered", format="sdk", p95_ms=900.0)
+FINE = HealthReading(outcome="answered", format="sdk", p95_ms=100.0)
+
+
+async def test_saving_the_policy_keeps_the_version_in_effect_with_its_smart_rules(world: World) -> None:
+    tenant = world.tenants["a"]
+    await make_rule(world, RISK)
+    before = (await world.client.get(f"/api/tenants/{tenant}/policy", headers=admin(world))).json()
+    put = await world.client.put(f"/api/tenants/{tenant}/policy", headers=admin(world), json={"toml": ""})
+    assert put.status_code == 200, put.text
+    after = (await world.client.get(f"/api/tenants/{tenant}/policy", headers=admin(world))).json()
+    assert put.json()["version"] == after["version"] == before["version"]
+    changed = entries(world, "policy.changed")[-1]
+    assert changed["data"]["to_version"] == after["version"]
+    assert not any(k.startswith("smart_rules") for k in changed["data"]["diff"])
+
+
+@pytest.mark.parametrize("change", [{"name": "Renamed"}, {"is_active": False}, "delete",
+                                    {"rule_definition": {**RISK, "cooldown_minutes": 0}}])
+async def test_a_rule_renamed_stopped_deleted_or_redefined_leaves_no_state_alert_or_incident_behind(
+        world: World, clock: Clock, change: Any) -> None:
+    smart = world.app.state.runtime.smart
+    tenant = world.tenants["a"]
+    rule = await make_rule(world, P95)
+    [aid] = await smart.on_reading(tenant, "checkout", SLOW)
+    incident = (await world.client.get(f"/api/alerts/{aid}", headers=admin(world))).json()["incident"]
+    if change == "delete":
+        assert (await world.client.delete(f"/api/smart-rules/{rule['id']}", headers=admin(world))).status_code == 200
+    else:
+        r = await world.client.patch(f"/api/smart-rules/{rule['id']}", headers=admin(world), json=change)
+        assert r.status_code == 200, r.text
+    await smart.on_reading(tenant, "checkout", FINE)     # a renamed rule resolves on its own judgement
+    alert = (await world.client.get(f"/api/alerts/{aid}", headers=admin(world))).json()
+    assert (alert["status"], alert["resolved_by"]) == ("resolved", "policy")
+    inc = (await world.client.get(f"/api/tenants/{tenant}/incidents/{incident}", headers=admin(world))).json()
+    assert inc["is_open"] is False and inc["stage"] == "RESOLVED"
+    with world.db.reader() as conn:
+        assert replay_database(conn).differences == []
+
+
+async def test_unwatched_events_never_crowd_out_a_long_patterns_events(world: World, key: str, clock: Clock) -> None:
+    await make_rule(world, {"condition_type": "pattern", "cooldown_minutes": 0,
+                            "pattern": {"event": "login_failed", "count": 2, "window_minutes": 1440}})
+    assert await observe(world, key, {"event": "login_failed"}) == []
+    noise = [{"event": "page_view"}] * 1000
+    for _ in range(3):
+        clock.now += 600
+        await observe(world, key, *noise)
+    clock.now += 3600
+    assert len(await observe(world, key, {"event": "login_failed"})) == 1
+
+
+async def test_an_anomaly_rule_moved_to_another_metric_learns_afresh(world: World, key: str, clock: Clock) -> None:
+    rule = await make_rule(world, {"condition_type": "anomaly", "metric": "latency_ms", "sensitivity": 0.5,
+                                   "cooldown_minutes": 0})
+    for v in [10, 12] * 5:
+        await observe(world, key, {"event": "req", "metrics": {"latency_ms": v}})
+    moved = {"condition_type": "anomaly", "metric": "bytes_sent", "sensitivity": 0.5, "cooldown_minutes": 0}
+    assert (await world.client.patch(f"/api/smart-rules/{rule['id']}", headers=admin(world),
+                                     json={"rule_definition": moved})).status_code == 200
+    assert await observe(world, key, {"event": "req", "metrics": {"bytes_sent": 1_000_000}}) == []   # learning
+
+
+async def test_a_senders_repeat_is_not_a_new_event_for_patterns(world: World, key: str, clock: Clock) -> None:
+    await make_rule(world, {"condition_type": "pattern", "cooldown_minutes": 0,
+                            "pattern": {"event": "DiskFull", "count": 3, "window_minutes": 10}})
+    body = {"service": "db", "title": "DiskFull", "severity": "low"}
+    for _ in range(3):
+        assert (await world.client.post(f"/ingest/events/{key}", json=body)).status_code == 200
+    active = (await world.client.get("/api/alerts/active", headers=admin(world))).json()["alerts"]
+    assert [a for a in active if a["source"] == "smart"] == []
+
+
+async def test_a_bad_observation_anywhere_in_a_batch_changes_nothing(world: World, key: str, clock: Clock) -> None:
+    await make_rule(world, RISK)
+    await make_rule(world, {"condition_type": "pattern", "cooldown_minutes": 0,
+                            "pattern": {"event": "b", "count": 1, "window_minutes": 5}}, "B")
+    r = await world.client.post(f"/ingest/observations/{key}", json={"observations": [
+        {"event": "a", "metrics": {"risk_score": 90}}, {"event": "b", "labels": {"ключ": "v"}}]})
+    assert r.status_code == 400 and r.json()["error"]["field"] == 'observations[1].labels'
+    assert (await world.client.get("/api/alerts/active", headers=admin(world))).json()["alerts"] == []
+    assert len(await observe(world, key, {"event": "b"})) == 1     # the refused b was never counted
+
+
+async def test_errors_name_the_requests_own_fields(world: World) -> None:
+    r = await world.client.post("/api/smart-rules", headers=admin(world),
+                                json={"name": "xoxb-1234567890-abcdefghij", "rule_definition": RISK})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "name"
+    rule = await make_rule(world, RISK)
+    odd = await world.client.post("/api/alerts/test", headers=admin(world),
+                                  json={"rule_id": rule["id"], "test_metrics": {"risk_score": 90, "ключ": 1}})
+    assert odd.status_code == 422 and odd.json()["error"]["field"].startswith("test_metrics")
+    secret = await world.client.post("/api/alerts/test", headers=admin(world),
+                                     json={"rule_id": rule["id"], "test_metrics": {"risk_score": 90, "password": "x"}})
+    assert secret.status_code == 200 and secret.json()["alert"]["metrics_snapshot"]["password"] != "x"
+    bad_url = await world.client.post("/api/notifications/channels", headers=admin(world), json={
+        "name": "x", "channel_type": "webhook", "webhook_url": "ftp://example.com", "subscribed_events": ["alert.*"]})
+    assert bad_url.status_code == 422 and bad_url.json()["error"]["field"] == "webhook_url"
+
+
+async def test_a_subscription_never_replaces_a_rule_of_the_same_name(world: World) -> None:
+    first = {"name": "Ops Team", "channel_type": "telegram", "subscribed_events": ["alert.critical"]}
+    assert (await world.client.post("/api/notifications/channels", headers=admin(world), json=first)).status_code == 201
+    clash = await world.client.post("/api/notifications/channels", headers=admin(world),
+                                    json={**first, "name": "ops  team!", "channel_type": "slack"})
+    assert clash.status_code == 409 and clash.json()["error"]["field"] == "name"

@@ -104,6 +104,8 @@ def string_map(value: object, path: str, *, max_entries: int = MAX_ENTRIES) -> d
 def check_key(key: str, path: str) -> None:
     if not key:
         raise PayloadError(path, "has an empty key")
+    if not key.isascii():   # the ledger keeps ASCII keys only: refused here, before anything is judged
+        raise PayloadError(path, f"has a key that is not ASCII: {key[:40]!r}")
     if len(key) > MAX_KEY:
         raise PayloadError(path, f"has a key of {len(key)} characters; at most {MAX_KEY} are accepted")
 
