@@ -7,8 +7,8 @@ An alert row is written in the same transaction as the ledger entry that records
 Decisions written here:
 
 * An alert's id is ``alert_<rule id>_<unix seconds>`` as seed 003 shows it; ingested alerts use
-  their source for the rule part (``alert_alertmanager_1764590000``). Two in the same second get
-  ``_2``, ``_3``...
+  their source for the rule part (``alert_alertmanager_1764590000``). More in the same second get
+  a random suffix (``alert_alertmanager_1764590000_3fa9c1``).
 * ``/api/alerts/42/...`` (a bare number, as the seed's examples write it) names rule 42's newest
   alert that is not resolved.
 * "Active" alerts are the unresolved ones: ``active`` and ``acknowledged``.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
@@ -206,11 +207,11 @@ def unresolved(conn: sqlite3.Connection, tenant: str, source: str, fingerprint: 
 
 
 def _new_id(conn: sqlite3.Connection, tenant: str, prefix: str, now: float) -> str:
-    base = f"alert_{prefix}_{int(now)}"
-    candidate, n = base, 1
+    """``alert_<prefix>_<unix seconds>``; when that second already has one (a burst), a random
+    suffix: one lookup, however many alerts share the second."""
+    candidate = f"alert_{prefix}_{int(now)}"
     while conn.execute("SELECT 1 FROM alerts WHERE tenant = ? AND id = ?", (tenant, candidate)).fetchone():
-        n += 1
-        candidate = f"{base}_{n}"
+        candidate = f"alert_{prefix}_{int(now)}_{secrets.token_hex(3)}"
     return candidate
 
 
