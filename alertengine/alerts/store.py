@@ -206,27 +206,20 @@ def unresolved(conn: sqlite3.Connection, tenant: str, source: str, fingerprint: 
     return public(row) if row else None
 
 
-def _new_id(conn: sqlite3.Connection, tenant: str, prefix: str, now: float) -> str:
-    """``alert_<prefix>_<unix seconds>``; when that second already has one (a burst), a random
-    suffix: one lookup, however many alerts share the second."""
-    candidate = f"alert_{prefix}_{int(now)}"
-    while conn.execute("SELECT 1 FROM alerts WHERE tenant = ? AND id = ?", (tenant, candidate)).fetchone():
-        candidate = f"alert_{prefix}_{int(now)}_{secrets.token_hex(3)}"
-    return candidate
-
-
 def insert_alert(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, rule_name: str, source: str,
                  fingerprint: str, service: str | None, severity: str, message: str, snapshot: Mapping[str, Any],
                  incident: str | None, now: float, test: bool = False) -> dict[str, Any]:
-    alert_id = _new_id(tx.conn, tenant, prefix, now)
-    tx.execute("INSERT INTO alerts (tenant, id, rule_id, rule_name, source, fingerprint, service, severity, message, "
-               "triggered, status, metrics_snapshot, test, incident, updated) VALUES "
-               "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (tenant, alert_id, rule_id, rule_name[:200], source, fingerprint, service, severity, message[:2000], now,
-                "test" if test else "active", json.dumps(dict(snapshot), sort_keys=True), int(test), incident, now))
-    row = _fetch(tx.conn, tenant, alert_id)
-    assert row is not None
-    return public(row)
+    """Store a new alert. Its id is ``alert_<prefix>_<unix seconds>``; when that second already has
+    one (a burst), a random suffix: one statement, however many alerts share the second."""
+    values = [tenant, f"alert_{prefix}_{int(now)}", rule_id, rule_name[:200], source, fingerprint, service, severity,
+              message[:2000], now, "test" if test else "active", json.dumps(dict(snapshot), sort_keys=True), int(test),
+              incident, now]
+    while not tx.execute("INSERT OR IGNORE INTO alerts (tenant, id, rule_id, rule_name, source, fingerprint, service, "
+                         "severity, message, triggered, status, metrics_snapshot, test, incident, updated) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values).rowcount:
+        values[1] = f"alert_{prefix}_{int(now)}_{secrets.token_hex(3)}"
+    return public((values[1], rule_id, values[3], source, fingerprint, service, severity, values[8], now, values[10],
+                   values[11], int(test), incident, None, None, None, None, None, None))
 
 
 def record_signal(tx: WriteTx, tenant: str, signal: AlertSignal, incident: str | None, actor: str,
