@@ -449,3 +449,11 @@ def m017_smart_alerts(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX alerts_unresolved ON alerts(tenant, source, fingerprint) WHERE status != 'resolved'")
     conn.execute("CREATE INDEX alerts_by_time ON alerts(tenant, triggered)")
     conn.execute("CREATE INDEX alerts_by_rule ON alerts(tenant, rule_id, triggered)")
+
+
+@migration
+def m018_list_indexes(conn: sqlite3.Connection) -> None:
+    # Lists the API offers, newest first, without sorting a tenant's whole history (issue 16):
+    # incidents by opening time, and the ledger by kind.
+    conn.execute("CREATE INDEX incidents_by_opened ON incidents(tenant, opened_at, id)")
+    conn.execute("CREATE INDEX ledger_by_kind ON ledger(tenant, kind, tseq)")

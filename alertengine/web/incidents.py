@@ -138,10 +138,15 @@ async def dry_run_policy_endpoint(call: Call) -> Any:
                      response={"type": "object", "required": ["tenant", "incidents_observed", "suppressed", "incidents"]},
                      also_media=("text/html",), tags=("shadow mode",))
 async def shadow_report_endpoint(call: Call) -> Any:
-    report = shadow_report(call.state.db.read_conn(), call.tenant)
-    if call.params.get("format") == "html":
-        return HTMLResponse(_templates.get_template("shadow_report.html").render(r=report))
-    return report
+    db = call.state.db
+
+    def build() -> tuple[dict[str, Any], str | None]:   # reads the tenant's ledger: never on the event loop
+        report = shadow_report(db.read_conn(), call.tenant)
+        html = _templates.get_template("shadow_report.html").render(r=report) \
+            if call.params.get("format") == "html" else None
+        return report, html
+    report, html = await asyncio.to_thread(build)
+    return HTMLResponse(html) if html is not None else report
 
 
 # --- dead letters -------------------------------------------------------------------------------

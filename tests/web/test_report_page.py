@@ -56,3 +56,28 @@ async def test_report_page_renders_in_chromium(world: World, tmp_path: Path) -> 
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     if os.environ.get("ALERTENGINE_KEEP_SCREENSHOTS"):
         shutil.copy(shot, os.environ["ALERTENGINE_KEEP_SCREENSHOTS"])
+
+
+async def test_building_the_report_never_holds_up_the_event_loop(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The report reads the tenant's whole ledger: it runs on a worker thread, so while it is being
+    built (held here until released) the appliance answers everyone else."""
+    import asyncio
+    import threading
+
+    from alertengine.web import incidents as incidents_web
+    building, release = threading.Event(), threading.Event()
+    real = incidents_web.shadow_report
+
+    def slow(conn, tenant):  # type: ignore[no-untyped-def]
+        building.set()
+        assert release.wait(30)
+        return real(conn, tenant)
+    monkeypatch.setattr(incidents_web, "shadow_report", slow)
+    t = world.tenants["a"]
+    report = asyncio.ensure_future(world.client.get(f"/tenant/{t}/shadow/report",
+                                                    headers=world.auth(world.keys[("a", "viewer")])))
+    assert await asyncio.to_thread(building.wait, 30)
+    health = await asyncio.wait_for(world.client.get("/healthz"), 10)   # answered while the report is held
+    assert health.status_code == 200 and not report.done()
+    release.set()
+    assert (await report).status_code == 200
