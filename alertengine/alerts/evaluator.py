@@ -198,10 +198,7 @@ class SmartAlerts:
             "AND source = ? AND fingerprint LIKE ? AND status IN ('active', 'acknowledged') AND test = 0",
             (tenant, rule_id, SOURCE, f"state:{rule_id}:%")).fetchall()
         for fingerprint, severity, name, service, triggered in rows:
-            await self.emit(tenant, AlertSignal(
-                source=SOURCE, fingerprint=fingerprint, status="resolved", severity=severity, title=name,
-                service=service, labels={"alertname": name, "rule_id": str(rule_id)}, starts_at=store.iso(triggered),
-                origin={"rule_id": rule_id, "message": why}))
+            await self.emit(tenant, _resolved(rule_id, name, fingerprint, severity, service, store.iso(triggered), why))
         return [r[0] for r in rows]
 
     async def _state(self, rule: SmartRule, subject: str, service: str | None, value: float,
@@ -212,10 +209,8 @@ class SmartAlerts:
         if verdict.fired and current is None:
             return await self._fire(rule, service, verdict, shown, None, fingerprint)
         if not verdict.fired and current is not None and current["rule_id"] == rule.id:
-            await self.emit(rule.tenant, AlertSignal(
-                source=SOURCE, fingerprint=fingerprint, status="resolved", severity=current["severity"],
-                title=rule.name, service=service, labels={"alertname": rule.name, "rule_id": str(rule.id)},
-                starts_at=current["triggered_at"], origin={"rule_id": rule.id, "message": verdict.message}))
+            await self.emit(rule.tenant, _resolved(rule.id, rule.name, fingerprint, current["severity"], service,
+                                                   current["triggered_at"], verdict.message))
         return []
 
     async def _fire(self, rule: SmartRule, service: str | None, verdict: Verdict, shown: dict[str, Any],
@@ -300,3 +295,11 @@ class SmartAlerts:
         return {"suppressed": self.suppressed[(tenant, rule_id)],
                 "baseline": None if base is None else {"samples": base.n, "mean": round(base.mean, 6),
                                                        "std": round(base.std, 6)}}
+
+
+def _resolved(rule_id: int, name: str, fingerprint: str, severity: str, service: str | None, started: str | None,
+              why: str) -> AlertSignal:
+    """Policy's word that a smart rule's state alert is over."""
+    return AlertSignal(source=SOURCE, fingerprint=fingerprint, status="resolved", severity=severity, title=name,
+                       service=service, labels={"alertname": name, "rule_id": str(rule_id)}, starts_at=started,
+                       origin={"rule_id": rule_id, "message": why})

@@ -31,7 +31,6 @@ from ..signals import SEVERITIES, AlertSignal
 from ..store import WriteTx
 from .rules import SmartRule, check_definition
 
-UNRESOLVED = ("active", "acknowledged")
 STATUSES = ("active", "acknowledged", "resolved", "test")
 Versions = Callable[[sqlite3.Connection, str], str]   # a tenant's policy version, smart rules included
 _COLUMNS = ("id, rule_id, rule_name, source, fingerprint, service, severity, message, triggered, status, "

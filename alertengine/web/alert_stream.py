@@ -25,7 +25,7 @@ from ..alerts.stream import Hub, Subscriber
 from ..tenancy.access import AccessError, authenticate, authorize
 from ..tenancy.tenants import get_tenant
 from ..errors import NotFoundError
-from .alerts_api import both, own_tenant
+from .alerts_api import both
 from .routing import Call, Registry
 from .throttle import TooManyFailuresError, failed_auth
 
@@ -43,7 +43,7 @@ def _initial(db: Any, tenant: str) -> dict[str, Any]:
       media_type="text/event-stream", response={"type": "string"},
       summary="The live alert stream as Server-Sent Events (the same path is a WebSocket)")
 async def alert_stream_sse(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     hub: Hub = call.state.runtime.hub
     sub = hub.subscribe(tenant)
     first = await asyncio.to_thread(_initial, call.state.db, tenant)

@@ -49,16 +49,6 @@ TEST_REQUEST = {"type": "object", "additionalProperties": False, "required": ["r
                                "test_metrics": {"type": "object", "maxProperties": 64}}}
 
 
-def own_tenant(call: Call) -> str:
-    """The tenant of a path without one: the caller's own (an appliance admin must name it)."""
-    if call.tenant is not None:
-        return call.tenant
-    if call.principal is None or call.principal.tenant is None:
-        raise ApiError(400, "tenant_required", "an appliance-admin key has no tenant: use the same path under "
-                                               "/api/tenants/{tenant}")
-    return call.principal.tenant
-
-
 def both(method: str, path: str, registry: Registry = alerts_api, **kwargs: Any) -> Any:
     """Declare ``path`` for a tenant's own key and under /api/tenants/{tenant} for any key."""
     def register(fn: Any) -> Any:
@@ -70,11 +60,6 @@ def both(method: str, path: str, registry: Registry = alerts_api, **kwargs: Any)
         registry.route(method, T + path.removeprefix("/api"), **kwargs)(in_tenant)
         return fn
     return register
-
-
-def _engineer(call: Call) -> str:
-    assert call.principal is not None
-    return f"engineer:key:{call.principal.key_id}"
 
 
 def _rule_id(call: Call) -> int:
@@ -97,8 +82,8 @@ def _public_rule(call: Call, rule: SmartRule) -> dict[str, Any]:
 @both("POST", "/api/smart-rules", permission="policy.write", request=RULE_INPUT, response=RULE, status=201,
       tags=("smart rules",), errors=(400,), summary="Create a smart rule (a new policy version, ledgered with its diff)")
 async def create_smart_rule(call: Call) -> Any:
-    tenant = own_tenant(call)
-    rule = await _write(call, store.create_rule(tenant, call.body, _engineer(call), _versions))
+    tenant = call.own_tenant()
+    rule = await _write(call, store.create_rule(tenant, call.body, call.engineer, _versions))
     return _public_rule(call, rule)
 
 
@@ -106,24 +91,24 @@ async def create_smart_rule(call: Call) -> Any:
       summary="List the tenant's smart rules",
       response={"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": RULE}}})
 async def list_smart_rules(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     return {"rules": [_public_rule(call, r) for r in store.list_rules(call.state.db.read_conn(), tenant)]}
 
 
 @both("GET", "/api/smart-rules/{rule_id}", permission="policy.read", response=RULE, tags=("smart rules",),
       errors=(400,), summary="Show a smart rule, with the firings its cooldown and cap held back")
 async def show_smart_rule(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     return _public_rule(call, store.get_rule(call.state.db.read_conn(), tenant, _rule_id(call)))
 
 
 async def _change(call: Call, body: dict[str, Any]) -> Any:
     """A rule changed: when it stopped or now watches something else, the alerts of its states are
     resolved (nothing would judge them again) and what it learned is forgotten."""
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     rule_id = _rule_id(call)
     old = store.get_rule(call.state.db.read_conn(), tenant, rule_id)
-    new = await _write(call, store.update_rule(tenant, rule_id, body, _engineer(call), _versions))
+    new = await _write(call, store.update_rule(tenant, rule_id, body, call.engineer, _versions))
     smart = call.state.runtime.smart
     if not new.is_active:
         await smart.retire(tenant, rule_id, "the rule was deactivated")
@@ -147,8 +132,8 @@ async def patch_smart_rule(call: Call) -> Any:
 @both("DELETE", "/api/smart-rules/{rule_id}", permission="policy.write", response=RULE, tags=("smart rules",),
       errors=(400,), summary="Delete a smart rule: it stops firing; the alerts of its states resolve, others stay")
 async def delete_smart_rule(call: Call) -> Any:
-    tenant = own_tenant(call)
-    rule = await _write(call, store.delete_rule(tenant, _rule_id(call), _engineer(call), _versions))
+    tenant = call.own_tenant()
+    rule = await _write(call, store.delete_rule(tenant, _rule_id(call), call.engineer, _versions))
     await call.state.runtime.smart.retire(tenant, rule.id, "the rule was deleted")
     return rule.public()
 
@@ -183,7 +168,7 @@ def _request_field(exc: FieldError) -> FieldError:
       response={"type": "object", "required": ["alerts", "statistics"],
                 "properties": {"alerts": {"type": "array", "items": ALERT}, "statistics": STATISTICS}})
 async def active_alerts(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     conn = call.state.db.read_conn()
     return {"alerts": store.active_alerts(conn, tenant, call.params.get("limit", 1000)),
             "statistics": store.statistics(conn, tenant)}
@@ -197,7 +182,7 @@ async def active_alerts(call: Call) -> Any:
                 "properties": {"history": {"type": "array", "items": ALERT}, "total_count": {"type": "integer"},
                                "date_range": {"type": "object", "required": ["start", "end"]}}})
 async def alert_history(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     now = call.state.clock()
     start = now - call.params.get("days", 7) * 86_400.0
     items, total = store.history(call.state.db.read_conn(), tenant, start, now, call.params.get("limit", 100))
@@ -211,10 +196,10 @@ async def alert_history(call: Call) -> Any:
                                "alert": {"anyOf": [ALERT, {"type": "null"}]},
                                "deliveries": {"type": "array", "items": {"type": "object"}}}})
 async def test_alert(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     rule = store.get_rule(call.state.db.read_conn(), tenant, call.body["rule_id"])
     try:
-        return await call.state.runtime.smart.test(rule, call.body["test_metrics"], _engineer(call))
+        return await call.state.runtime.smart.test(rule, call.body["test_metrics"], call.engineer)
     except TestInputError as exc:
         raise ApiError(422, "invalid", exc.message, exc.field) from None
     except FieldError as exc:
@@ -224,13 +209,13 @@ async def test_alert(call: Call) -> Any:
 @both("GET", "/api/alerts/{alert_id}", permission="incident.read", response=ALERT, tags=("alerts",), errors=(400,),
       summary="Show an alert (a bare number names that rule's newest unresolved alert)")
 async def show_alert(call: Call) -> Any:
-    return store.find_alert(call.state.db.read_conn(), own_tenant(call), call.params["alert_id"])
+    return store.find_alert(call.state.db.read_conn(), call.own_tenant(), call.params["alert_id"])
 
 
 async def _act(call: Call, what: str) -> dict[str, Any]:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     db = call.state.db
-    actor = _engineer(call)
+    actor = call.engineer
     now = call.state.clock()
     before, after = await db.write(store.act(tenant, call.params["alert_id"], what, actor, now))
     incident = None

@@ -193,23 +193,14 @@ CHANNELS = {"type": "object", "required": ["channels", "kinds"],
                            "kinds": {"type": "array", "items": {"type": "string"}}}}
 
 
-def _own_tenant(call: Call) -> str:
-    """The tenant of a path without one: the caller's own (an appliance admin must name it)."""
-    if call.tenant is not None:
-        return call.tenant
-    if call.principal is None or call.principal.tenant is None:
-        raise ApiError(400, "tenant_required", "an appliance-admin key must use /api/tenants/{tenant}/notifications/channels")
-    return call.principal.tenant
-
-
 async def _list_channels(call: Call) -> Any:
-    tenant = _own_tenant(call)
+    tenant = call.own_tenant()
     return {"channels": [c.public() for c in list_channels(call.state.db.read_conn(), tenant, call.state.vault)],
             "kinds": list(KINDS)}
 
 
 async def _put_channel(call: Call) -> Any:
-    tenant = _own_tenant(call)
+    tenant = call.own_tenant()
     write = put_channel(tenant, call.params["kind"], call.body, call.state.url_policy, call.state.vault, call.actor)
     return (await call.state.db.write(write)).public()
 

@@ -39,12 +39,6 @@ POLICY_IN = {"type": "object", "additionalProperties": False, "required": ["toml
              "properties": {"toml": {"type": "string", "maxLength": 262_144}}}
 
 
-def _engineer(call: Call) -> str:
-    """How the ledger names a human acting through an API key."""
-    assert call.principal is not None
-    return f"engineer:key:{call.principal.key_id}"
-
-
 @incidents_api.route("GET", "/api/tenants/{tenant}/incidents", permission="incident.read", tags=("incidents",),
                      summary="List incidents, newest first",
                      query={"open": {"type": "string", "enum": ["true", "false"]},
@@ -77,7 +71,7 @@ async def incident_timeline_endpoint(call: Call) -> Any:
                      summary="Acknowledge an open incident (ledgered with who did it)", response=INCIDENT,
                      tags=("incidents",), errors=(409,))
 async def acknowledge_incident_endpoint(call: Call) -> Any:
-    inc = await engine.run(call.state.db, engine.acknowledge(call.tenant, call.params["incident"], _engineer(call)))
+    inc = await engine.run(call.state.db, engine.acknowledge(call.tenant, call.params["incident"], call.engineer))
     return inc.public()
 
 
@@ -90,7 +84,7 @@ async def resolve_incident_endpoint(call: Call) -> Any:
     db = call.state.db
     inc = engine.get_incident(db.read_conn(), call.tenant, call.params["incident"])
     policy = load_policy(db.read_conn(), call.tenant)
-    done = await engine.run(db, engine.transition(call.tenant, inc.id, engine.RESOLVED, _engineer(call),
+    done = await engine.run(db, engine.transition(call.tenant, inc.id, engine.RESOLVED, call.engineer,
                                                   reason=call.body["reason"], decision="resolved",
                                                   policy_version=policy.version))
     return done.public()
@@ -178,7 +172,7 @@ async def show_dead_letter_endpoint(call: Call) -> Any:
 async def repropose_dead_letter_endpoint(call: Call) -> Any:
     db = call.state.db
     policy = load_policy(db.read_conn(), call.tenant)
-    inc = await engine.run(db, deadletters.repropose(call.tenant, call.params["letter"], _engineer(call), policy.version))
+    inc = await engine.run(db, deadletters.repropose(call.tenant, call.params["letter"], call.engineer, policy.version))
     await call.state.orchestrator.propose(inc)
     return inc.public()
 

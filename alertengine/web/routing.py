@@ -59,6 +59,22 @@ class Call:
     def actor(self) -> str:
         return self.principal.actor if self.principal else "anonymous"
 
+    @property
+    def engineer(self) -> str:
+        """How the ledger names a human acting through an API key."""
+        assert self.principal is not None
+        return f"engineer:key:{self.principal.key_id}"
+
+    def own_tenant(self) -> str:
+        """The tenant of a path without one: the caller's own (an appliance admin, which has none,
+        uses the same path under /api/tenants/{tenant})."""
+        if self.tenant is not None:
+            return self.tenant
+        if self.principal is None or self.principal.tenant is None:
+            raise ApiError(400, "tenant_required", "an appliance-admin key has no tenant: use the same path under "
+                                                   "/api/tenants/{tenant}")
+        return self.principal.tenant
+
 
 Handler = Callable[[Call], Awaitable[Any]]
 

@@ -23,7 +23,6 @@ from ..notify import routes
 from ..notify.channels.settings import put_channel
 from ..notify.vocabulary import EVENTS, LOCAL_CHANNELS, REMOTE_CHANNELS, SEVERITIES
 from ..store import WriteTx
-from .alerts_api import own_tenant
 from .routing import ApiError, Call, Registry
 
 subscriptions_api = Registry()
@@ -93,7 +92,7 @@ async def subscribe_tenant_channel(call: Call) -> Any:
 
 
 async def _subscribe(call: Call) -> Any:
-    tenant = own_tenant(call)
+    tenant = call.own_tenant()
     body = call.body
     route = route_of(body)
     channel_write = None

@@ -103,18 +103,24 @@ def _text_object(obj: Any, where: str, limit: int, plain_only: bool = False) -> 
         raise _invalid(f"{where}.emoji is allowed on plain_text only, as a boolean")
 
 
+def _unique_id(value: Any, where: str, seen: set[str]) -> None:
+    """An optional block_id or action_id: 1-255 characters, unique in the message."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not 1 <= len(value) <= 255:
+        raise _invalid(f"{where} must be a string of 1 to 255 characters")
+    if value in seen:
+        raise _invalid(f"{where} {value!r} is not unique in the message")
+    seen.add(value)
+
+
 def _element(element: Any, where: str, action_ids: set[str]) -> None:
     if not isinstance(element, dict) or not isinstance(element.get("type"), str):
         raise _invalid(f"{where} must be an object with a type")
     if element["type"] not in _ELEMENT_TYPES:
         raise _invalid(f"{where}.type {element['type']!r} is not an interactive element")
     action_id = element.get("action_id")
-    if action_id is not None:
-        if not isinstance(action_id, str) or not 1 <= len(action_id) <= 255:
-            raise _invalid(f"{where}.action_id must be a string of 1 to 255 characters")
-        if action_id in action_ids:
-            raise _invalid(f"{where}.action_id {action_id!r} is not unique in the message")
-        action_ids.add(action_id)
+    _unique_id(action_id, f"{where}.action_id", action_ids)
     if element["type"] != "button":
         return
     if action_id is None:
@@ -150,13 +156,7 @@ def check_blocks(blocks: Any) -> list[dict[str, Any]]:
         kind = block["type"]
         if kind not in _BLOCK_TYPES:
             raise _invalid(f"{where}.type {kind!r} is not a block type")
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if not isinstance(block_id, str) or not 1 <= len(block_id) <= 255:
-                raise _invalid(f"{where}.block_id must be a string of 1 to 255 characters")
-            if block_id in block_ids:
-                raise _invalid(f"{where}.block_id {block_id!r} is not unique in the message")
-            block_ids.add(block_id)
+        _unique_id(block.get("block_id"), f"{where}.block_id", block_ids)
         if kind == "header":
             _text_object(block.get("text"), f"{where}.text", 150, plain_only=True)
         elif kind == "section":

@@ -28,7 +28,7 @@ from alertengine.notify.channels.twilio import (
     form_pairs,
     signature_ok,
 )
-from tests.fakes.twilio import FakeTwilio, fake_twilio  # noqa: F401 — fixture
+from tests.fakes.twilio import FakeTwilio
 
 TO = "whatsapp:+4915112345678"
 FROM = "whatsapp:+14155238886"
@@ -45,16 +45,6 @@ DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
 DOC_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+14158675309", "Digits": "1234",
               "From": "+14158675309", "To": "+18005551212"}
 DOC_SIGNATURE = "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-
-
-@pytest.fixture
-def fake(fake_twilio: FakeTwilio) -> FakeTwilio:  # noqa: F811 — the imported fixture
-    return fake_twilio
-
-
-@pytest.fixture
-def client(fake: FakeTwilio, http: httpx.AsyncClient) -> TwilioClient:
-    return TwilioClient(fake.base_url, fake.account_sid, fake.auth_token, http)
 
 
 async def create(client: TwilioClient, resource: str) -> Any:

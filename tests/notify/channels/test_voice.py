@@ -6,7 +6,6 @@ from __future__ import annotations
 import unicodedata
 import xml.etree.ElementTree as ET
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +14,7 @@ from alertengine.notify.channels.text import spoken
 from alertengine.notify.channels.twilio import TwilioClient
 from alertengine.notify.channels.voice import VoiceChannel, call_twiml
 from alertengine.notify.message import Message
-from tests.fakes.twilio import FakeTwilio, fake_twilio  # noqa: F401 — fixture
+from tests.fakes.twilio import FakeTwilio
 
 PERSON = "+4915112345678"
 CALLER_ID = "+14155238886"
@@ -42,16 +41,6 @@ def message(text: str = "db-1: disk 97% full", **kw: object) -> Message:
 
 def says(element: ET.Element) -> list[str]:
     return [say.text or "" for say in element.iter("Say")]
-
-
-@pytest.fixture
-def fake(fake_twilio: FakeTwilio) -> FakeTwilio:  # noqa: F811 — the imported fixture
-    return fake_twilio
-
-
-@pytest.fixture
-def client(fake: FakeTwilio, http: httpx.AsyncClient) -> TwilioClient:
-    return TwilioClient(fake.base_url, fake.account_sid, fake.auth_token, http)
 
 
 # --------------------------------------------------------------------------------------------

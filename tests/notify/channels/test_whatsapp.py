@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 import pytest
 
 from alertengine.notify.channels.twilio import TwilioClient
 from alertengine.notify.channels.whatsapp import WhatsAppChannel
 from alertengine.notify.message import Message
 from alertengine.notify.replies import Command, parse
-from tests.fakes.twilio import FakeTwilio, fake_twilio  # noqa: F401 — fixture
+from tests.fakes.twilio import FakeTwilio
 
 PERSON = "+4915112345678"
 SENDER = "+14155238886"
@@ -51,16 +50,6 @@ def message(event: str, **kw: object) -> Message:
 
 def replies_in(body: str) -> set[tuple[str, str, str | None]]:
     return {(verb, code, theory or None) for verb, code, theory in _REPLY.findall(body)}
-
-
-@pytest.fixture
-def fake(fake_twilio: FakeTwilio) -> FakeTwilio:  # noqa: F811 — the imported fixture
-    return fake_twilio
-
-
-@pytest.fixture
-def client(fake: FakeTwilio, http: httpx.AsyncClient) -> TwilioClient:
-    return TwilioClient(fake.base_url, fake.account_sid, fake.auth_token, http)
 
 
 def channel(client: TwilioClient, *, session_open: bool = True, template_sid: str | None = None,
