@@ -18,7 +18,7 @@ PACKAGE = ROOT / "alertengine"
 
 # Lower rank = lower layer. A unit may import units of a lower rank, and itself.
 RANK = {
-    "errors": 0, "schema": 0.5,
+    "errors": 0, "schema": 0.5, "telemetry": 0.5,
     "ledger": 1, "net": 1,
     "store": 2,
     "tenancy": 3,
