@@ -457,3 +457,17 @@ def m018_list_indexes(conn: sqlite3.Connection) -> None:
     # incidents by opening time, and the ledger by kind.
     conn.execute("CREATE INDEX incidents_by_opened ON incidents(tenant, opened_at, id)")
     conn.execute("CREATE INDEX ledger_by_kind ON ledger(tenant, kind, tseq)")
+
+
+@migration
+def m019_shadow_fold(conn: sqlite3.Connection) -> None:
+    # The shadow report maintained incrementally from the ledger (issue 16): a projection, never
+    # evidence — it is rebuilt from the ledger when dropped. ``upto`` is the next ledger seq to fold.
+    conn.execute("CREATE TABLE shadow_fold (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL)")
+    conn.execute("INSERT INTO shadow_fold (id, upto) VALUES (1, 0)")
+    conn.execute("CREATE TABLE shadow_tenant (tenant TEXT PRIMARY KEY, state TEXT NOT NULL)")
+    conn.execute("CREATE TABLE shadow_incident (tenant TEXT NOT NULL, incident TEXT NOT NULL, seq INTEGER NOT NULL, "
+                 "latency REAL NOT NULL, row TEXT NOT NULL, PRIMARY KEY (tenant, incident))")
+    # listed in ledger order of detection: seq of the incident.detected entry, the paging cursor
+    conn.execute("CREATE UNIQUE INDEX shadow_incident_order ON shadow_incident(tenant, seq)")
+    conn.execute("CREATE INDEX shadow_incident_latency ON shadow_incident(tenant, latency)")

@@ -59,20 +59,20 @@ async def test_report_page_renders_in_chromium(world: World, tmp_path: Path) -> 
 
 
 async def test_building_the_report_never_holds_up_the_event_loop(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The report reads the tenant's whole ledger: it runs on a worker thread, so while it is being
-    built (held here until released) the appliance answers everyone else."""
+    """The report is read on a worker thread, so while it is being built (held here until
+    released) the appliance answers everyone else."""
     import asyncio
     import threading
 
     from alertengine.web import incidents as incidents_web
     building, release = threading.Event(), threading.Event()
-    real = incidents_web.shadow_report
+    real = incidents_web.projected_report
 
-    def slow(conn, tenant):  # type: ignore[no-untyped-def]
+    def slow(conn, tenant, **kw):  # type: ignore[no-untyped-def]
         building.set()
         assert release.wait(30)
-        return real(conn, tenant)
-    monkeypatch.setattr(incidents_web, "shadow_report", slow)
+        return real(conn, tenant, **kw)
+    monkeypatch.setattr(incidents_web, "projected_report", slow)
     t = world.tenants["a"]
     report = asyncio.ensure_future(world.client.get(f"/tenant/{t}/shadow/report",
                                                     headers=world.auth(world.keys[("a", "viewer")])))
