@@ -26,6 +26,7 @@ from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from . import engine, timers
 from .engine import Incident, Opening
+from .evidence import WINDOW, Evidence
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
 from .policy import raised as raised_by_repeats
 
@@ -79,8 +80,15 @@ class Detector:
     def __init__(self, db: Database, gateway: Gateway,
                  on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
                  council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
-                 ai_budget: float = 60.0, on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None) -> None:
+                 ai_budget: float = 60.0, on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.clock = clock
+        # breaching polls of open incidents, summarised per service and minute (see evidence.py)
+        self.evidence = Evidence()
+        # per (tenant, service): its open incident and the kinds of breach seen since it opened
+        self._seen: dict[tuple[str, str], tuple[str, set[str]]] = {}
+        self._swept = 0.0
         # told (on the store's writer thread, once committed) of alerts that changed: the live stream
         self.on_alerts = on_alerts
         self.gateway = gateway
@@ -99,6 +107,11 @@ class Detector:
 
     # --- health polls ---------------------------------------------------------------------------
     async def on_reading(self, service: ServiceRef, reading: HealthReading) -> Incident | None:
+        now = self.clock()
+        if now - self._swept >= WINDOW / 4:    # summaries of windows that are over
+            self._swept = now
+            if closed := self.evidence.due(now):
+                await self.db.append(*closed)
         policy = self.policy(service.tenant)
         rules = policy.rules(service.name, service.overrides)
         breaches = evaluate_reading(reading, rules)
@@ -110,21 +123,38 @@ class Detector:
         if breaches:
             streak.breaches += 1
             streak.healthy = 0
-            await self.db.append(LedgerEvent(
+            priority = worst_priority(policy, breaches)
+            kinds = {b.kind for b in breaches}
+            if current is not None and not self._changes(service.id, current, priority, kinds):
+                # more of the same for an open incident: evidence, summarised per minute
+                closed = self.evidence.add(now, service.tenant, current.id, service.id, service.name, policy.version,
+                                           reading, breaches)
+                if closed is not None:
+                    await self.db.append(closed)
+                return current
+            held = self.evidence.take(service.tenant, service.id)
+            if current is not None:
+                seen = self._seen.get((service.tenant, service.id))
+                self._seen[(service.tenant, service.id)] = (current.id, kinds | (
+                    seen[1] if seen is not None and seen[0] == current.id else set()))
+            await self.db.append(*([held] if held else []), LedgerEvent(
                 kind="signal.breach", tenant=service.tenant, incident=current.id if current else None,
                 actor="policy", policy_version=policy.version, decision="breach",
                 reason=", ".join(f"{b.kind} {b.value} (threshold {b.threshold})" for b in breaches),
                 data={**data, "consecutive": streak.breaches}))
-            priority = worst_priority(policy, breaches)
             if current is None and streak.breaches >= rules.breaches_to_open:
-                return await self._open(Opening(
+                opened = await self._open(Opening(
                     service.tenant, fingerprint, "poller", f"{service.name}: {', '.join(b.kind for b in breaches)}",
                     priority, service.id, service.name, rules.action, policy.version,
                     f"{streak.breaches} consecutive breaching polls: {', '.join(b.kind for b in breaches)}", data))
+                self._seen[(service.tenant, service.id)] = (opened.id, set(kinds))
+                return opened
             if current is not None:
-                raised = await self.db.write(engine.escalate(
-                    service.tenant, current.id, priority, reason=f"worse signal: {breaches[0].kind}",
-                    policy_version=policy.version, data=data))
+                raised = None
+                if engine.PRIORITIES.index(priority) < engine.PRIORITIES.index(current.priority):
+                    raised = await self.db.write(engine.escalate(
+                        service.tenant, current.id, priority, reason=f"worse signal: {breaches[0].kind}",
+                        policy_version=policy.version, data=data))
                 if raised is not None:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
                     self._material_change(raised, f"priority raised to {priority}", policy)
@@ -138,7 +168,8 @@ class Detector:
             streak.healthy = 0
             return None
         streak.healthy += 1
-        await self.db.append(LedgerEvent(
+        held = self.evidence.take(service.tenant, service.id)
+        await self.db.append(*([held] if held else []), LedgerEvent(
             kind="signal.healthy", tenant=service.tenant, incident=current.id, actor="policy",
             policy_version=policy.version, decision="healthy",
             reason=f"healthy poll {streak.healthy} of {rules.healthy_to_recover} needed for recovery",
@@ -151,6 +182,23 @@ class Detector:
             await self._tell(recovered, "recovered", f"{service.name} is healthy again", policy)
             return recovered
         return current
+
+    def _changes(self, service: str, current: Incident, priority: str, kinds: set[str]) -> bool:
+        """Is a breaching poll of an open incident a change of state (its own ledger entry), or
+        more of the same (evidence for the minute's summary)? A change: the priority would rise, a
+        kind of breach not seen since the incident opened (or since this process started), or an
+        expired incident whose proposal detection makes again."""
+        if engine.PRIORITIES.index(priority) < engine.PRIORITIES.index(current.priority):
+            return True
+        if current.stage == engine.EXPIRED and current.action:
+            return True
+        seen = self._seen.get((current.tenant, service))
+        return seen is None or seen[0] != current.id or not kinds <= seen[1]
+
+    async def flush_evidence(self) -> None:
+        """Ledger every summary still being gathered (at shutdown)."""
+        if held := self.evidence.drain():
+            await self.db.append(*held)
 
     # --- ingested alerts ------------------------------------------------------------------------
     async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None, *,

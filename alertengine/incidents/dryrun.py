@@ -25,10 +25,11 @@ def dry_run(conn: sqlite3.Connection, tenant: str, candidate: Policy, *, since: 
             until: str | None = None) -> dict[str, Any]:
     """Which incidents ``candidate`` would have opened from the recorded signals in [since, until).
 
-    Recorded signals are the health readings the appliance ledgered (every breaching poll, and the
-    healthy polls of open incidents) and every ingested alert."""
+    Recorded signals are the health readings the appliance ledgered (every breaching poll before an
+    incident opens, the per-minute evidence summaries after, and the healthy polls of open
+    incidents) and every ingested alert."""
     where = Where().eq("tenant", tenant).add("ts >= ?", since).add("ts < ?", until)
-    kinds = ("signal.breach", "signal.healthy", "alert.received", "incident.detected")
+    kinds = ("signal.breach", "signal.healthy", "signal.evidence", "alert.received", "incident.detected")
     sql = "SELECT body FROM ledger" + where.sql() + f" AND kind IN ({', '.join('?' * len(kinds))}) ORDER BY seq"
     if not where.terms:
         sql = sql.replace(" AND kind", " WHERE kind", 1)
@@ -56,11 +57,24 @@ def dry_run(conn: sqlite3.Connection, tenant: str, candidate: Policy, *, since: 
             elif alert.status == "resolved":
                 sim.open = False
             continue
-        reading = HealthReading(**data["reading"])
         fp = health_fingerprint(data["service"])
         rules = candidate.rules(data.get("service_name"))
-        breaches = evaluate_reading(reading, rules)
         sim = sims.setdefault(fp, _Sim())
+        if entry["kind"] == "signal.evidence":
+            # A minute of breaching polls of an open incident, summarised: replayed as that many
+            # polls, breaching under the candidate if the worst reading of any kind does.
+            readings = [HealthReading(**w["reading"]) for w in data["worst"].values()]
+            if any(evaluate_reading(r, rules) for r in readings):
+                sim.breaches, sim.healthy = sim.breaches + data["count"], 0
+            else:
+                sim.breaches = 0
+                if sim.open:
+                    sim.healthy += data["count"]
+                    if sim.healthy >= rules.healthy_to_recover:
+                        sim.open, sim.healthy = False, 0
+            continue
+        reading = HealthReading(**data["reading"])
+        breaches = evaluate_reading(reading, rules)
         if breaches:
             sim.breaches, sim.healthy = sim.breaches + 1, 0
             if not sim.open and sim.breaches >= rules.breaches_to_open:
