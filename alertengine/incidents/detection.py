@@ -25,6 +25,7 @@ from ..signals import AlertSignal, HealthReading
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
 from . import engine, timers
+from .alertbatch import AlertBatch
 from .engine import Incident, Opening
 from .evidence import WINDOW, Evidence
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
@@ -202,10 +203,14 @@ class Detector:
 
     # --- ingested alerts ------------------------------------------------------------------------
     async def on_alert(self, tenant: str, signal: AlertSignal, service: ServiceRef | None, *,
-                       actor: str | None = None, fresh: list[AlertSignal] | None = None) -> Incident | None:
+                       actor: str | None = None, fresh: list[AlertSignal] | None = None,
+                       batch: AlertBatch | None = None) -> Incident | None:
         """Judge one alert. A repeat of an alert in the same state changes nothing (idempotent).
         ``actor``: who hands it over when not its source (policy, for an alert escalated by hand);
-        ``fresh`` collects the signal when it was news (its ``alert.received`` entry is new)."""
+        ``fresh`` collects the signal when it was news (its ``alert.received`` entry is new);
+        ``batch`` gathers what does not change a stage, for :meth:`settle` to write together."""
+        if batch is not None and signal.status != "firing" and batch:
+            await self.settle(batch)   # whether an incident still has alerts firing is read from the ledger
         signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
                                      annotations=redact(dict(signal.annotations)),
                                      url=redact(signal.url) if signal.url else None,
@@ -224,9 +229,15 @@ class Detector:
         event_id = str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
                                              f"{signal.starts_at}|{episode}"))
         if signal.status == "firing" and current is not None:   # repeats count, even those already ledgered
-            current = await self._occurred(tenant, current)
-        if conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
+            if batch is not None:
+                batch.repeat(current)
+            else:
+                current = await self._occurred(tenant, current)
+        if (batch is not None and event_id in batch.event_ids) or \
+                conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
             return current
+        if batch is not None:
+            batch.event_ids.add(event_id)
         policy = self.policy(tenant)
         rules = policy.rules(service.name if service else signal.service, service.overrides if service else None)
         data = {"source": signal.source, "alert_fingerprint": signal.fingerprint, "status": signal.status,
@@ -260,6 +271,9 @@ class Detector:
                     tenant, fingerprint, signal.source, signal.title, priority, service.id if service else None,
                     service.name if service else signal.service, rules.action if service else None, policy.version,
                     f"{signal.severity} alert from {signal.source}: {signal.title}", data))
+            elif batch is not None:
+                batch.join(current, policy.version, priority, f"{signal.severity} alert {signal.title!r}", data,
+                           dict(signal.labels), signal.title)
             else:
                 raised = await self.db.write(engine.escalate(
                     tenant, current.id, priority, policy_version=policy.version,
@@ -292,8 +306,56 @@ class Detector:
             if candidate_after and not entry.duplicate:
                 timers.schedule(tx, tenant, result.id, "auto_resolve_candidate", timers.due_in(candidate_after),
                                 {"after": candidate_after, "policy_version": policy.version})
-        await self.db.write(record)
+        if batch is not None:
+            batch.records.append(record)
+        else:
+            await self.db.write(record)
         return result
+
+    async def settle(self, batch: AlertBatch) -> None:
+        """Write what ``batch`` gathered in one transaction: the alerts' records, repeats counted
+        per incident, alerts joining open incidents; then tell people once per incident."""
+        work = batch.take()
+        if not work:
+            return
+        now = time.time()
+        windows = {key: float(self.policy(inc.tenant).doc["escalation"]["occurrence_window"])
+                   for key, (inc, _n) in work.repeats.items()}
+
+        def write(tx: WriteTx) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], tuple[Any, bool]]]:
+            counts = {}
+            for key, (inc, n) in work.repeats.items():
+                tx.conn.executemany("INSERT INTO alert_occurrences (tenant, incident, at) VALUES (?, ?, ?)",
+                                    [(inc.tenant, inc.id, now)] * n)
+                tx.execute("DELETE FROM alert_occurrences WHERE tenant = ? AND incident = ? AND at < ?",
+                           (inc.tenant, inc.id, now - windows[key]))
+                counts[key] = int(tx.execute("SELECT count(*) FROM alert_occurrences WHERE tenant = ? AND incident = ?",
+                                             (inc.tenant, inc.id)).fetchone()[0])
+            joined = {}
+            for key, j in work.joins.items():
+                raised = engine.escalate(j.incident.tenant, j.incident.id, j.priority, policy_version=j.policy_version,
+                                         reason=j.reason, data=j.data)(tx)
+                widened = False
+                for labels in j.labels:
+                    widened = engine.merge_labels(j.incident.tenant, j.incident.id, labels)(tx) or widened
+                joined[key] = (raised, widened)
+            for record in work.records:
+                record(tx)
+            return counts, joined
+        counts, joined = await self.db.write(write)
+        for key, (raised, widened) in joined.items():
+            j = work.joins[key]
+            policy = self.policy(j.incident.tenant)
+            if raised is not None:
+                await self._tell(raised, "escalated", f"priority raised to {j.priority}", policy)
+            elif widened:   # other alerts joined: routing and silences judge the incident anew
+                more = f"another alert joined: {j.titles[0]}" if len(j.titles) == 1 else \
+                    f"{len(j.titles)} more alerts joined: {', '.join(j.titles[:5])}" + \
+                    (f" and {len(j.titles) - 5} more" if len(j.titles) > 5 else "")
+                await self._tell(j.incident, "updated", more, policy)
+        for key, occurrences in counts.items():
+            inc = work.repeats[key][0]
+            await self._repeats_raise(inc, occurrences, windows[key])
 
     async def on_timer(self, timer: timers.Timer) -> None:
         """A stored deadline came due."""
@@ -344,8 +406,17 @@ class Detector:
             return int(tx.execute("SELECT count(*) FROM alert_occurrences WHERE tenant = ? AND incident = ?",
                                   (tenant, current.id)).fetchone()[0])
         occurrences = await self.db.write(record)
+        return await self._repeats_raise(current, occurrences, window)
+
+    async def _repeats_raise(self, current: Incident, occurrences: int, window: float) -> Incident:
+        """Raise the priority when policy says this many repeats in the window call for it."""
+        tenant, policy = current.tenant, self.policy(current.tenant)
         higher, why = raised_by_repeats(policy, current.priority, occurrences, 0)
         if why is None:
+            return current
+        current = engine.get_incident(self.db.read_conn(), tenant, current.id)   # as it is now
+        higher, why = raised_by_repeats(policy, current.priority, occurrences, 0)
+        if why is None or not current.is_open:
             return current
         up = await self.db.write(engine.escalate(tenant, current.id, higher, reason=f"repeats: {why}",
                                                  policy_version=policy.version,

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from ..alerts.metrics import parse_observations
 from ..diagnosis.deploys import record_deploy
 from ..errors import FieldError
+from ..incidents.alertbatch import AlertBatch
 from ..incidents.detection import Detector, service_ref
 from ..signals import AlertSignal
 from ..signals.heartbeats import heartbeat_signal, record_beat
@@ -36,10 +37,13 @@ async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
     conn = call.state.db.read_conn()
     incidents = []
     fresh: list[AlertSignal] = []
+    batch = AlertBatch()   # the request's alerts are written together, in one transaction
     for signal in signals:
-        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service), fresh=fresh)
+        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service), fresh=fresh,
+                                      batch=batch)
         if inc is not None and inc.id not in incidents:
             incidents.append(inc.id)
+    await detector.settle(batch)
     fired = [s.labels.get("alertname") or s.title for s in fresh if s.status == "firing"]
     if fired:   # smart rules' patterns count ingested alerts by name: news only, never a sender's repeat
         await call.state.runtime.smart.on_alert_names(call.tenant, fired)
