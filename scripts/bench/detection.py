@@ -158,7 +158,10 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=100)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--alerts", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="20 services, 500 alerts: for CI")
     args = ap.parse_args()
+    if args.quick:
+        args.services, args.alerts = 20, 500
     root = Path(tempfile.mkdtemp(prefix="alertengine-bench-detection-"))
     asyncio.run(detection_latency(root, args.services, args.interval))
     asyncio.run(ingest_rate(root, args.alerts))

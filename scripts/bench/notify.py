@@ -123,7 +123,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alerts", type=int, default=10_000)
     ap.add_argument("--groups", type=int, default=50)
+    ap.add_argument("--quick", action="store_true", help="300 alerts in 5 groups: for CI")
     args = ap.parse_args()
+    if args.quick:
+        args.alerts, args.groups = 300, 5
     root = Path(tempfile.mkdtemp(prefix="alertengine-bench-notify-"))
     bodies = storm(args.alerts, args.groups)
     # group_wait longer than the storm takes to ingest, so every group's alerts are in its first message

@@ -119,7 +119,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per round per app")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2,000: for CI")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds, args.warmup = 2_000, 3, 200
     print(f"{args.rounds} rounds × {args.requests} in-process ASGI requests per app, Python {sys.version.split()[0]}")
     report(asyncio.run(bench(args.requests, args.rounds, args.warmup)))
 

@@ -119,7 +119,10 @@ def timestamp(obj: Mapping[str, object], key: str, path: str, *, required: bool)
     try:
         if match is None:
             raise ValueError(text)
-        datetime.strptime(f"{match.group(1)}T{match.group(2)}", "%Y-%m-%dT%H:%M:%S")
+        try:   # the fast check (a tenth of strptime's cost); strptime still admits a leap second
+            datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}")
+        except ValueError:
+            datetime.strptime(f"{match.group(1)}T{match.group(2)}", "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         raise PayloadError(join(path, key), "must be an RFC 3339 timestamp") from None
     return text
