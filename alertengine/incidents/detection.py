@@ -24,6 +24,7 @@ from ..notify.gateway import Gateway, Message
 from ..signals import AlertSignal, HealthReading
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
+from ..telemetry import Telemetry
 from . import engine, timers
 from .alertbatch import AlertBatch
 from .engine import Incident, Opening
@@ -49,6 +50,7 @@ class ServiceRef:
 class Streak:
     breaches: int = 0
     healthy: int = 0
+    since: float = 0.0   # when the first breaching poll of this streak was judged (monotonic)
 
 
 def health_fingerprint(service_id: str) -> str:
@@ -82,8 +84,9 @@ class Detector:
                  on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
                  council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
                  ai_budget: float = 60.0, on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, telemetry: Telemetry | None = None) -> None:
         self.db = db
+        self.telemetry = telemetry
         self.clock = clock
         # breaching polls of open incidents, summarised per service and minute (see evidence.py)
         self.evidence = Evidence()
@@ -124,6 +127,8 @@ class Detector:
         if breaches:
             streak.breaches += 1
             streak.healthy = 0
+            if streak.breaches == 1:
+                streak.since = time.monotonic()
             priority = worst_priority(policy, breaches)
             kinds = {b.kind for b in breaches}
             if current is not None and not self._changes(service.id, current, priority, kinds):
@@ -144,7 +149,7 @@ class Detector:
                 reason=", ".join(f"{b.kind} {b.value} (threshold {b.threshold})" for b in breaches),
                 data={**data, "consecutive": streak.breaches}))
             if current is None and streak.breaches >= rules.breaches_to_open:
-                opened = await self._open(Opening(
+                opened = await self._open(streak.since, Opening(
                     service.tenant, fingerprint, "poller", f"{service.name}: {', '.join(b.kind for b in breaches)}",
                     priority, service.id, service.name, rules.action, policy.version,
                     f"{streak.breaches} consecutive breaching polls: {', '.join(b.kind for b in breaches)}", data))
@@ -211,6 +216,7 @@ class Detector:
         ``batch`` gathers what does not change a stage, for :meth:`settle` to write together."""
         if batch is not None and signal.status != "firing" and batch:
             await self.settle(batch)   # whether an incident still has alerts firing is read from the ledger
+        judged_from = time.monotonic()
         signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
                                      annotations=redact(dict(signal.annotations)),
                                      url=redact(signal.url) if signal.url else None,
@@ -267,7 +273,7 @@ class Detector:
                 if why is not None:
                     data = {**data, "escalated_from": priority, "escalated_because": why}
                     priority = higher
-                result = await self._open(Opening(
+                result = await self._open(judged_from, Opening(
                     tenant, fingerprint, signal.source, signal.title, priority, service.id if service else None,
                     service.name if service else signal.service, rules.action if service else None, policy.version,
                     f"{signal.severity} alert from {signal.source}: {signal.title}", data))
@@ -438,10 +444,13 @@ class Detector:
         return [fp for fp, status in state.items() if status == "firing"]
 
     # --- shared -------------------------------------------------------------------------------
-    async def _open(self, opening: Opening) -> Incident:
+    async def _open(self, since: float, opening: Opening) -> Incident:
+        """Open an incident (``since``: when its first signal was judged, monotonic)."""
         inc, new = await self.db.write(engine.open_incident(opening))
         if not new:
             return inc
+        if self.telemetry is not None:
+            self.telemetry.detection.labels(opening.source).observe(time.monotonic() - since)
         policy = self.policy(opening.tenant)
         await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)  # never waits on the AI
         if self.council is not None and self.council.available:

@@ -5,6 +5,7 @@ and ledgered, 400 with the reason for a bad payload, and is idempotent on repeat
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from ..alerts.metrics import parse_observations
@@ -22,6 +23,7 @@ from ..signals.ingest import (
     parse_grafana,
     parse_pagerduty,
 )
+from ..telemetry import Telemetry
 from .routing import ApiError, Call, Registry
 
 ingest_api = Registry()
@@ -33,6 +35,7 @@ ANY_JSON = {"description": "the sender's own format (see the tag's documentation
 
 
 async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
+    started = time.monotonic()
     detector: Detector = call.state.detector
     conn = call.state.db.read_conn()
     incidents = []
@@ -44,6 +47,13 @@ async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
         if inc is not None and inc.id not in incidents:
             incidents.append(inc.id)
     await detector.settle(batch)
+    telemetry: Telemetry | None = getattr(call.state, "telemetry", None)
+    if telemetry is not None and signals:
+        source = signals[0].source
+        telemetry.ingest_request.labels(source).observe(time.monotonic() - started)
+        telemetry.ingest_batch.labels(source).observe(len(signals))
+        telemetry.ingest_alerts.labels(source, "new").inc(len(fresh))
+        telemetry.ingest_alerts.labels(source, "repeat").inc(len(signals) - len(fresh))
     fired = [s.labels.get("alertname") or s.title for s in fresh if s.status == "firing"]
     if fired:   # smart rules' patterns count ingested alerts by name: news only, never a sender's repeat
         await call.state.runtime.smart.on_alert_names(call.tenant, fired)

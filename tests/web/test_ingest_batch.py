@@ -88,3 +88,17 @@ async def test_a_resolve_sees_the_alerts_before_it_in_the_same_request(world: Wo
     assert inc.stage == engine.RESOLVED and not inc.is_open
     received = [k for k in kinds(world, t) if k in ("alert.received", "incident.resolved")]
     assert received == ["alert.received"] * 5 + ["incident.resolved", "alert.received"]
+
+
+async def test_ingest_and_detection_are_measured(world: World, ingest: str) -> None:
+    registry = world.app.state.telemetry.registry
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+    await post(world, ingest, group(("firing", "a:1", "f-a"), ("firing", "b:1", "f-b")))
+    await post(world, ingest, group(("firing", "a:1", "f-a"), ("firing", "b:1", "f-b"), ("firing", "c:1", "f-c")))
+    assert value("alertengine_ingest_alerts_total", source="alertmanager", result="new") == 3
+    assert value("alertengine_ingest_alerts_total", source="alertmanager", result="repeat") == 2
+    assert value("alertengine_ingest_request_seconds_count", source="alertmanager") == 2
+    assert value("alertengine_ingest_request_alerts_sum", source="alertmanager") == 5
+    assert value("alertengine_detection_latency_seconds_count", source="alertmanager") == 1   # one incident opened
