@@ -113,9 +113,16 @@ def open_incident_for(conn: sqlite3.Connection, tenant: str, fingerprint: str) -
     return _row(r) if r else None
 
 
-def list_incidents(conn: sqlite3.Connection, tenant: str, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
+def list_incidents(conn: sqlite3.Connection, tenant: str, *, open_only: bool = False, limit: int = 100,
+                   before: tuple[str, str] | None = None) -> list[Incident]:
+    """Newest first; ``before`` = (opened_at, id) of the last incident of the previous page. Read
+    along the index (tenant, opened_at, id): the cost is the page's, not the tenant's history."""
     sql = f"SELECT {_COLUMNS} FROM incidents WHERE tenant = ?" + (" AND is_open = 1" if open_only else "")
-    return [_row(r) for r in conn.execute(sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", (tenant, limit))]
+    params: tuple[Any, ...] = (tenant,)
+    if before is not None:
+        sql += " AND (opened_at < ? OR (opened_at = ? AND id < ?))"
+        params += (before[0], before[0], before[1])
+    return [_row(r) for r in conn.execute(sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", (*params, limit))]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ the shadow-mode governance report."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -40,15 +42,38 @@ POLICY_IN = {"type": "object", "additionalProperties": False, "required": ["toml
 
 
 @incidents_api.route("GET", "/api/tenants/{tenant}/incidents", permission="incident.read", tags=("incidents",),
-                     summary="List incidents, newest first",
+                     summary="List incidents, newest first, a page at a time (?cursor= from next_cursor)",
                      query={"open": {"type": "string", "enum": ["true", "false"]},
-                            "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                     response={"type": "object", "required": ["incidents"],
-                               "properties": {"incidents": {"type": "array", "items": INCIDENT}}})
+                            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "cursor": {"type": "string", "maxLength": 512}},
+                     response={"type": "object", "required": ["incidents", "next_cursor"],
+                               "properties": {"incidents": {"type": "array", "items": INCIDENT},
+                                              "next_cursor": {"type": ["string", "null"]}}})
 async def list_incidents_endpoint(call: Call) -> Any:
-    found = engine.list_incidents(call.state.db.read_conn(), call.tenant, open_only=call.params.get("open") == "true",
-                                  limit=call.params.get("limit", 100))
-    return {"incidents": [i.public() for i in found]}
+    limit = call.params.get("limit", 100)
+    before = _from_cursor(call.params["cursor"]) if "cursor" in call.params else None
+    db = call.state.db
+    found = await asyncio.to_thread(lambda: engine.list_incidents(
+        db.read_conn(), call.tenant, open_only=call.params.get("open") == "true", limit=limit + 1, before=before))
+    more = len(found) > limit
+    found = found[:limit]
+    return {"incidents": [i.public() for i in found],
+            "next_cursor": _to_cursor(found[-1].opened_at, found[-1].id) if more else None}
+
+
+def _to_cursor(*key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def _from_cursor(text: str) -> tuple[str, str]:
+    """A cursor this API gave (the last item's sort key), or 400."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        key = None
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) and len(k) <= 200 for k in key)):
+        raise ApiError(400, "invalid", "not a cursor this API gave (use next_cursor of the previous page)", "cursor")
+    return key[0], key[1]
 
 
 @incidents_api.route("GET", "/api/tenants/{tenant}/incidents/{incident}", permission="incident.read",

@@ -91,3 +91,27 @@ async def test_dry_run_reports_what_a_candidate_would_have_opened(world: World) 
                                       json={"toml": "", "since": "2999-01-01T00:00:00Z"})).json()
     assert future["signals_replayed"] == 0
     assert json.dumps(eager)  # plain JSON throughout
+
+
+async def test_incidents_are_listed_a_page_at_a_time_newest_first(world: World) -> None:
+    from alertengine.incidents import engine as eng
+    t = world.tenants["a"]
+    for n in range(7):
+        await world.db.write(eng.open_incident(eng.Opening(t, f"fp-{n}", "events", f"incident {n}", "P3", None, None,
+                                                           None, "sha256:x", "test", {})))
+    headers = world.auth(world.keys[("a", "viewer")])
+    seen, cursor = [], None
+    while True:
+        reply = await world.client.get(f"/api/tenants/{t}/incidents", headers=headers,
+                                       params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        assert reply.status_code == 200, reply.text
+        page = reply.json()
+        assert len(page["incidents"]) <= 3
+        seen += [i["title"] for i in page["incidents"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"incident {n}" for n in range(6, -1, -1)]   # every one once, newest first
+    for bad in ("not-a-cursor", "W10", "WyJhIl0"):                  # garbage, [], ["a"]
+        reply = await world.client.get(f"/api/tenants/{t}/incidents", headers=headers, params={"cursor": bad})
+        assert reply.status_code == 400 and reply.json()["error"]["field"] == "cursor", reply.text
