@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ..store import WriteTx
 from .engine import PRIORITIES, Incident
+from .policy import Policy
 
 
 @dataclass
@@ -48,6 +49,17 @@ class AlertBatch:
     repeats: dict[tuple[str, str], tuple[Incident, int]] = field(default_factory=dict)
     joins: dict[tuple[str, str], Join] = field(default_factory=dict)
     event_ids: set[str] = field(default_factory=set)   # judged in this request, not yet in the ledger
+    # (tenant, fingerprint) -> (its open incident, its episode), read once per request; dropped
+    # whenever an alert may open, resolve or acknowledge that incident, and at every settle
+    incidents: dict[tuple[str, str], tuple[Incident | None, int]] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)   # each tenant's, read once per request
+    checked: set[str] = field(default_factory=set)      # event ids looked up in the ledger by prefetch
+    ledgered: set[str] = field(default_factory=set)     # ... and those found there
+
+    def policy(self, tenant: str, load: Callable[[str], Policy]) -> Policy:
+        if tenant not in self.policies:
+            self.policies[tenant] = load(tenant)
+        return self.policies[tenant]
 
     def repeat(self, incident: Incident) -> None:
         key = (incident.tenant, incident.id)
@@ -69,6 +81,7 @@ class AlertBatch:
 
     def take(self) -> "AlertBatch":
         """Hand over what is gathered so far and start afresh."""
-        taken = AlertBatch(self.records, self.repeats, self.joins, set())
+        taken = AlertBatch(self.records, self.repeats, self.joins, set(), {}, self.policies, self.checked, self.ledgered)
         self.records, self.repeats, self.joins = [], {}, {}
+        self.incidents.clear()
         return taken

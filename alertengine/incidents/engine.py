@@ -113,6 +113,12 @@ def open_incident_for(conn: sqlite3.Connection, tenant: str, fingerprint: str) -
     return _row(r) if r else None
 
 
+def open_incidents_for(conn: sqlite3.Connection, tenant: str, fingerprints: list[str]) -> list[Incident]:
+    marks = ", ".join("?" * len(fingerprints))
+    return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE tenant = ? AND is_open = 1 "
+                                          f"AND fingerprint IN ({marks})", (tenant, *fingerprints))]
+
+
 def list_incidents(conn: sqlite3.Connection, tenant: str, *, open_only: bool = False, limit: int = 100,
                    before: tuple[str, str] | None = None) -> list[Incident]:
     """Newest first; ``before`` = (opened_at, id) of the last incident of the previous page. Read

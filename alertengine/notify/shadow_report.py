@@ -196,10 +196,18 @@ def _fold_step(conn: sqlite3.Connection, chunk: int) -> FoldDelta | None:
     for seq, tenant, incident, kind, body in conn.execute(
             "SELECT seq, tenant, incident, kind, body FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq",
             (start, end)):
-        if kind in kinds or fold.incident(tenant, incident) is not None:
+        if kind in kinds or (fold.incident(tenant, incident) is not None and _has_stage(body)):
             fold.apply(seq, json.loads(body))
     incidents = {key: fold.incidents[key] for key in fold.dirty if fold.incidents.get(key) is not None}
     return FoldDelta(start, end, fold.tenants, incidents)  # type: ignore[arg-type]
+
+
+def _has_stage(body: bytes) -> bool:
+    """Whether an entry names a stage, without parsing it. Bodies are canonical JSON with sorted
+    keys, so the top-level ``"stage":`` is the last one (``data`` comes before it, and a quote
+    inside a string is escaped, so the pattern never matches inside one)."""
+    at = body.rfind(b'"stage":')
+    return at >= 0 and body[at + 8:at + 12] != b"null"
 
 
 def apply_delta(delta: FoldDelta) -> Callable[[WriteTx], bool]:

@@ -50,6 +50,57 @@ def decode_json(raw: bytes) -> Any:
 
 
 def check_json(value: Any) -> None:
+    """Raise a 400 at the first unsafe value of a decoded document (nested too deep, a lone
+    surrogate, an integer past 64 bits, an infinite number). The common case — nothing wrong — is
+    one walk that builds no paths; only a document with something wrong is walked again, with
+    paths, to name the first bad field."""
+    if not _unsafe(value):
+        return
+    _check_with_paths(value)
+
+
+def _unsafe(value: Any) -> bool:
+    """Whether anything in the document is unsafe (no recursion, no paths)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is dict:
+            if depth >= MAX_DEPTH:
+                return True
+            for key, child in item.items():
+                if not key.isascii() and _has_surrogate(key):
+                    return True
+                push((child, depth + 1))
+        elif kind is list:
+            if depth >= MAX_DEPTH:
+                return True
+            for child in item:
+                push((child, depth + 1))
+        elif kind is str:
+            if not item.isascii() and _has_surrogate(item):
+                return True
+        elif kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                return True
+        elif kind is float:
+            if item in (float("inf"), float("-inf")):
+                return True
+        elif depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_with_paths(value: Any) -> None:
     """Walk a decoded document without recursion; raise a 400 at the first unsafe value."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:

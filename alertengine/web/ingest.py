@@ -5,6 +5,7 @@ and ledgered, 400 with the reason for a bad payload, and is idempotent on repeat
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
@@ -37,13 +38,16 @@ ANY_JSON = {"description": "the sender's own format (see the tag's documentation
 async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
     started = time.monotonic()
     detector: Detector = call.state.detector
-    conn = call.state.db.read_conn()
     incidents = []
     fresh: list[AlertSignal] = []
     batch = AlertBatch()   # the request's alerts are written together, in one transaction
+
+    def read() -> dict[str | None, Any]:   # what judging the alerts reads, at once and off the loop
+        detector.prefetch(call.tenant, signals, batch)
+        return {n: service_ref(call.state.db.read_conn(), call.tenant, n) for n in {s.service for s in signals}}
+    services = await asyncio.to_thread(read)
     for signal in signals:
-        inc = await detector.on_alert(call.tenant, signal, service_ref(conn, call.tenant, signal.service), fresh=fresh,
-                                      batch=batch)
+        inc = await detector.on_alert(call.tenant, signal, services[signal.service], fresh=fresh, batch=batch)
         if inc is not None and inc.id not in incidents:
             incidents.append(inc.id)
     await detector.settle(batch)

@@ -20,6 +20,7 @@ from alertengine.notify.routes import parse_routing, put_routing
 from alertengine.notify.sender import OutboxSender
 from alertengine.store import Database
 from alertengine.store.modes import ModeTracker
+from alertengine.telemetry import Telemetry
 from alertengine.tenancy.tenants import create_tenant, set_shadow
 from alertengine.tenancy.vault import SecretVault
 
@@ -70,9 +71,9 @@ class Rig:
     def resolve(self, tenant: str, channel: str, address: str) -> Any:
         return self.channels.get(channel)
 
-    def build(self) -> "Rig":
+    def build(self, telemetry: Telemetry | None = None) -> "Rig":
         self.sender = OutboxSender(self.db, self.vault, self.resolve, modes=self.modes, clock=self.clock,
-                                   base_delay=1.0, max_delay=30.0)
+                                   base_delay=1.0, max_delay=30.0, telemetry=telemetry)
         self.gateway = Gateway(self.db, [], self.modes, vault=self.vault, sender=self.sender, clock=self.clock)
         return self
 

@@ -63,12 +63,14 @@ def need_list(value: object, path: str, max_items: int) -> list[object]:
 def need_str(obj: Mapping[str, object], key: str, path: str, *, max_len: int = MAX_VALUE,
              required: bool = True, allow_empty: bool = False) -> str | None:
     """``obj[key]`` as a bounded string; None when optional and missing or null."""
-    sub = join(path, key)
-    if key not in obj or obj[key] is None:
+    value = obj.get(key)
+    if type(value) is str and len(value) <= max_len and (value or allow_empty):
+        return value   # the common case, without building the path an error would name
+    if value is None:
         if required:
-            raise PayloadError(sub, "is required")
+            raise PayloadError(join(path, key), "is required")
         return None
-    return check_str(obj[key], sub, max_len=max_len, allow_empty=allow_empty)
+    return check_str(value, join(path, key), max_len=max_len, allow_empty=allow_empty)
 
 
 def require_str(obj: Mapping[str, object], key: str, path: str, *, max_len: int = MAX_VALUE) -> str:
@@ -97,7 +99,7 @@ def string_map(value: object, path: str, *, max_entries: int = MAX_ENTRIES) -> d
     out: dict[str, str] = {}
     for key, item in obj.items():
         check_key(key, path)
-        out[key] = check_str(item, join(path, key))
+        out[key] = item if type(item) is str and len(item) <= MAX_VALUE else check_str(item, join(path, key))
     return out
 
 
