@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import LedgerInputError
 from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, utc_timestamp
-from .verifier import RootBuilder, leaf_hash
+from .verifier import RootBuilder
 
 _ZERO = bytes(32)
+_sha256 = hashlib.sha256
+INSERT_SQL = ("INSERT INTO ledger (seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# A ledger row as INSERT_SQL takes it.
+Row = tuple
 
 
-@dataclass(frozen=True)
-class HeadMark:
+class HeadMark(NamedTuple):
+    """Where the head stood (a named tuple: the writer takes one per write)."""
     size: int
     prev: bytes
     frontier: tuple[bytes, ...]
@@ -21,13 +27,19 @@ class HeadMark:
 
 
 class ChainHead:
-    """Appends entries inside the writer's transaction and can undo them if it rolls back."""
+    """Builds entries inside the writer's transaction and can undo them if it rolls back.
+
+    :meth:`append` inserts the entry at once; the writer's batches use :meth:`build` and
+    :meth:`advance` instead and insert many rows with one ``executemany`` (see ``batch.py``).
+    Links are kept as the hex text the next body carries (the zero hash before a chain's first
+    entry), so that each leaf hash is turned into text once."""
 
     def __init__(self) -> None:
         self.tree = RootBuilder()
         self.prev = _ZERO
-        self._tenants: dict[str, tuple[int, bytes]] = {}  # tenant -> (next tseq, last leaf)
-        self._journal: list[tuple[str, tuple[int, bytes] | None]] = []
+        self._prev_hex = ZERO_HASH_HEX
+        self._tenants: dict[str, tuple[int, str]] = {}  # tenant -> (next tseq, hex of its last leaf)
+        self._journal: list[tuple[str, tuple[int, str] | None]] = []
 
     @property
     def size(self) -> int:
@@ -44,6 +56,7 @@ class ChainHead:
         last = conn.execute("SELECT seq, leaf_hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         size = last[0] + 1 if last else 0
         self.prev = bytes(last[1]) if last else _ZERO
+        self._prev_hex = self.prev.hex() if last else ZERO_HASH_HEX
         row = conn.execute("SELECT size, frontier FROM ledger_head WHERE id = 1").fetchone()
         if row and row[0] == size:
             blob = bytes(row[1])
@@ -66,6 +79,7 @@ class ChainHead:
     def undo(self, mark: HeadMark) -> None:
         self.tree = RootBuilder(mark.size, list(mark.frontier))
         self.prev = mark.prev
+        self._prev_hex = mark.prev.hex() if mark.size else ZERO_HASH_HEX
         while len(self._journal) > mark.journal_len:
             tenant, old = self._journal.pop()
             if old is None:
@@ -77,36 +91,59 @@ class ChainHead:
         self._journal.clear()
 
     # --- appending ---------------------------------------------------------------------------
-    def _tenant_head(self, conn: sqlite3.Connection, tenant: str) -> tuple[int, bytes]:
+    def _tenant_head(self, conn: sqlite3.Connection, tenant: str) -> tuple[int, str]:
         head = self._tenants.get(tenant)
         if head is None:
             row = conn.execute("SELECT tseq, leaf_hash FROM ledger WHERE tenant = ? ORDER BY tseq DESC LIMIT 1",
                                (tenant,)).fetchone()
-            head = (row[0] + 1, bytes(row[1])) if row else (0, _ZERO)
+            head = (row[0] + 1, bytes(row[1]).hex()) if row else (0, ZERO_HASH_HEX)
             self._journal.append((tenant, None))
             self._tenants[tenant] = head
         return head
 
-    def append(self, conn: sqlite3.Connection, event: LedgerEvent) -> Entry:
-        tseq, tprev = self._tenant_head(conn, event.tenant)
+    def build(self, conn: sqlite3.Connection, event: LedgerEvent, ts: str) -> tuple[Entry, Row]:
+        """The next entry for ``event``, written at ``ts``, and its ledger row, without changing the
+        chains (only the tenant's head may be read from ``conn`` into the cache, journalled).
+        :meth:`advance` takes it."""
+        tenant = event.tenant
+        tseq, tprev = self._tenants.get(tenant) or self._tenant_head(conn, tenant)
         seq = self.tree.size
-        ts = utc_timestamp()
-        body = event.body(seq, self.prev.hex() if seq else ZERO_HASH_HEX, tseq, tprev.hex() if tseq else ZERO_HASH_HEX, ts)
+        body = event.body(seq, self._prev_hex, tseq, tprev, ts)
         if len(body) > MAX_BODY_BYTES:
             raise LedgerInputError("data", f"entry of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
-        leaf = leaf_hash(body)
-        try:
-            conn.execute("INSERT INTO ledger (seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (seq, event.event_id, event.tenant, tseq, event.incident, event.kind, ts, body, leaf))
-        except sqlite3.IntegrityError:
-            existing = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger WHERE event_id = ?",
-                                    (event.event_id,)).fetchone()
-            if existing is None:
-                raise
-            return Entry(existing[0], existing[1], existing[2], bytes(existing[3]), bytes(existing[4]), True)
-        self._journal.append((event.tenant, self._tenants[event.tenant]))
-        self._tenants[event.tenant] = (tseq + 1, leaf)
+        leaf = _sha256(b"\x00" + body).digest()   # leaf_hash(body), inlined: once per entry
+        return (Entry(seq, tenant, tseq, body, leaf),
+                (seq, event.event_id, tenant, tseq, event.incident, event.kind, ts, body, leaf))
+
+    def advance(self, entry: Entry) -> None:
+        """Make ``entry`` (from :meth:`build`, not yet advanced past) the head of both its chains."""
+        tenant = entry.tenant
+        leaf = entry.leaf_hash
+        link = leaf.hex()
+        tenants = self._tenants
+        self._journal.append((tenant, tenants[tenant]))
+        tenants[tenant] = (entry.tseq + 1, link)
         self.tree.add(leaf)
         self.prev = leaf
-        return Entry(seq, event.tenant, tseq, body, leaf)
+        self._prev_hex = link
+
+    def append(self, conn: sqlite3.Connection, event: LedgerEvent) -> Entry:
+        """Insert the next entry for ``event`` now (a no-op returning the stored entry, marked
+        ``duplicate``, if its ``event_id`` is already in the ledger)."""
+        entry, row = self.build(conn, event, utc_timestamp())
+        try:
+            conn.execute(INSERT_SQL, row)
+        except sqlite3.IntegrityError:
+            existing = stored_entry(conn, event.event_id)
+            if existing is None:
+                raise
+            return existing
+        self.advance(entry)
+        return entry
+
+
+def stored_entry(conn: sqlite3.Connection, event_id: str) -> Entry | None:
+    """The ledger's entry with ``event_id`` (marked ``duplicate``: it is what an append of that id returns)."""
+    row = conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger WHERE event_id = ?",
+                       (event_id,)).fetchone()
+    return None if row is None else Entry(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), True)
