@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import socket
 import statistics
 import threading
@@ -17,10 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alertengine import __version__
 from alertengine.incidents.policy import DEFAULT_POLICY, evaluate_reading
 from alertengine.signals import OUTCOMES, SELF_STATUSES, HealthReading
-from alertengine.signals.poller import MAX_BODY_BYTES, Poller, PollTarget, read_health
+from alertengine.signals.poller import MAX_BODY_BYTES, STOP_GRACE, Poller, PollTarget, read_health
+from alertengine.telemetry import Telemetry
 from tests.conftest import FIXTURES
+from tests.signals.rawhttp import HANG, answer, serve
 from tests.waiting import async_wait_for
 
 HOSTED = FIXTURES / "hosted-sdk"
@@ -458,3 +462,103 @@ def test_settings_out_of_range_are_refused() -> None:
     for bad in ({"concurrency": 0}, {"timeout": 0}, {"jitter": 1.0}, {"refresh": -1}):
         with pytest.raises(ValueError):
             Poller(list, sink, **bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Telemetry, quiet, stopping
+# --------------------------------------------------------------------------------------------
+
+async def test_each_poll_is_observed_in_telemetry_as_ok_or_failed(server: str, dead_url: str) -> None:
+    telemetry = Telemetry()
+    targets = [PollTarget("t/ok", f"{server}/healthy", INTERVAL), PollTarget("t/dead", dead_url, INTERVAL),
+               PollTarget("t/error", f"{server}/500", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: targets, record, timeout=TIMEOUT, telemetry=telemetry)
+    await run_until(poller, lambda: all(len(record.readings[t.key]) >= 2 for t in targets), "two polls of each")
+
+    def sample(name: str, **labels: str) -> float:
+        value = telemetry.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    # a readable answer is "ok" whatever it says; unreachable, timeouts, HTTP errors and unreadable ones failed
+    assert poller.stats.outcomes["answered"] >= len(record.readings["t/ok"]) >= 2
+    assert sample("alertengine_polls_total", outcome="ok") == poller.stats.outcomes["answered"]
+    assert sample("alertengine_polls_total", outcome="failed") == poller.stats.polls - poller.stats.outcomes["answered"]
+    assert sample("alertengine_polls_total", outcome="breach") == 0.0    # policy's call, not the poller's
+    assert sample("alertengine_poll_lateness_seconds_count") == poller.stats.polls
+    assert sample("alertengine_poll_lateness_seconds_sum") == pytest.approx(sum(poller.stats.lateness))
+
+
+async def test_polling_logs_nothing_at_info(server: str, dead_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Every poll, answered or failed, is a reading and a counter, never a log line."""
+    caplog.set_level(logging.DEBUG)
+    targets = [PollTarget("t/ok", f"{server}/healthy", INTERVAL), PollTarget("t/dead", dead_url, INTERVAL),
+               PollTarget("t/huge", f"{server}/huge", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: targets, record, timeout=TIMEOUT)
+    await run_until(poller, lambda: all(len(record.readings[t.key]) >= 3 for t in targets), "three polls of each")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+async def test_stop_returns_promptly_with_hanging_targets_and_polls_in_flight() -> None:
+    hanging = await serve(lambda request, connection, head: HANG)
+    targets = [PollTarget(f"t/{n}", f"{hanging.url}/{n}", INTERVAL) for n in range(20)]
+    poller = Poller(lambda: targets, Recorder(), timeout=60.0)       # no poll would end by itself
+    task = asyncio.create_task(poller.run())
+    try:
+        await async_wait_for(lambda: hanging.hanging == len(targets), what="every poll in flight")
+        started = time.monotonic()
+        await poller.stop()
+        took = time.monotonic() - started
+        await asyncio.wait_for(task, 30)
+        assert took < 1.0 + 2 * STOP_GRACE   # about 1 s, not the 60 s poll timeout
+        await async_wait_for(lambda: hanging.closed == len(targets), what="every connection closed")
+        assert poller.stats.polls == 0       # abandoned fetches are no readings
+    finally:
+        await hanging.stop()
+
+
+async def test_stop_waits_a_little_for_a_handover_then_cancels_it(server: str) -> None:
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stuck(target: PollTarget, reading: HealthReading, lateness: float) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()     # never set: a handover that never ends
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    poller = Poller(lambda: [PollTarget("t/a", f"{server}/healthy", INTERVAL)], stuck, timeout=TIMEOUT)
+    task = asyncio.create_task(poller.run())
+    await asyncio.wait_for(entered.wait(), 30)
+    started = time.monotonic()
+    await poller.stop()
+    took = time.monotonic() - started
+    await asyncio.wait_for(task, 30)
+    assert cancelled.is_set()
+    assert STOP_GRACE * 0.9 <= took < 1.0 + 2 * STOP_GRACE
+
+
+async def test_a_target_with_an_unusable_url_reads_unreachable_and_the_others_go_on(server: str) -> None:
+    targets = [PollTarget("t/bad", "ftp://svc.example.test/health", INTERVAL),
+               PollTarget("t/ok", f"{server}/healthy", INTERVAL)]
+    record = Recorder()
+    poller = Poller(lambda: targets, record, timeout=TIMEOUT)
+    await run_until(poller, lambda: len(record.readings["t/bad"]) >= 2 and record.readings["t/ok"], "both polled")
+    bad = {(r.outcome, r.detail) for _, r, _ in record.readings["t/bad"]}
+    assert bad == {("unreachable", "unusable URL: the scheme 'ftp' is neither http nor https")}
+    assert record.outcomes("t/ok") == {"answered"}
+
+
+async def test_the_poller_sends_its_own_user_agent_and_no_cookies() -> None:
+    seen = await serve(lambda request, connection, head: answer(extra="Set-Cookie: s=1\r\n"))
+    record = Recorder()
+    poller = Poller(lambda: [PollTarget("t/a", f"{seen.url}/h", INTERVAL)], record, timeout=TIMEOUT)
+    try:
+        await run_until(poller, lambda: len(record.readings["t/a"]) >= 2, "two polls")
+    finally:
+        await seen.stop()
+    assert all(f"\r\nUser-Agent: alertengine-poller/{__version__}\r\n".encode() in h for h in seen.heads)
+    assert all(b"cookie" not in h.lower() for h in seen.heads)
+    assert seen.opened == 1                  # kept alive between polls
