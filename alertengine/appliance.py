@@ -15,6 +15,7 @@ from .ledger.entry import SYSTEM_TENANT, LedgerEvent, set_identity_key, utc_time
 from .ledger.keys import LedgerSigner, write_private_file
 from .store import Database
 from .store.publish import sink_local
+from .telemetry import Telemetry
 
 DB_FILE = "alertengine.db"
 INSTALL_FILE = "install.json"
@@ -44,13 +45,15 @@ class DataDir:
     def secret(self, name: str) -> bytes:
         return (self.path / name).read_bytes()
 
-    def open_database(self, config: Config) -> Database:
+    def open_database(self, config: Config, telemetry: Telemetry | None = None) -> Database:
+        """The database, migrated and open. ``telemetry``: the running appliance's (``serve``), for
+        the writer to observe its batches into; commands run without one."""
         key_file = self.path / FINGERPRINT_KEY
         if not key_file.exists():   # an install made before the key existed gets one now
             write_private_file(key_file, secrets.token_bytes(32))
         set_identity_key(key_file.read_bytes())
         db = Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
-                      checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max)
+                      checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max, telemetry=telemetry)
         if config.checkpoint_sink and not config.checkpoint_sink.startswith(("http://", "https://")):
             sink = config.checkpoint_sink   # every process that signs (serve, CLI commands) appends to it
             db.on_checkpoint = lambda cp: sink_local(sink, cp.note)

@@ -14,6 +14,7 @@ from .net.urlpolicy import UrlPolicy
 
 ENV_PREFIX = "ALERTENGINE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
             "are believed; empty: none, the connecting address is the client."),
     Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
+    Setting("log_format", str, "text",
+            "Log lines on standard error: text, or json (one object per line: ts, level, logger, message, exc)."),
     Setting("checkpoint_interval", float, 1.0,
             "Seconds between signed ledger checkpoints while entries are being appended."),
     Setting("writer_batch_max", int, 1000, "Most write requests the single writer commits in one transaction."),
@@ -78,6 +81,7 @@ class Config:
     tls_self_signed: bool = False
     trusted_proxies: str = ""
     log_level: str = "info"
+    log_format: str = "text"
     checkpoint_interval: float = 1.0
     writer_batch_max: int = 1000
     checkpoint_sink: str = ""
@@ -154,6 +158,8 @@ def _validated(cfg: Config) -> Config:
         raise ConfigError("port", f"must be 1-65535, got {cfg.port}")
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    if cfg.log_format not in LOG_FORMATS:
+        raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {cfg.log_format!r}")
     if not 0.05 <= cfg.checkpoint_interval <= 3600:
         raise ConfigError("checkpoint_interval", f"must be between 0.05 and 3600 seconds, got {cfg.checkpoint_interval}")
     if not 1 <= cfg.writer_batch_max <= 100_000:

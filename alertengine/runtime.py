@@ -4,6 +4,7 @@ with its local channels, and the timer loop for stored deadlines (heartbeats).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -32,14 +33,20 @@ from .signals.poller import Poller, PollTarget
 from .store import Database
 from .store.modes import ModeTracker
 from .store.publish import Publisher, parse_witnesses
+from .notify.shadow_report import keep_folded
+from .telemetry import Telemetry
 from .tenancy.vault import SecretVault
 
 log = logging.getLogger("alertengine.runtime")
 
 
 class Runtime:
-    def __init__(self, config: Config, db: Database, data: DataDir) -> None:
+    def __init__(self, config: Config, db: Database, data: DataDir, telemetry: Telemetry | None = None) -> None:
         self.db = db
+        # The appliance's one Telemetry: ``serve`` makes it before the database (whose writer
+        # observes into it) and hands it here. Without one: the database's, else (an app built
+        # around a database opened without one, as tests do) a new one.
+        self.telemetry = telemetry or db.telemetry or Telemetry()
         channels: list[Channel] = [JsonLinesChannel(data.path / "notifications.jsonl")]
         if config.console_notifications:
             channels.append(ConsoleChannel())
@@ -49,7 +56,7 @@ class Runtime:
         self.http = guarded_client(config.url_policy, timeout=10.0)
         self.sender = OutboxSender(db, self.vault, ChannelResolver(db, self.vault, self.http, data.path / "notify",
                                                                    config.base_url),
-                                   modes=self.modes)
+                                   modes=self.modes, telemetry=self.telemetry)
         self.gateway = Gateway(db, channels, self.modes, vault=self.vault, sender=self.sender)
         self.tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         self.orchestrator = Orchestrator(db, self.gateway, self.vault, self.tokens, config.base_url, self.http)
@@ -58,12 +65,12 @@ class Runtime:
         self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose, council=self.council,
                                  modes=self.modes, secrets=self._known_secrets,
                                  ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5,
-                                 on_alerts=self.hub.publish)
+                                 on_alerts=self.hub.publish, telemetry=self.telemetry)
         self.smart = SmartAlerts(db, self._smart_signal, self.gateway, self.hub, HostMetrics(data.path),
                                  interval=config.smart_interval)
         self._services: dict[str, ServiceRef] = {}
         self.poller = Poller(self._targets, self._on_reading, concurrency=config.poll_concurrency,
-                             timeout=config.poll_timeout, url_policy=config.url_policy)
+                             timeout=config.poll_timeout, url_policy=config.url_policy, telemetry=self.telemetry)
         self.timer_interval = 1.0
         self._silence_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -146,7 +153,8 @@ class Runtime:
         self.hub.attach(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self.poller.run(), name="poller"),
                        asyncio.create_task(self._timers(), name="timers"),
-                       asyncio.create_task(self.smart.run(), name="smart-rules")]
+                       asyncio.create_task(self.smart.run(), name="smart-rules"),
+                       asyncio.create_task(keep_folded(self.db), name="shadow-report")]
         self.sender.start()
         loop = asyncio.get_running_loop()
         self.db.on_checkpoint = lambda cp: self.publisher.on_checkpoint(cp, loop)
@@ -159,6 +167,8 @@ class Runtime:
         if self.publisher.witnesses:   # a last round, so the witnesses see the ledger as it stops
             await asyncio.gather(self.publisher.witness(), return_exceptions=True)
         await self.poller.stop()
+        with contextlib.suppress(Exception):   # the evidence summaries still being gathered
+            await self.detector.flush_evidence()
         await self.sender.stop()
         for task in self._tasks:
             task.cancel()

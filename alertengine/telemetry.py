@@ -11,14 +11,27 @@ This module imports nothing of the product (rank 0.5, beside ``schema``).
 
 from __future__ import annotations
 
+import re
+from typing import Iterable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+# The classic text format (0.0.4), which every Prometheus 2 and 3 scrapes. prometheus_client's own
+# CONTENT_TYPE_LATEST now names 1.0.0, which older scrapers do not know.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+KINDS = ("counter", "gauge", "histogram", "untyped")
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # Seconds: from a millisecond to a minute, dense where the budgets are (50 ms, 250 ms, 0.5 s, 5 s).
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Counts per batch or per request.
 SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
-POLL_OUTCOMES = ("ok", "breach", "failed")
+POLL_OUTCOMES = ("ok", "failed")   # answered readably, or not; breaches are policy's (below)
 
 
 class Telemetry:
@@ -34,10 +47,12 @@ class Telemetry:
                                        "Time of one writer transaction, BEGIN to durable COMMIT.",
                                        buckets=LATENCY, registry=r)
         # signals in
-        self.polls = Counter("alertengine_polls", "Health polls done, by outcome (ok, breach, failed).",
+        self.polls = Counter("alertengine_polls", "Health polls done, by outcome: ok (answered readably) or failed.",
                              ["outcome"], registry=r)
         self.poll_lateness = Histogram("alertengine_poll_lateness_seconds",
                                        "How late a health poll started after it was due.", buckets=LATENCY, registry=r)
+        self.breaches = Counter("alertengine_breaching_polls", "Health polls that policy judged breaching.",
+                                registry=r)
         self.ingest_alerts = Counter("alertengine_ingest_alerts", "Alerts ingested, by source and whether they were "
                                      "news (new) or a repeat of a known state (repeat).", ["source", "result"],
                                      registry=r)
@@ -58,5 +73,52 @@ class Telemetry:
                                           buckets=LATENCY, registry=r)
 
     def exposition(self) -> bytes:
-        """The registry in the Prometheus text format (version 0.0.4)."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text format (version 0.0.4), without ``_created`` series."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    """The registry's families minus their ``_created`` samples. prometheus_client adds one per
+    counter and histogram child (when it was made); Prometheus 2 stores each as a gauge series of
+    its own, doubling the series for a timestamp nobody queries. Filtered here rather than with
+    ``disable_created_metrics()``, which would change every registry of the process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():   # fresh objects on every collect: ours to trim
+            metric.samples = [s for s in metric.samples if s.name != metric.name + "_created"]
+            yield metric
+
+
+# --- what is read at scrape time ------------------------------------------------------------------
+# Families written by hand, for figures read from the database or the running parts when Prometheus
+# asks. Whole numbers stay whole (``400``, not prometheus_client's ``400.0``): what /metrics served
+# before this module existed, and what dashboards and tests match.
+
+def family(name: str, kind: str, help_text: str,
+           samples: Iterable[tuple[Mapping[str, str], int | float]]) -> list[str]:
+    """One metric family: ``# HELP``, ``# TYPE`` and a line per sample (labels in the order given).
+    A family with no samples is still declared, so a scraper sees the metric exists."""
+    if not _NAME.fullmatch(name) or kind not in KINDS:
+        raise ValueError(f"bad metric family {name!r} of kind {kind!r}")
+    help_line = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+    lines = [f"# HELP {name} {help_line}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        if not all(_LABEL.fullmatch(k) and not k.startswith("__") for k in labels):
+            raise ValueError(f"bad label name in {sorted(labels)} of {name}")
+        inner = ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items())
+        lines.append(f"{name}{{{inner}}} {number(value)}" if inner else f"{name} {number(value)}")
+    return lines
+
+
+def label_value(value: str) -> str:
+    """A label value escaped as the text format wants: backslash, double quote and newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def number(value: int | float) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a sample value must be a number, got {value!r}")
+    return str(value) if isinstance(value, int) else floatToGoString(value)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,52 @@ import click
 
 from .. import __version__
 from ..appliance import init_data_dir, startup_events
-from ..config import describe, load_config, read_file
+from ..config import Config, describe, load_config, read_file
 from ..errors import ConfigError, RollbackDetectedError
+from ..ledger.entry import utc_timestamp
+from ..telemetry import Telemetry
 from ..web.tls import tls_files
 from .common import EXIT_FAIL, Fail, data_dir_option, load_settings
+
+# --- logging ----------------------------------------------------------------------------------
+# One line per event worth reading, on standard error (standard output carries the banner and the
+# console notifications). The appliance logs warnings and errors, and at info what happens once
+# (start, stop); what happens per poll or per request is in /metrics, not the log.
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# httpx logs every request at INFO (each health poll, each webhook), with its full URL, which may
+# carry a bot token; httpcore logs its connection steps at DEBUG. Their warnings are still shown.
+QUIET = ("httpx", "httpcore")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339 UTC), ``level``, ``logger``, ``message``, and
+    ``exc`` (the traceback text) when there is one. Nothing else of the record (no args, no
+    extras), so a JSON line never holds more than the text line would; ASCII-escaped, so a message
+    with a newline or any odd character is still one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": utc_timestamp(datetime.fromtimestamp(record.created, timezone.utc)),
+                "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line)
+
+
+def setup_logging(config: Config) -> None:
+    """The process's logging for ``serve``: ``log_level``, ``log_format`` (text or json) on stderr.
+    Like ``basicConfig`` (which it uses), it leaves logging that is already set up alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)   # a Python warning is a log line too, in the same format
+
 
 # --- serve ------------------------------------------------------------------------------------
 
@@ -34,7 +78,7 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
     from ..web.app import create_app
 
     config = load_settings(ctx, data_dir=data_dir, host=host, port=port)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(config)
     # Listen first: a port in use must fail before anything is created or minted (an admin key
     # printed by a process that then dies is a secret shown for nothing).
     listener = _listen(config.host, config.port)
@@ -50,8 +94,10 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         listener.close()
         lock.close()
         raise Fail(f"configuration error: {exc}", EXIT_FAIL) from None
+    # The appliance's one Telemetry: made before the database, whose writer observes into it.
+    telemetry = Telemetry()
     try:
-        db = data.open_database(config)
+        db = data.open_database(config, telemetry)
     except RollbackDetectedError as exc:
         listener.close()
         lock.close()
@@ -70,7 +116,7 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         if admin_secret:
             click.echo(f"  appliance admin API key (shown once, store it now): {admin_secret}")
         sys.stdout.flush()
-        app = create_app(config, data, db)
+        app = create_app(config, data, db, telemetry)
         # Forwarded headers are believed only from the proxies the operator listed: by default none,
         # so a client cannot choose the address the authentication slow-down counts it under.
         server = uvicorn.Server(uvicorn.Config(

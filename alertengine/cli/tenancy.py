@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..tenancy.access import APPLIANCE_ADMIN, TENANT_ROLES
+from ..tenancy.access import APPLIANCE_ADMIN, SCRAPE, TENANT_ROLES
 from ..tenancy.services import (
     create_service,
     get_service,
@@ -77,15 +77,17 @@ def key() -> None:
 @click.option("--tenant", "tenant_id", default=None, help="The tenant the key acts in.")
 @click.option("--role", type=click.Choice(TENANT_ROLES), default=None, help="The key's role in its tenant.")
 @click.option("--admin", is_flag=True, help="An appliance-admin key instead (manages tenants).")
+@click.option("--scrape", is_flag=True, help="A scrape key: reads /metrics and nothing else (a Prometheus job's).")
 @click.option("--name", required=True, help="What the key is for (shown in listings and the ledger).")
 @click.pass_context
 def key_create(ctx: click.Context, data_dir: Path | None, tenant_id: str | None, role: str | None, admin: bool,
-               name: str) -> None:
+               scrape: bool, name: str) -> None:
     """Mint an API key. Its secret is printed once and stored only as a hash."""
-    if admin == (tenant_id is not None) or (tenant_id is not None and role is None):
-        raise Fail("give either --admin, or --tenant and --role", EXIT_USAGE)
+    if admin + scrape + (tenant_id is not None) != 1 or (tenant_id is not None) != (role is not None):
+        raise Fail("give exactly one of --admin, --scrape, or --tenant with --role", EXIT_USAGE)
     with appliance(ctx, data_dir) as (db, _vault, _config):
-        new, secret = db.write_sync(create_key(tenant_id, APPLIANCE_ADMIN if admin else str(role), name, cli_actor()))
+        new, secret = db.write_sync(create_key(
+            tenant_id, APPLIANCE_ADMIN if admin else SCRAPE if scrape else str(role), name, cli_actor()))
         echo_json({"key": new.public(), "secret": secret})
         click.echo("Store the secret now: it is not shown again.", err=True)
 

@@ -12,6 +12,9 @@
 * A failing channel raises the DEGRADED condition ``channel <kind> of <tenant>``; its next
   delivery clears it.
 * Restarts lose nothing: rows in flight when the process stopped are queued again (at least once).
+* Every attempt is counted in the appliance's telemetry by channel and outcome, every delivery's
+  time from entering the outbox to leaving it observed; a row that becomes a dead letter is one
+  warning in the log. What is read from the outbox itself at scrape time is ``metrics_lines``.
 
 The clock is injected: tests drive ``run_due`` with a fake clock instead of waiting."""
 
@@ -21,13 +24,16 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections import Counter
-from typing import Callable, Protocol
+from datetime import datetime
+from typing import Callable, Iterable, Mapping, Protocol
 
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
+from ..telemetry import Telemetry, family
 from ..tenancy.vault import SecretVault
 from . import deliveries, escalation, grouping, outbox
 from .channels.base import Delivery
@@ -52,7 +58,7 @@ Resolver = Callable[[str, str, str], "Sender | None"]
 class OutboxSender:
     def __init__(self, db: Database, vault: SecretVault, resolve: Resolver, *, modes: ModeTracker | None = None,
                  clock: Callable[[], float] = time.time, base_delay: float = 1.0, max_delay: float = 30.0,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, telemetry: Telemetry | None = None) -> None:
         self.db = db
         self.vault = vault
         self.resolve = resolve
@@ -62,6 +68,8 @@ class OutboxSender:
         self.max_delay = max_delay
         self.concurrency = concurrency
         self.attempts: Counter[tuple[str, str]] = Counter()   # (channel, outcome) -> count, for /metrics
+        # A sender made on its own (tests, tools) counts into a registry nobody scrapes.
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -169,7 +177,9 @@ class OutboxSender:
     async def _attempt(self, item: Outgoing) -> None:
         chain = [c for c in item.chain if c[0] + ":" + c[1] not in item.body.get("broken", [])]
         if not chain:
-            await self.db.write(self._finish_dead(item, "every channel of this recipient refused for good"))
+            why = "every channel of this recipient refused for good"
+            await self.db.write(self._finish_dead(item, why))
+            _log_dead(item, why)
             return
         if self._is_shadow(item.tenant):   # the tenant went into shadow mode since this was queued
             await self.db.write(outbox.suppress(item, "shadow mode: nothing leaves"))
@@ -191,9 +201,15 @@ class OutboxSender:
             except Exception as exc:  # noqa: BLE001 - a channel that breaks is a failed attempt, never fatal
                 log.warning("channel %s raised %s", channel, type(exc).__name__)
                 result = Delivery(False, False, f"the channel failed: {type(exc).__name__}")
-        self.attempts[(channel, "delivered" if result.delivered else "failed")] += 1
+        outcome = "delivered" if result.delivered else "failed"
+        self.attempts[(channel, outcome)] += 1
+        self.telemetry.deliveries.labels(channel, outcome).inc()
+        if result.delivered:
+            self.telemetry.delivery_latency.labels(channel).observe(_since(item.created))
         now = self.clock()
-        await self.db.write(self._outcome(item, channel, address, result, now))
+        dead = await self.db.write(self._outcome(item, channel, address, result, now))
+        if dead is not None:
+            _log_dead(item, dead)
         await self._mode(item.tenant, channel, result)
 
     def _mark_sending(self, item: Outgoing, channel: str) -> Callable[[WriteTx], None]:
@@ -208,10 +224,11 @@ class OutboxSender:
         return max(wait, retry_after) if retry_after is not None and retry_after > 0 else wait
 
     def _outcome(self, item: Outgoing, channel: str, address: str, result: Delivery,
-                 now: float) -> Callable[[WriteTx], None]:
+                 now: float) -> Callable[[WriteTx], str | None]:
+        """Move the row on after an attempt; returns why, when the row became a dead letter."""
         attempt = item.attempts + 1
 
-        def write(tx: WriteTx) -> None:
+        def write(tx: WriteTx) -> str | None:
             tx.append(attempt_event(item, channel, address, result, attempt))
             stamp = utc_timestamp()
             if result.delivered:
@@ -219,7 +236,7 @@ class OutboxSender:
                            "updated = ? WHERE id = ?", (f"delivered on {channel}", attempt, stamp, item.id))
                 if result.provider_id and channel in deliveries.TRACKED:
                     deliveries.record(tx, item, channel, address, result.provider_id, now)
-                return
+                return None
             body = dict(item.body)
             failures, index = item.channel_failures + 1, item.channel_index
             if not result.retryable:
@@ -233,11 +250,12 @@ class OutboxSender:
                 tx.execute("UPDATE outbox SET state = 'dead', reason = ?, attempts = ?, sealed = NULL, body = ?, "
                            "updated = ? WHERE id = ?", (why, attempt, json.dumps(body), stamp, item.id))
                 tx.append(outbox.dead_event(item.tenant, item.incident, item.id, item.recipient, item.event, why))
-                return
+                return why
             tx.execute("UPDATE outbox SET state = 'queued', reason = ?, attempts = ?, channel_index = ?, "
                        "channel_failures = ?, next_at = ?, body = ?, updated = ? WHERE id = ?",
                        (f"{channel}: {result.detail}"[:500], attempt, index, failures, now + delay, json.dumps(body),
                         stamp, item.id))
+            return None
         return write
 
     @staticmethod
@@ -339,15 +357,57 @@ def attempt_event(item: Outgoing, channel: str, address: str, result: Delivery, 
               "address": identity_fingerprint(address) if address else None})
 
 
-def metrics_lines(sender: OutboxSender | None, counts: dict[tuple[str, str], int]) -> list[str]:
-    lines = ["# HELP alertengine_notifications Stored notifications by state.",
-             "# TYPE alertengine_notifications gauge"]
-    lines += [f'alertengine_notifications{{tenant="{t}",state="{s}"}} {n}' for (t, s), n in sorted(counts.items())]
-    lines += ["# HELP alertengine_notification_attempts_total Delivery attempts by channel and outcome.",
-              "# TYPE alertengine_notification_attempts_total counter"]
-    if sender is not None:
-        lines += [f'alertengine_notification_attempts_total{{channel="{c}",outcome="{o}"}} {n}'
-                  for (c, o), n in sorted(sender.attempts.items())]
+def _since(created: str) -> float:
+    """Seconds from a row's ``created`` stamp to now. Wall time on purpose, not the sender's
+    injected clock: the stamp is wall time (``utc_timestamp``). A clock stepped back counts 0."""
+    return max(0.0, time.time() - datetime.fromisoformat(created).timestamp())
+
+
+def _log_dead(item: Outgoing, why: str) -> None:
+    # One line per dead letter: the event an operator must read. The reason is the ledgered one
+    # (channel details are written to be ledgered, so they hold no secrets). No recipient: the
+    # ledger fingerprints people, and the row id finds it (GET .../notifications).
+    log.warning("notification %d (%s) of tenant %s is a dead letter: %s", item.id, item.event, item.tenant, why)
+
+
+# --- /metrics ---------------------------------------------------------------------------------------
+# Read at scrape time, in a worker thread on its own read connection (web/metrics_api.py).
+# Pending means queued or sending: on its way out. Held (quiet hours) and grouped rows wait on
+# purpose, so they stay out of the depth and age an operator alerts on; they are counted by state in
+# ``alertengine_notifications``. A row's channel is the one it is being tried on (sending) or will be
+# tried on next: its chain at its channel index (channels broken for good left aside).
+_PENDING_BY_CHANNEL = (
+    "SELECT CASE WHEN state = 'sending' THEN channel "
+    "ELSE json_extract(body, '$.chain[' || (channel_index % max(json_array_length(body, '$.chain'), 1)) || '][0]') "
+    "END AS ch, count(*), min(created) "
+    # the partial index outbox_pending (state IN ('queued', 'sending', 'held')) serves this: the IN
+    # term must be written exactly as the index's for SQLite to use it
+    "FROM outbox WHERE state IN ('queued', 'sending', 'held') AND state <> 'held' GROUP BY ch")
+
+
+def metrics_lines(attempts: Mapping[tuple[str, str], int], conn: sqlite3.Connection, tenants: Iterable[str],
+                  now: float) -> list[str]:
+    """The outbox at scrape time: rows by tenant and state, pending depth and oldest age by channel,
+    dead letters by tenant, and this process's attempts (``attempts``, a copy of the sender's)."""
+    counts = outbox.counts(conn)
+    lines = family("alertengine_notifications", "gauge", "Stored notifications by state.",
+                   (({"tenant": t, "state": s}, n) for (t, s), n in sorted(counts.items())))
+    lines += family("alertengine_notification_attempts_total", "counter", "Delivery attempts by channel and outcome.",
+                    (({"channel": c, "outcome": o}, n) for (c, o), n in sorted(attempts.items())))
+    pending = {(ch or "none"): (n, oldest) for ch, n, oldest in conn.execute(_PENDING_BY_CHANNEL)}
+    # channels this process has tried stay in the family at 0 when drained, rather than vanish
+    channels = sorted(set(pending) | {c for c, _ in attempts})
+    lines += family("alertengine_outbox_pending", "gauge",
+                    "Notifications on their way out (queued or sending), by the channel of their next attempt.",
+                    (({"channel": c}, pending.get(c, (0, None))[0]) for c in channels))
+    lines += family("alertengine_outbox_oldest_pending_seconds", "gauge",
+                    "Age of the oldest notification on its way out, by channel (0 when none is).",
+                    (({"channel": c}, _age(pending.get(c, (0, None))[1], now)) for c in channels))
+    lines += family("alertengine_notification_dead_letters", "gauge",
+                    "Notifications every channel failed until their deadline (state dead), by tenant.",
+                    (({"tenant": t}, counts.get((t, "dead"), 0)) for t in sorted(tenants)))
     return lines
 
 
+def _age(created: str | None, now: float) -> float:
+    return 0.0 if created is None else round(max(0.0, now - datetime.fromisoformat(created).timestamp()), 3)

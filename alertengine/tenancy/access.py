@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from ..errors import AlertEngineError
 
 APPLIANCE_ADMIN = "appliance_admin"
+# A scrape key is what a Prometheus job holds: it reads /metrics and nothing else. It is an
+# appliance key (no tenant), because /metrics spans the tenants: a tenant's key that could read it
+# would see the others' names and figures. It acts in no tenant (``may_act_in``).
+SCRAPE = "scrape"
+APPLIANCE_ROLES = (APPLIANCE_ADMIN, SCRAPE)   # keys without a tenant
 TENANT_ROLES = ("admin", "operator", "auditor", "viewer")
-ROLES = (APPLIANCE_ADMIN, *TENANT_ROLES)
+ROLES = (*APPLIANCE_ROLES, *TENANT_ROLES)
 
 # Every permission decision is made from this table. An appliance admin holds every permission in
-# every tenant (it runs the box); tenant keys hold those of their role, in their own tenant only.
+# every tenant (it runs the box); tenant keys hold those of their role, in their own tenant only;
+# a scrape key holds metrics.read alone.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "tenant.create": frozenset({APPLIANCE_ADMIN}),
     "tenant.list": frozenset({APPLIANCE_ADMIN}),
@@ -36,7 +42,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "notify.write": frozenset({APPLIANCE_ADMIN, "admin"}),
     "silence.write": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
     "slo.read": frozenset({APPLIANCE_ADMIN, "admin", "operator"}),
-    "metrics.read": frozenset({APPLIANCE_ADMIN}),
+    "metrics.read": frozenset({APPLIANCE_ADMIN, SCRAPE}),
     "ledger.read": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
     "ledger.export": frozenset({APPLIANCE_ADMIN, "admin", "auditor"}),
 }
@@ -60,7 +66,7 @@ class Principal:
     """The authenticated caller of a request."""
 
     key_id: str
-    tenant: str | None  # None for the appliance admin
+    tenant: str | None  # None for appliance keys (APPLIANCE_ROLES)
     role: str
     name: str
 
@@ -73,9 +79,18 @@ class Principal:
         return self.role in PERMISSIONS[permission]
 
     def may_act_in(self, tenant: str) -> bool:
+        # Of the keys without a tenant only the appliance admin acts in tenants: a scrape key is
+        # refused a tenant's path even if a tenant permission were ever granted to it by mistake.
+        if self.tenant is None:
+            return self.role == APPLIANCE_ADMIN
         # as bytes: compare_digest refuses non-ASCII str, and a path may carry any text
-        return self.tenant is None or hmac.compare_digest(self.tenant.encode("utf-8", "surrogatepass"),
-                                                          tenant.encode("utf-8", "surrogatepass"))
+        return hmac.compare_digest(self.tenant.encode("utf-8", "surrogatepass"),
+                                   tenant.encode("utf-8", "surrogatepass"))
+
+
+def role_fits(tenant: str | None, role: str) -> bool:
+    """May a key of ``role`` be made for ``tenant``? Appliance roles have no tenant, tenant roles one."""
+    return role in (APPLIANCE_ROLES if tenant is None else TENANT_ROLES)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ..errors import ConflictError, NotFoundError
 from ..ledger.entry import SYSTEM_TENANT, LedgerEvent, fingerprint, utc_timestamp
 from ..schema import validate
 from ..store import WriteTx
-from .access import APPLIANCE_ADMIN, TENANT_ROLES, mint_key
+from .access import APPLIANCE_ADMIN, APPLIANCE_ROLES, TENANT_ROLES, mint_key, role_fits
 
 NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$"}
 
@@ -99,8 +99,8 @@ def set_shadow(tenant_id: str, shadow: bool, actor: str) -> Callable[[WriteTx], 
 def create_key(tenant_id: str | None, role: str, name: str, actor: str) -> Callable[[WriteTx], tuple[ApiKey, str]]:
     """Mint a key. Returns the stored key and its secret, which is shown once and never stored."""
     validate(NAME_SCHEMA, name, "name")
-    if tenant_id is None and role != APPLIANCE_ADMIN or tenant_id is not None and role not in TENANT_ROLES:
-        allowed = ", ".join(TENANT_ROLES) if tenant_id is not None else APPLIANCE_ADMIN
+    if not role_fits(tenant_id, role):
+        allowed = ", ".join(TENANT_ROLES if tenant_id is not None else APPLIANCE_ROLES)
         raise ConflictError("role", f"role must be one of {allowed}, got {role!r}")
 
     def write(tx: WriteTx) -> tuple[ApiKey, str]:
@@ -161,7 +161,8 @@ def ensure_admin_key(actor: str = "system") -> Callable[[WriteTx], str | None]:
     """First start: mint the appliance-admin key if there is no usable one. Returns its secret once."""
 
     def write(tx: WriteTx) -> str | None:
-        if tx.execute("SELECT 1 FROM api_keys WHERE tenant IS NULL AND revoked IS NULL").fetchone():
+        if tx.execute("SELECT 1 FROM api_keys WHERE tenant IS NULL AND role = ? AND revoked IS NULL",
+                      (APPLIANCE_ADMIN,)).fetchone():   # a scrape key is no admin key
             return None
         _key, secret = create_key(None, APPLIANCE_ADMIN, "appliance admin", actor)(tx)
         return secret

@@ -34,32 +34,33 @@ from alertengine.web.app import create_app
 
 # --- the specification ----------------------------------------------------------------------------
 
-ROLES = ("appliance_admin", "admin", "operator", "auditor", "viewer")
+ROLES = ("appliance_admin", "scrape", "admin", "operator", "auditor", "viewer")
+APPLIANCE_ROLES = ("appliance_admin", "scrape")     # keys without a tenant
 TENANT_ROLES = ("admin", "operator", "auditor", "viewer")
 
-# permission              appliance_admin  admin  operator  auditor  viewer
-EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
-    "tenant.create":        (1,               0,     0,        0,       0),
-    "tenant.list":          (1,               0,     0,        0,       0),
-    "tenant.read":          (1,               1,     1,        1,       1),
-    "tenant.shadow.read":   (1,               1,     1,        1,       1),
-    "tenant.shadow.write":  (1,               1,     0,        0,       0),
-    "key.manage":           (1,               1,     0,        0,       0),
-    "service.read":         (1,               1,     1,        1,       1),
-    "service.write":        (1,               1,     0,        0,       0),
-    "channel.read":         (1,               1,     0,        1,       0),
-    "channel.write":        (1,               1,     0,        0,       0),
-    "incident.read":        (1,               1,     1,        1,       1),
-    "incident.act":         (1,               1,     1,        0,       0),
-    "policy.read":          (1,               1,     1,        1,       1),
-    "policy.write":         (1,               1,     0,        0,       0),
-    "notify.read":          (1,               1,     1,        1,       1),
-    "notify.write":         (1,               1,     0,        0,       0),
-    "silence.write":        (1,               1,     1,        0,       0),
-    "slo.read":             (1,               1,     1,        0,       0),
-    "metrics.read":         (1,               0,     0,        0,       0),
-    "ledger.read":          (1,               1,     0,        1,       0),
-    "ledger.export":        (1,               1,     0,        1,       0),
+# permission              appliance_admin  scrape  admin  operator  auditor  viewer
+EXPECTED: dict[str, tuple[int, int, int, int, int, int]] = {
+    "tenant.create":        (1,               0,      0,     0,        0,       0),
+    "tenant.list":          (1,               0,      0,     0,        0,       0),
+    "tenant.read":          (1,               0,      1,     1,        1,       1),
+    "tenant.shadow.read":   (1,               0,      1,     1,        1,       1),
+    "tenant.shadow.write":  (1,               0,      1,     0,        0,       0),
+    "key.manage":           (1,               0,      1,     0,        0,       0),
+    "service.read":         (1,               0,      1,     1,        1,       1),
+    "service.write":        (1,               0,      1,     0,        0,       0),
+    "channel.read":         (1,               0,      1,     0,        1,       0),
+    "channel.write":        (1,               0,      1,     0,        0,       0),
+    "incident.read":        (1,               0,      1,     1,        1,       1),
+    "incident.act":         (1,               0,      1,     1,        0,       0),
+    "policy.read":          (1,               0,      1,     1,        1,       1),
+    "policy.write":         (1,               0,      1,     0,        0,       0),
+    "notify.read":          (1,               0,      1,     1,        1,       1),
+    "notify.write":         (1,               0,      1,     0,        0,       0),
+    "silence.write":        (1,               0,      1,     1,        0,       0),
+    "slo.read":             (1,               0,      1,     1,        0,       0),
+    "metrics.read":         (1,               1,      0,     0,        0,       0),
+    "ledger.read":          (1,               0,      1,     0,        1,       0),
+    "ledger.export":        (1,               0,      1,     0,        1,       0),
 }
 CASES = [(perm, role, bool(row[i])) for perm, row in EXPECTED.items() for i, role in enumerate(ROLES)]
 
@@ -78,7 +79,7 @@ UNKNOWN = "unknown or revoked API key"
 class Keys:
     db: Database
     tenants: dict[str, str]               # label -> tenant id
-    secrets: dict[tuple[str, str], str]   # (label, role) -> secret; label "-" for the appliance admin
+    secrets: dict[tuple[str, str], str]   # (label, role) -> secret; label "-" for keys without a tenant
     ids: dict[tuple[str, str], str]       # (label, role) -> key id
     revoked: str = ""                     # a revoked admin key of tenant a
     revoked_id: str = ""
@@ -92,6 +93,8 @@ def keys(db: Database) -> Iterator[Keys]:
     k = Keys(db, {}, {}, {})
     root, secret = db.write_sync(create_key(None, "appliance_admin", "root", "test"))
     k.secrets[("-", "appliance_admin")], k.ids[("-", "appliance_admin")] = secret, root.id
+    made, k.secrets[("-", "scrape")] = db.write_sync(create_key(None, "scrape", "prom", "test"))
+    k.ids[("-", "scrape")] = made.id
     for label in ("a", "b"):
         tenant = db.write_sync(create_tenant(f"tenant-{label}", "test")).id
         k.tenants[label] = tenant
@@ -126,16 +129,23 @@ def test_the_products_roles_and_permissions_are_exactly_those_specified_here() -
     # A new permission (or role) must be added to EXPECTED above, with a decision for every role.
     assert set(access.PERMISSIONS) == set(EXPECTED)
     assert access.ROLES == ROLES
+    assert access.APPLIANCE_ROLES == APPLIANCE_ROLES
     assert access.TENANT_ROLES == TENANT_ROLES
+    assert access.SCRAPE == "scrape"
     assert access.APPLIANCE_ADMIN == "appliance_admin"
 
 
 @pytest.mark.parametrize("permission,role,allowed", CASES, ids=[f"{p}-{r}" for p, r, _ in CASES])
 def test_every_role_and_permission_through_authorize(permission: str, role: str, allowed: bool) -> None:
-    tenant = None if role == "appliance_admin" else "t_aaaaaaaaaaaaaaaa"
+    tenant = None if role in APPLIANCE_ROLES else "t_aaaaaaaaaaaaaaaa"
     p = Principal("0123456789ab", tenant, role, "k")
     for in_tenant in ("t_aaaaaaaaaaaaaaaa", None):
-        if allowed:
+        if role == "scrape" and in_tenant is not None:   # it acts in no tenant, whatever the permission
+            with pytest.raises(AccessError) as info:
+                authorize(p, permission, in_tenant)
+            assert (info.value.status, info.value.message) == (403, "this key may not act in that tenant")
+            assert p.may(permission) == allowed
+        elif allowed:
             authorize(p, permission, in_tenant)
             assert p.may(permission)
         else:
@@ -150,16 +160,17 @@ def test_the_table_through_real_keys(keys: Keys) -> None:
     checked = 0
     for permission, row in EXPECTED.items():
         for role, allowed in zip(ROLES, row):
-            label = "-" if role == "appliance_admin" else "a"
+            label = "-" if role in APPLIANCE_ROLES else "a"
             p = keys.auth(label, role)
+            in_tenant = None if role == "scrape" else keys.tenants["a"]   # a scrape key names no tenant
             if allowed:
-                authorize(p, permission, keys.tenants["a"])
+                authorize(p, permission, in_tenant)
             else:
                 with pytest.raises(AccessError) as info:
-                    authorize(p, permission, keys.tenants["a"])
+                    authorize(p, permission, in_tenant)
                 assert info.value.status == 403
             checked += 1
-    assert checked == len(EXPECTED) * 5
+    assert checked == len(EXPECTED) * 6
 
 
 def test_an_unknown_permission_is_a_programming_error_not_a_grant() -> None:
@@ -259,7 +270,7 @@ def test_every_real_key_authenticates_as_itself(keys: Keys) -> None:
     for (label, role), secret in keys.secrets.items():
         p = authenticate(conn, f"Bearer {secret}")
         tenant = None if label == "-" else keys.tenants[label]
-        name = "root" if label == "-" else f"{label}-{role}"
+        name = {"appliance_admin": "root", "scrape": "prom"}[role] if label == "-" else f"{label}-{role}"
         assert p == Principal(keys.ids[(label, role)], tenant, role, name)
         assert p.actor == f"apikey:{keys.ids[(label, role)]}"
 
@@ -400,6 +411,14 @@ def test_tenant_comparison_in_may_act_in_is_exact() -> None:
     assert p.may_act_in("t_abc")
     for other in ("t_ab", "t_abcd", "T_ABC", "t_abc ", ""):
         assert not p.may_act_in(other)
+
+
+def test_a_lone_surrogate_on_either_side_is_compared_not_raised() -> None:
+    # a path may decode to any text, a lone surrogate included; it is a tenant like any other
+    odd = "t_\ud800"
+    assert not Principal("0123456789ab", "t_abc", "viewer", "k").may_act_in(odd)
+    assert not Principal("0123456789ab", odd, "viewer", "k").may_act_in("t_abc")
+    assert Principal("0123456789ab", odd, "viewer", "k").may_act_in(odd)
 
 
 # --- minting ----------------------------------------------------------------------------------------
