@@ -105,7 +105,7 @@ class Runtime:
 
     async def _smart_signal(self, tenant: str, signal: AlertSignal) -> None:
         """A smart rule fired (or stopped): policy judges its signal like any other alert."""
-        await self.detector.on_alert(tenant, signal, service_ref(self.db.read_conn(), tenant, signal.service))
+        await self.detector.on_alert(tenant, signal, (await self.db.read(service_ref, tenant, signal.service)))
 
     async def _timers(self) -> None:
         while True:

@@ -77,8 +77,8 @@ class SmartAlerts:
         self.suppressed: collections.Counter[tuple[str, int]] = collections.Counter()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def rules(self, tenant: str) -> list[SmartRule]:
-        return store.list_rules(self.db.read_conn(), tenant, active_only=True)
+    async def rules(self, tenant: str) -> list[SmartRule]:
+        return await self.db.read(store.list_rules, tenant, active_only=True)
 
     def _lock(self, tenant: str) -> asyncio.Lock:
         return self._locks.setdefault(tenant, asyncio.Lock())
@@ -88,7 +88,7 @@ class SmartAlerts:
         """A poll of ``service``: its service.* rules, as states of that service."""
         values = reading_metrics(reading)
         fired = []
-        for rule in self.rules(tenant):
+        for rule in await self.rules(tenant):
             if rule.metric in values and family(rule.metric) == "service" \
                     and rule.definition.get("service", service) == service:
                 shown = {**values, "service": service, "outcome": reading.outcome}
@@ -97,7 +97,7 @@ class SmartAlerts:
 
     async def on_observations(self, tenant: str, observations: Iterable[Observation]) -> list[str]:
         """Events a tenant sent: counted for patterns and rates; their numbers judged as occurrences."""
-        rules = self.rules(tenant)
+        rules = await self.rules(tenant)
         window = self.windows.setdefault(tenant, EventWindow())
         fired = []
         for obs in observations:
@@ -122,9 +122,8 @@ class SmartAlerts:
 
     async def tick(self) -> list[str]:
         """One round of the appliance's own figures, for every tenant with a rule on them."""
-        conn = self.db.read_conn()
-        tenants = [r[0] for r in conn.execute("SELECT DISTINCT tenant FROM smart_rules WHERE deleted IS NULL "
-                                              "AND is_active = 1")]
+        tenants = await self.db.read(lambda conn: [r[0] for r in conn.execute(
+            "SELECT DISTINCT tenant FROM smart_rules WHERE deleted IS NULL AND is_active = 1")])
         host = self.host.read() if self.host is not None else {}
         fired = []
         for tenant in tenants:
@@ -135,7 +134,7 @@ class SmartAlerts:
         return fired
 
     async def _round(self, tenant: str, host: dict[str, float]) -> list[str]:
-        rules = [r for r in self.rules(tenant) if r.metric and family(r.metric) == "tick"]
+        rules = [r for r in await self.rules(tenant) if r.metric and family(r.metric) == "tick"]
         if not rules:
             return []
         now = self.clock()
@@ -150,7 +149,7 @@ class SmartAlerts:
         return fired
 
     def _figures(self, tenant: str, now: float) -> dict[str, float]:
-        return appliance_metrics(self.db.read_conn(), tenant, now)
+        return appliance_metrics(self.db.read_conn(), tenant, now)   # on a worker thread (see _round)
 
     async def run(self) -> None:
         """The rounds, forever (a task of the runtime)."""
@@ -193,10 +192,10 @@ class SmartAlerts:
         """A rule was deactivated, deleted or redefined: the alerts of its states (which nothing
         will judge again) are resolved by policy; its occurrences stay for people to close."""
         self.forget(tenant, rule_id)
-        rows = self.db.read_conn().execute(
+        rows = await self.db.read(lambda conn: conn.execute(
             "SELECT fingerprint, severity, rule_name, service, triggered FROM alerts WHERE tenant = ? AND rule_id = ? "
             "AND source = ? AND fingerprint LIKE ? AND status IN ('active', 'acknowledged') AND test = 0",
-            (tenant, rule_id, SOURCE, f"state:{rule_id}:%")).fetchall()
+            (tenant, rule_id, SOURCE, f"state:{rule_id}:%")).fetchall())
         for fingerprint, severity, name, service, triggered in rows:
             await self.emit(tenant, _resolved(rule_id, name, fingerprint, severity, service, store.iso(triggered), why))
         return [r[0] for r in rows]
@@ -205,7 +204,7 @@ class SmartAlerts:
                      shown: dict[str, Any]) -> list[str]:
         verdict = judge_value(rule, value, self._learn(rule, subject, value))
         fingerprint = f"state:{rule.id}:{subject}"
-        current = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, fingerprint)
+        current = await self.db.read(store.unresolved, rule.tenant, SOURCE, fingerprint)
         if verdict.fired and current is None:
             return await self._fire(rule, service, verdict, shown, None, fingerprint)
         if not verdict.fired and current is not None and current["rule_id"] == rule.id:
@@ -217,18 +216,19 @@ class SmartAlerts:
                     occurrence: str | None, fingerprint: str | None = None) -> list[str]:
         async with self._lock(rule.tenant):
             now = self.clock()
-            conn = self.db.read_conn()
-            last = store.last_triggered(conn, rule.tenant, rule.id, service)
+            last, count = await self.db.read(lambda conn: (
+                store.last_triggered(conn, rule.tenant, rule.id, service),
+                store.count_since(conn, rule.tenant, rule.id, now - 3600.0)))
             if last is not None and now - last < rule.cooldown:
                 self.suppressed[(rule.tenant, rule.id)] += 1
                 return []
-            if store.count_since(conn, rule.tenant, rule.id, now - 3600.0) >= rule.hourly_cap:
+            if count >= rule.hourly_cap:
                 self.suppressed[(rule.tenant, rule.id)] += 1
                 return []
             signal = self.signal(rule, service, verdict, shown, now,
                                  fingerprint or f"occurrence:{rule.id}:{service or '-'}:{occurrence}")
             await self.emit(rule.tenant, signal)
-            found = store.unresolved(self.db.read_conn(), rule.tenant, SOURCE, signal.fingerprint)
+            found = await self.db.read(store.unresolved, rule.tenant, SOURCE, signal.fingerprint)
             return [found["id"]] if found else []
 
     @staticmethod

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -96,6 +97,12 @@ class JsonLinesChannel:
         return f"jsonl:{message.incident}:{message.event}"
 
 
+def in_shadow(conn: sqlite3.Connection, tenant: str) -> bool:
+    """Is ``tenant`` in shadow mode? Unknown tenants never get egress."""
+    row = conn.execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
+    return True if row is None else bool(row[0])
+
+
 class Gateway:
     """``channels`` are the appliance's local log channels (console, JSON lines): a copy of every live
     notification goes to each, without approval links. Everything else is routed (``router.py``)
@@ -111,17 +118,17 @@ class Gateway:
         self.sender = sender          # the OutboxSender, woken when something is queued
         self.clock = clock
 
-    def is_shadow(self, tenant: str) -> bool:
-        row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
-        return True if row is None else bool(row[0])  # unknown tenants never get egress
+    async def is_shadow(self, tenant: str) -> bool:
+        return await self.db.read(in_shadow, tenant)
 
-    def recipients(self, message: Message) -> list[str]:
+    async def recipients(self, message: Message) -> list[str]:
         """The people routing would tell about ``message`` now (recipient keys): whom to mint approval
         links for. A shared channel (a team chat, a webhook) is not a person: it gets the chat buttons,
         which only allowed approvers can use, never a link anyone in it could follow. When only the
         fallback channels would be told, the fallback counts as the one recipient."""
-        conn = self.db.read_conn()
-        plan = router.plan(conn, routes.load_routing(conn, message.tenant), route_event(conn, message), self.clock())
+        now = self.clock()
+        plan = await self.db.read(lambda conn: router.plan(conn, routes.load_routing(conn, message.tenant),
+                                                           route_event(conn, message), now))
         return [d.recipient.key for d in plan.decisions if d.outcome in (router.SEND, router.HELD)
                 and not d.recipient.key.startswith("channel:")]
 
@@ -133,7 +140,7 @@ class Gateway:
             # chat buttons on news of an open incident: acknowledge, resolve, silence (web/bots.py)
             message = dataclasses.replace(message, buttons=[[(label, f"{code}:{message.incident}")
                                                              for label, code in INCIDENT_BUTTONS]])
-        shadow = self.is_shadow(message.tenant)
+        shadow = await self.is_shadow(message.tenant)
         if not shadow:
             for channel in self.channels:
                 try:

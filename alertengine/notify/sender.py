@@ -37,7 +37,7 @@ from ..telemetry import Telemetry, family
 from ..tenancy.vault import SecretVault
 from . import deliveries, escalation, grouping, outbox
 from .channels.base import Delivery
-from .gateway import Message
+from .gateway import Message, in_shadow
 from .message import approval_buttons
 from .outbox import Outgoing
 from .routes import load_routing
@@ -119,9 +119,8 @@ class OutboxSender:
     def _due_escalations(self, now: float) -> list[tuple[str, str]]:
         return escalation.due(self.db.read_conn(), now)
 
-    def _is_shadow(self, tenant: str) -> bool:
-        row = self.db.read_conn().execute("SELECT shadow FROM tenants WHERE id = ?", (tenant,)).fetchone()
-        return True if row is None else bool(row[0])
+    async def _is_shadow(self, tenant: str) -> bool:
+        return await self.db.read(in_shadow, tenant)
 
     def _due_groups(self, now: float) -> list[tuple[str, str]]:
         return grouping.due(self.db.read_conn(), now)
@@ -136,7 +135,7 @@ class OutboxSender:
         for tenant, key in await asyncio.to_thread(self._due_groups, now):
             await self.db.write(grouping.flush(tenant, key, now))
         for tenant, incident in await asyncio.to_thread(self._due_escalations, now):
-            await self.db.write(escalation.fire(tenant, incident, now, self.vault, self._is_shadow(tenant)))
+            await self.db.write(escalation.fire(tenant, incident, now, self.vault, await self._is_shadow(tenant)))
         found = await asyncio.to_thread(self._due, now)
         rows = []
         for item in found:   # claimed before the next await: a concurrent pass never takes the same recipient
@@ -181,7 +180,7 @@ class OutboxSender:
             await self.db.write(self._finish_dead(item, why))
             _log_dead(item, why)
             return
-        if self._is_shadow(item.tenant):   # the tenant went into shadow mode since this was queued
+        if await self._is_shadow(item.tenant):   # the tenant went into shadow mode since this was queued
             await self.db.write(outbox.suppress(item, "shadow mode: nothing leaves"))
             return
         index = item.channel_index % len(chain)
@@ -189,7 +188,7 @@ class OutboxSender:
         await self.db.write(self._mark_sending(item, channel))
         # A channel that raises is broken, not busy: it is not retried, the next channel is tried.
         try:
-            sender = self.resolve(item.tenant, channel, address)
+            sender = await self.db.read(lambda _conn: self.resolve(item.tenant, channel, address))  # reads settings
         except Exception as exc:  # noqa: BLE001 - unusable settings are a failed attempt, never fatal
             log.warning("settings of channel %s of %s unusable: %s", channel, item.tenant, type(exc).__name__)
             sender, result = None, Delivery(False, False, f"channel settings unusable: {type(exc).__name__}")

@@ -62,13 +62,14 @@ def _silence_matchers(conn: sqlite3.Connection, inc: engine.Incident) -> tuple[M
 async def act(db: Database, tenant: str, incident: str, channel: str, user: str, code: str,
               now: datetime | None = None) -> ChatOutcome:
     """Do what a chat button asks (``code`` one of ACTIONS), if the user may."""
-    conn = db.read_conn()
-    try:
+    def facts(conn: sqlite3.Connection) -> tuple[engine.Incident, str | None, tuple[Matcher, ...]]:
         inc = engine.get_incident(conn, tenant, incident)
+        return inc, allowed(conn, tenant, inc, channel, user), _silence_matchers(conn, inc)
+    try:
+        inc, who, matchers = await db.read(facts)
     except NotFoundError:
         return ChatOutcome("unknown", None)
     actor = f"engineer:{channel}:{user}"
-    who = allowed(conn, tenant, inc, channel, user)
     action = ACTIONS[code]
     if who is None:
         await db.append(LedgerEvent(kind="incident.action_refused", tenant=tenant, incident=inc.id, stage=inc.stage,
@@ -88,7 +89,6 @@ async def act(db: Database, tenant: str, incident: str, channel: str, user: str,
                                                       reason=f"resolved from {channel} by {who}"))
         return ChatOutcome("resolved", done, who)
     at = now or datetime.now(timezone.utc)
-    matchers = _silence_matchers(conn, inc)
     if not matchers:
         return ChatOutcome("cannot_silence", inc, "the incident has no service or alert name to silence")
     silence = Silence(tenant, "sil_" + secrets.token_hex(6), matchers, at, at + SILENCE_FOR, actor,

@@ -181,23 +181,24 @@ class Orchestrator:
     async def propose(self, inc: engine.Incident) -> None:
         """Ask for approval: one single-use link per contact (per theory, when the diagnosis is a
         dissent), and chat buttons carrying short references."""
-        conn = self.db.read_conn()
-        policy = load_policy(conn, inc.tenant)
+        def facts(conn: sqlite3.Connection) -> tuple[Any, list[dict[str, Any]], str, int]:
+            policy = load_policy(conn, inc.tenant)
+            target = service_target(conn, self.vault, inc.tenant, inc.service_id)
+            host = urlsplit(target.url).hostname if target.url else None
+            theories = dissent_theories(conn, inc.tenant, inc.id)
+            text = proposal_text(inc, host, theories, conn) + deploy_line(conn, inc.tenant, inc.id)
+            return policy, theories, text, approvals.proposal_number(conn, inc.tenant, inc.id)
+        policy, theories, text, proposal = await self.db.read(facts)
         rules = policy.rules(inc.service_name)
-        target = service_target(conn, self.vault, inc.tenant, inc.service_id)
-        host = urlsplit(target.url).hostname if target.url else None
-        theories = dissent_theories(conn, inc.tenant, inc.id)
         choices: list[str | None] = [t["label"] for t in theories] or [None]
-        text = proposal_text(inc, host, theories, conn) + deploy_line(conn, inc.tenant, inc.id)
         event = "dissent" if theories else "proposed"
         # the proposal's number: a typed approval names it (APPROVE K7QM-2), so a late answer to an
         # earlier proposal can never approve this one
-        data = {"service": inc.service_name, "action": inc.action,
-                "proposal": approvals.proposal_number(conn, inc.tenant, inc.id)}
+        data = {"service": inc.service_name, "action": inc.action, "proposal": proposal}
         # one link per recipient routing picks, bound to that recipient (and only in their message)
-        people = self.gateway.recipients(Message(inc.tenant, inc.id, event, inc.priority, text, data=data)) \
+        people = await self.gateway.recipients(Message(inc.tenant, inc.id, event, inc.priority, text, data=data)) \
             or ["on-call"]   # nobody to tell: the buttons still need an approval request to point at
-        if self.gateway.is_shadow(inc.tenant):
+        if await self.gateway.is_shadow(inc.tenant):
             await self.gateway.suppress(inc.tenant, "token", inc.id, policy.version,
                                         {"action": inc.action, "recipients": [identity_fingerprint(p) for p in people],
                                          "choices": choices, "ttl_seconds": rules.ttl_seconds})
@@ -228,7 +229,7 @@ class Orchestrator:
     # --- a human decides ------------------------------------------------------------------------
     async def decide_by_link(self, token: str, decision: str) -> Verdict:
         claims = self.tokens.read(token)
-        approvals.check_claims(approvals.find_approval(self.db.read_conn(), jti=claims.jti, tenant=claims.tenant),
+        approvals.check_claims(await self.db.read(approvals.find_approval, jti=claims.jti, tenant=claims.tenant),
                                claims)
         return await self._decide((claims.jti, None), claims.tenant, f"link:{claims.recipient}", decision, "link")
 
@@ -237,15 +238,25 @@ class Orchestrator:
         address on ``channel`` may use it, and the approval counts as theirs (``person:<id>``, as
         their link would), the channel's identity ledgered beside it. A shared chat's reference
         may be used by the service's allowed approvers on that channel."""
-        conn = self.db.read_conn()
-        approval = approvals.find_approval(conn, ref=ref, tenant=tenant)
-        inc = engine.get_incident(conn, tenant, approval.incident)
+        def facts(conn: sqlite3.Connection) -> tuple[approvals.Approval, engine.Incident, Any, list[str], str | None]:
+            approval = approvals.find_approval(conn, ref=ref, tenant=tenant)
+            inc = engine.get_incident(conn, tenant, approval.incident)
+            if approval.recipient.startswith("person:"):
+                try:
+                    return approval, inc, get_person(conn, tenant, approval.recipient.partition(":")[2]), [], None
+                except NotFoundError:
+                    return approval, inc, None, [], None
+            target = service_target(conn, self.vault, tenant, inc.service_id)
+            # the ids listed for this channel, and the addresses on it of the people and teams named in "people"
+            named = expand(conn, tenant, [str(r) for r in target.approvers.get("people", [])])
+            allowed = [str(i) for i in target.approvers.get(channel, [])] + \
+                [p.addresses[channel] for p in named if channel in p.addresses]
+            # someone the tenant knows (a person, a service contact) counts as that person, whichever way
+            # they approve (their link, their own buttons, a shared chat): never twice for the two-person rule
+            return approval, inc, None, allowed, chat.allowed(conn, tenant, inc, channel, user) if user in allowed else None
+        approval, inc, person, allowed, who = await self.db.read(facts)
         identity = f"{channel}:{user}"
         if approval.recipient.startswith("person:"):
-            try:
-                person = get_person(conn, tenant, approval.recipient.partition(":")[2])
-            except NotFoundError:
-                person = None
             if person is None or not person.addresses.get(channel) or \
                     not hmac.compare_digest(person.addresses[channel].encode(), user.encode("utf-8", "surrogatepass")):
                 await self.db.append(LedgerEvent(
@@ -255,20 +266,12 @@ class Orchestrator:
                     data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
                 return Verdict("not_yours", inc, approval, detail="this was sent to someone else")
             return await self._decide((approval.jti, None), tenant, approval.recipient, decision, channel, identity)
-        target = service_target(conn, self.vault, tenant, inc.service_id)
-        # the ids listed for this channel, and the addresses on it of the people and teams named in "people"
-        named = expand(conn, tenant, [str(r) for r in target.approvers.get("people", [])])
-        allowed = [str(i) for i in target.approvers.get(channel, [])] + \
-            [p.addresses[channel] for p in named if channel in p.addresses]
         if user not in allowed:
             await self.db.append(LedgerEvent(
                 kind="approval.refused", tenant=tenant, incident=inc.id, stage=inc.stage, actor=f"engineer:{identity}",
                 decision="not_an_approver", reason=f"{channel} user is not an allowed approver of this service",
                 data={"user": identity_fingerprint(identity), "via": channel, "ref": ref}))
             return Verdict("not_an_approver", inc, approval, detail="you are not an allowed approver")
-        # someone the tenant knows (a person, a service contact) counts as that person, whichever way
-        # they approve (their link, their own buttons, a shared chat): never twice for the two-person rule
-        who = chat.allowed(conn, tenant, inc, channel, user)
         approver = who if who is not None and not who.startswith("approver:") else identity
         jti = approval.jti
         if approval.used_at is not None and approval.used_by != approver:
@@ -287,10 +290,10 @@ class Orchestrator:
 
     async def _decide(self, key: tuple[str | None, str | None], tenant: str, approver: str, decision: str,
                       via: str, vouched: str | None = None) -> Verdict:
-        conn = self.db.read_conn()
-        approval = approvals.find_approval(conn, jti=key[0], ref=key[1], tenant=tenant)
-        inc = engine.get_incident(conn, tenant, approval.incident)
-        policy = load_policy(conn, tenant)
+        def facts(conn: sqlite3.Connection) -> tuple[engine.Incident, Any]:
+            approval = approvals.find_approval(conn, jti=key[0], ref=key[1], tenant=tenant)
+            return engine.get_incident(conn, tenant, approval.incident), load_policy(conn, tenant)
+        inc, policy = await self.db.read(facts)
         required = policy.rules(inc.service_name).required
         verdict = await self.db.write(approvals.consume(key, tenant, approver, decision, via, required, policy.version,
                                                         vouched=vouched))
@@ -309,8 +312,8 @@ class Orchestrator:
     # --- running what was authorized ------------------------------------------------------------
     async def execute(self, verdict: Verdict) -> engine.Incident:
         inc = verdict.incident
-        policy = load_policy(self.db.read_conn(), inc.tenant)
-        target = service_target(self.db.read_conn(), self.vault, inc.tenant, inc.service_id)
+        policy = await self.db.read(load_policy, inc.tenant)
+        target = await self.db.read(service_target, self.vault, inc.tenant, inc.service_id)
         key = approvals.idempotency_key(inc.tenant, inc.id, verdict.approval.jti)
         payload = {"incident": inc.id, "action": inc.action, "choice": verdict.approval.choice,
                    "approved_by": list(verdict.approvers) or [verdict.approval.used_by],
@@ -320,8 +323,9 @@ class Orchestrator:
             inc.tenant, inc.id, engine.EXECUTING, "orchestrator", decision="executing", policy_version=policy.version,
             reason=f"calling the recovery webhook of {inc.service_name}",
             data={"host": urlsplit(target.url).hostname if target.url else None, "idempotency_key": key}))
-        if self.gateway.is_shadow(inc.tenant) or not target.url or not target.secret:
-            why = "shadow mode" if self.gateway.is_shadow(inc.tenant) else "the service has no recovery webhook"
+        shadow = await self.gateway.is_shadow(inc.tenant)
+        if shadow or not target.url or not target.secret:
+            why = "shadow mode" if shadow else "the service has no recovery webhook"
             if why == "shadow mode":
                 await self.gateway.suppress(inc.tenant, "webhook", inc.id, policy.version, {"payload": payload})
             return await self._failed(running, policy.version, why, payload, target, (), None)
@@ -375,7 +379,7 @@ class Orchestrator:
             return
         if timer.kind != "approval_expiry" or timer.incident is None:
             return
-        policy = load_policy(self.db.read_conn(), timer.tenant)
+        policy = await self.db.read(load_policy, timer.tenant)
         try:
             expired = await engine.run(self.db, approvals.expire(timer.tenant, timer.incident,
                                                                  int(timer.data.get("proposal", 0)), policy.version))
@@ -391,14 +395,13 @@ class Orchestrator:
         nothing to do. Still EXECUTED: the recovery did not work. Policy records FAILED
         (``not_recovered``), the responders are told, and policy proposes again: a new approval."""
         assert timer.incident is not None
-        conn = self.db.read_conn()
         try:
-            inc = engine.get_incident(conn, timer.tenant, timer.incident)
+            inc = await self.db.read(engine.get_incident, timer.tenant, timer.incident)
         except NotFoundError:
             return
         if inc.stage != engine.EXECUTED:
             return
-        policy = load_policy(conn, timer.tenant)
+        policy = await self.db.read(load_policy, timer.tenant)
         window = timer.data.get("window")
         failed = await engine.run(self.db, engine.transition(
             inc.tenant, inc.id, engine.FAILED, "policy", decision="not_recovered", policy_version=policy.version,

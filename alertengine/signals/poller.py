@@ -147,6 +147,7 @@ class Poller:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
         self._next_refresh = 0.0
+        self._refreshing = False
         if telemetry is not None:     # bound once: a labelled child per poll would be a lookup under a lock
             self._count_ok: Callable[[], None] | None = telemetry.polls.labels(outcome="ok").inc
             self._count_failed: Callable[[], None] | None = telemetry.polls.labels(outcome="failed").inc
@@ -208,12 +209,16 @@ class Poller:
         heap = self._heap
         try:
             now = self._clock()
-            if now >= self._next_refresh:
-                self._next_refresh = now + self._refresh_every
-                self._refresh(now)
-                self._client.sweep()
             slots, loop = self._slots, self._loop
             assert loop is not None
+            if now >= self._next_refresh:
+                self._next_refresh = now + self._refresh_every
+                if not self._refreshing:
+                    self._refreshing = True
+                    task = loop.create_task(self._refresh())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                self._client.sweep()
             horizon = now + BATCH_WINDOW
             while heap and heap[0][0] <= horizon:
                 due, _, slot = heapq.heappop(heap)
@@ -236,12 +241,20 @@ class Poller:
         self._timer_due = due
         self._timer = self._loop.call_later(max(0.0, due - self._clock()), self._tick)
 
-    def _refresh(self, now: float) -> None:
+    async def _refresh(self) -> None:
+        """Read the targets on a worker thread (reading them may scan a table: never on the loop),
+        then schedule what changed."""
         try:
-            wanted = list(self._targets())
+            wanted = await asyncio.to_thread(lambda: list(self._targets()))
         except Exception:
             log.exception("reading poll targets failed; keeping the previous %d", len(self._slots))
             return
+        finally:
+            self._refreshing = False
+        if not self._stopping.is_set():
+            self._apply(wanted, self._clock())
+
+    def _apply(self, wanted: list[PollTarget], now: float) -> None:
         fresh: dict[str, PollTarget] = {}
         for target in wanted:
             if not isinstance(target, PollTarget) or not isinstance(target.interval, (int, float)) \

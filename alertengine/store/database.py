@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -210,6 +212,8 @@ class Database:
         self.on_checkpoint: Callable[[StoredCheckpoint], None] | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        # the threads :meth:`read` runs queries on (started on first use); the loop never reads itself
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="alertengine-read")
         self._stats = {"batches": 0, "writes": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -252,6 +256,7 @@ class Database:
                 self._submit(_Request(None, "stop")).result()
         self._thread.join()
         self._closed = True
+        self._read_pool.shutdown(wait=True, cancel_futures=True)
         for conn in self._readers:
             conn.close()
 
@@ -546,9 +551,25 @@ class Database:
         finally:
             conn.close()
 
+    # A test sets this: the appliance's own code then raises when it reads on an event loop's thread.
+    strict_loop = False
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(conn, *args, **kwargs)`` on a reader thread, with that thread's kept-open read-only connection.
+
+        This is how code on the event loop reads: no query, however much it finds, stalls the loop
+        (the API, the poller and the sender share it). A WAL reader never waits for the writer."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, functools.partial(self._read_call, fn, args, kwargs))
+
+    def _read_call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        return fn(self.read_conn(), *args, **kwargs)
+
     def read_conn(self) -> sqlite3.Connection:
-        """This thread's read-only connection, kept open: for short lookups on the request path
-        (a WAL reader never waits for the writer)."""
+        """This thread's read-only connection, kept open (a WAL reader never waits for the writer).
+        Only for code off the event loop: worker threads, :meth:`read`, the CLI."""
+        if self.strict_loop:
+            _refuse_loop_read()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path, readonly=True)
@@ -606,6 +627,16 @@ class Where:
 
     def sql(self) -> str:
         return f" WHERE {' AND '.join(self.terms)}" if self.terms else ""
+
+
+def _refuse_loop_read() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return   # not on a loop's thread
+    caller = sys._getframe(2).f_globals.get("__name__", "")
+    if caller.startswith("alertengine."):
+        raise RuntimeError(f"{caller} read the database on the event loop: use `await db.read(fn, ...)`")
 
 
 def latest_checkpoint(conn: sqlite3.Connection) -> StoredCheckpoint | None:

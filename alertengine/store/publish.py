@@ -192,9 +192,8 @@ class Publisher:
         if cp is None:
             return lines
         for target in self.witnesses:
-            conn = self.db.read_conn()
-            old = held_size(conn, target.key.name)
-            if not force and (old >= cp.size or not self._grown(conn, old)):
+            old = await self.db.read(held_size, target.key.name)
+            if not force and (old >= cp.size or not await self.db.read(self._grown, old)):
                 continue
 
             def proof_for(size: int) -> list[bytes]:

@@ -54,6 +54,17 @@ def _diagnosis(conn: Any, inc: engine.Incident, choice: str | None) -> str | Non
     return json.loads(row[0])["reason"] if row else None
 
 
+def _preview_rows(conn: Any, claims: Any, vault: Any) -> tuple[Any, engine.Incident, Any, str | None]:
+    """The approval a link names, its incident and, while it can still be decided, the recovery
+    target and the diagnosis to show."""
+    approval = approvals.find_approval(conn, jti=claims.jti, tenant=claims.tenant)
+    approvals.check_claims(approval, claims)
+    inc = engine.get_incident(conn, claims.tenant, claims.incident)
+    if approval.used_at is not None or inc.stage != engine.PROPOSED:
+        return approval, inc, None, None
+    return approval, inc, service_target(conn, vault, inc.tenant, inc.service_id), _diagnosis(conn, inc, claims.choice)
+
+
 @actions_api.route("GET", "/action/recover/{token}", public=True, response=HTML, media_type="text/html",
                    summary="Read-only preview of an approval link (authenticated by the signed, single-use token)",
                    tags=("approvals",), errors=(400, 404, 409, 410, 429))
@@ -61,10 +72,7 @@ async def preview_recovery(call: Call) -> Any:
     orchestrator = call.state.orchestrator
     try:
         claims = orchestrator.tokens.read(call.params["token"])
-        conn = call.state.db.read_conn()
-        approval = approvals.find_approval(conn, jti=claims.jti, tenant=claims.tenant)
-        approvals.check_claims(approval, claims)
-        inc = engine.get_incident(conn, claims.tenant, claims.incident)
+        approval, inc, target, diagnosis = await call.state.db.read(_preview_rows, claims, call.state.vault)
     except TokenError as exc:
         if exc.code != "expired":   # a forged or mangled link is a failed authentication
             await failed_auth(call.request, "approval link")
@@ -75,12 +83,11 @@ async def preview_recovery(call: Call) -> Any:
         return _refusal(409, "Already used", f"This link was already used by {approval.used_by} at {approval.used_at}.", inc)
     if inc.stage != engine.PROPOSED:
         return _refusal(409, "Nothing to approve", f"{inc.id} is {inc.stage}: there is no pending proposal.", inc)
-    target = service_target(conn, call.state.vault, inc.tenant, inc.service_id)
     csrf = secrets.token_urlsafe(24)
     reply = _page(200, state="preview", incident=inc, action=approval.action, token=call.params["token"], csrf=csrf,
                   host=urlsplit(target.url).hostname if target.url else None, approver=claims.recipient,
                   seconds_left=max(0, claims.expires_at - int(time.time())), choice=claims.choice,
-                  diagnosis=_diagnosis(conn, inc, claims.choice),
+                  diagnosis=diagnosis,
                   title=f"Approve {inc.id}?")
     reply.set_cookie(CSRF_COOKIE, csrf, max_age=900, path="/action/recover", httponly=True, samesite="strict",
                      secure=call.request.url.scheme == "https")

@@ -80,7 +80,7 @@ async def alert_stream_ws(websocket: WebSocket) -> None:
         header, subprotocol = f"Bearer {offered[1]}", "bearer"
     try:
         try:
-            principal = authenticate(state.db.read_conn(), header)
+            principal = await state.db.read(authenticate, header)
         except AccessError:
             await failed_auth(websocket, "API key")   # type: ignore[arg-type]
             raise
@@ -88,7 +88,7 @@ async def alert_stream_ws(websocket: WebSocket) -> None:
         if tenant is None:
             raise AccessError(400, "tenant_required", "an appliance-admin key names the tenant: ?tenant=<id>")
         authorize(principal, "incident.read", tenant)
-        get_tenant(state.db.read_conn(), tenant)
+        await state.db.read(get_tenant, tenant)
     except (AccessError, TooManyFailuresError, NotFoundError) as exc:
         await websocket.close(code=1008, reason=_why(exc))
         return

@@ -92,14 +92,14 @@ async def create_smart_rule(call: Call) -> Any:
       response={"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": RULE}}})
 async def list_smart_rules(call: Call) -> Any:
     tenant = call.own_tenant()
-    return {"rules": [_public_rule(call, r) for r in store.list_rules(call.state.db.read_conn(), tenant)]}
+    return {"rules": [_public_rule(call, r) for r in (await call.state.db.read(store.list_rules, tenant))]}
 
 
 @both("GET", "/api/smart-rules/{rule_id}", permission="policy.read", response=RULE, tags=("smart rules",),
       errors=(400,), summary="Show a smart rule, with the firings its cooldown and cap held back")
 async def show_smart_rule(call: Call) -> Any:
     tenant = call.own_tenant()
-    return _public_rule(call, store.get_rule(call.state.db.read_conn(), tenant, _rule_id(call)))
+    return _public_rule(call, (await call.state.db.read(store.get_rule, tenant, _rule_id(call))))
 
 
 async def _change(call: Call, body: dict[str, Any]) -> Any:
@@ -107,7 +107,7 @@ async def _change(call: Call, body: dict[str, Any]) -> Any:
     resolved (nothing would judge them again) and what it learned is forgotten."""
     tenant = call.own_tenant()
     rule_id = _rule_id(call)
-    old = store.get_rule(call.state.db.read_conn(), tenant, rule_id)
+    old = (await call.state.db.read(store.get_rule, tenant, rule_id))
     new = await _write(call, store.update_rule(tenant, rule_id, body, call.engineer, _versions))
     smart = call.state.runtime.smart
     if not new.is_active:
@@ -169,9 +169,9 @@ def _request_field(exc: FieldError) -> FieldError:
                 "properties": {"alerts": {"type": "array", "items": ALERT}, "statistics": STATISTICS}})
 async def active_alerts(call: Call) -> Any:
     tenant = call.own_tenant()
-    conn = call.state.db.read_conn()
-    return {"alerts": store.active_alerts(conn, tenant, call.params.get("limit", 1000)),
-            "statistics": store.statistics(conn, tenant)}
+    limit = call.params.get("limit", 1000)
+    return await call.state.db.read(lambda conn: {"alerts": store.active_alerts(conn, tenant, limit),
+                                                  "statistics": store.statistics(conn, tenant)})
 
 
 @both("GET", "/api/alerts/history", permission="incident.read", tags=("alerts",), errors=(400,),
@@ -185,7 +185,7 @@ async def alert_history(call: Call) -> Any:
     tenant = call.own_tenant()
     now = call.state.clock()
     start = now - call.params.get("days", 7) * 86_400.0
-    items, total = store.history(call.state.db.read_conn(), tenant, start, now, call.params.get("limit", 100))
+    items, total = (await call.state.db.read(store.history, tenant, start, now, call.params.get("limit", 100)))
     return {"history": items, "total_count": total, "date_range": {"start": store.iso(start), "end": store.iso(now)}}
 
 
@@ -197,7 +197,7 @@ async def alert_history(call: Call) -> Any:
                                "deliveries": {"type": "array", "items": {"type": "object"}}}})
 async def test_alert(call: Call) -> Any:
     tenant = call.own_tenant()
-    rule = store.get_rule(call.state.db.read_conn(), tenant, call.body["rule_id"])
+    rule = (await call.state.db.read(store.get_rule, tenant, call.body["rule_id"]))
     try:
         return await call.state.runtime.smart.test(rule, call.body["test_metrics"], call.engineer)
     except TestInputError as exc:
@@ -209,7 +209,7 @@ async def test_alert(call: Call) -> Any:
 @both("GET", "/api/alerts/{alert_id}", permission="incident.read", response=ALERT, tags=("alerts",), errors=(400,),
       summary="Show an alert (a bare number names that rule's newest unresolved alert)")
 async def show_alert(call: Call) -> Any:
-    return store.find_alert(call.state.db.read_conn(), call.own_tenant(), call.params["alert_id"])
+    return (await call.state.db.read(store.find_alert, call.own_tenant(), call.params["alert_id"]))
 
 
 async def _act(call: Call, what: str) -> dict[str, Any]:
@@ -220,34 +220,35 @@ async def _act(call: Call, what: str) -> dict[str, Any]:
     before, after = await db.write(store.act(tenant, call.params["alert_id"], what, actor, now))
     incident = None
     if after["incident"]:
-        inc = engine.get_incident(db.read_conn(), tenant, after["incident"])
+        inc = (await db.read(engine.get_incident, tenant, after["incident"]))
         if what == "acknowledge" and inc.is_open and not inc.acknowledged_by:
             acked = await engine.run(db, engine.acknowledge(tenant, inc.id, actor))
             inc = acked if isinstance(acked, engine.Incident) else inc
-        elif what == "resolve" and inc.is_open and not _others_unresolved(call, tenant, inc.id):
-            policy = load_policy(db.read_conn(), tenant)
+        elif what == "resolve" and inc.is_open and not await _others_unresolved(call, tenant, inc.id):
+            policy = (await db.read(load_policy, tenant))
             inc = await engine.run(db, engine.transition(
                 tenant, inc.id, engine.RESOLVED, actor, decision="resolved", policy_version=policy.version,
                 reason=f"its last unresolved alert ({after['id']}) was resolved by hand"))
         incident = inc
     if what == "escalate":
         incident = await _escalate(call, tenant, after, before["severity"], now) or incident
-    final = store.find_alert(db.read_conn(), tenant, after["id"])
+    final = (await db.read(store.find_alert, tenant, after["id"]))
     call.state.runtime.hub.publish(tenant, [final])
     return {"alert": final, "incident": incident.public() if incident is not None else None}
 
 
-def _others_unresolved(call: Call, tenant: str, incident: str) -> bool:
-    return bool(call.state.db.read_conn().execute(
+async def _others_unresolved(call: Call, tenant: str, incident: str) -> bool:
+    return await call.state.db.read(lambda conn: conn.execute(
         "SELECT 1 FROM alerts WHERE tenant = ? AND incident = ? AND status IN ('active', 'acknowledged') LIMIT 1",
-        (tenant, incident)).fetchone())
+        (tenant, incident)).fetchone() is not None)
 
 
 async def _escalate(call: Call, tenant: str, alert: dict[str, Any], was: str, now: float) -> Any:
     """Policy hears the escalated alert fire at its new severity; the incident's chain moves on now."""
-    conn = call.state.db.read_conn()
-    fingerprint = conn.execute("SELECT fingerprint FROM alerts WHERE tenant = ? AND id = ?",
-                               (tenant, alert["id"])).fetchone()[0]
+    db = call.state.db
+    fingerprint, service = await db.read(lambda conn: (
+        conn.execute("SELECT fingerprint FROM alerts WHERE tenant = ? AND id = ?", (tenant, alert["id"])).fetchone()[0],
+        service_ref(conn, tenant, alert["service"])))
     signal = AlertSignal(source=alert["source"], fingerprint=fingerprint, status="firing", severity=alert["severity"],
                          title=alert["rule_name"], service=alert["service"], labels={"alertname": alert["rule_name"]},
                          annotations={"summary": f"escalated by hand from {was} to {alert['severity']}"},
@@ -255,9 +256,8 @@ async def _escalate(call: Call, tenant: str, alert: dict[str, Any], was: str, no
     if alert["source"] == SOURCE and alert["rule_id"] is not None:
         signal = dataclasses.replace(signal, labels={"alertname": alert["rule_name"], "rule_id": str(alert["rule_id"])},
                                      origin={"rule_id": alert["rule_id"], "rule_name": alert["rule_name"]})
-    judged = await call.state.detector.on_alert(tenant, signal, service_ref(conn, tenant, alert["service"]),
-                                                actor="policy")
-    inc = engine.get_incident(call.state.db.read_conn(), tenant, judged.id) if judged is not None else None
+    judged = await call.state.detector.on_alert(tenant, signal, service, actor="policy")
+    inc = (await call.state.db.read(engine.get_incident, tenant, judged.id)) if judged is not None else None
     if inc is not None and inc.is_open:
         await call.state.db.write(lambda tx: hasten(tx, tenant, inc.id, now, f"alert {alert['id']} was escalated by "
                                                     "hand: the next step of the chain is due now",

@@ -83,19 +83,19 @@ async def create_tenant_endpoint(call: Call) -> Any:
 @api.route("GET", "/api/tenants", summary="List tenants", permission="tenant.list",
            response=_list_of("tenants", TENANT), tags=("tenants",))
 async def list_tenants_endpoint(call: Call) -> Any:
-    return {"tenants": [t.public() for t in list_tenants(call.state.db.read_conn())]}
+    return {"tenants": [t.public() for t in (await call.state.db.read(list_tenants))]}
 
 
 @api.route("GET", "/api/tenants/{tenant}", summary="Show a tenant", permission="tenant.read",
            response=TENANT, tags=("tenants",))
 async def show_tenant_endpoint(call: Call) -> Any:
-    return get_tenant(call.state.db.read_conn(), call.tenant).public()
+    return (await call.state.db.read(get_tenant, call.tenant)).public()
 
 
 @api.route("GET", "/tenant/{tenant}/shadow", summary="Is the tenant in shadow mode?", permission="tenant.shadow.read",
            response=SHADOW, tags=("shadow mode",))
 async def get_shadow_endpoint(call: Call) -> Any:
-    return {"tenant": call.tenant, "shadow": get_tenant(call.state.db.read_conn(), call.tenant).shadow}
+    return {"tenant": call.tenant, "shadow": (await call.state.db.read(get_tenant, call.tenant)).shadow}
 
 
 @api.route("POST", "/tenant/{tenant}/shadow", summary="Enter shadow mode: everything runs, nothing leaves",
@@ -127,7 +127,7 @@ async def create_key_endpoint(call: Call) -> Any:
 @api.route("GET", "/api/tenants/{tenant}/keys", summary="List the tenant's API keys (never their secrets)",
            permission="key.manage", response=_list_of("keys", API_KEY), tags=("keys",))
 async def list_keys_endpoint(call: Call) -> Any:
-    return {"keys": [k.public() for k in list_keys(call.state.db.read_conn(), call.tenant)]}
+    return {"keys": [k.public() for k in (await call.state.db.read(list_keys, call.tenant))]}
 
 
 @api.route("DELETE", "/api/tenants/{tenant}/keys/{key_id}", summary="Revoke an API key at once",
@@ -150,13 +150,13 @@ async def create_service_endpoint(call: Call) -> Any:
 @api.route("GET", "/api/tenants/{tenant}/services", summary="List services", permission="service.read",
            response=_list_of("services", SERVICE_OUTPUT), tags=("services",))
 async def list_services_endpoint(call: Call) -> Any:
-    return {"services": [s.public() for s in list_services(call.state.db.read_conn(), call.tenant, call.state.vault)]}
+    return {"services": [s.public() for s in (await call.state.db.read(list_services, call.tenant, call.state.vault))]}
 
 
 @api.route("GET", "/api/tenants/{tenant}/services/{service_id}", summary="Show a service", permission="service.read",
            response=SERVICE_OUTPUT, tags=("services",))
 async def show_service_endpoint(call: Call) -> Any:
-    return get_service(call.state.db.read_conn(), call.tenant, call.params["service_id"], call.state.vault).public()
+    return (await call.state.db.read(get_service, call.tenant, call.params["service_id"], call.state.vault)).public()
 
 
 @api.route("PUT", "/api/tenants/{tenant}/services/{service_id}", summary="Replace a service's definition",
@@ -195,7 +195,7 @@ CHANNELS = {"type": "object", "required": ["channels", "kinds"],
 
 async def _list_channels(call: Call) -> Any:
     tenant = call.own_tenant()
-    return {"channels": [c.public() for c in list_channels(call.state.db.read_conn(), tenant, call.state.vault)],
+    return {"channels": [c.public() for c in (await call.state.db.read(list_channels, tenant, call.state.vault))],
             "kinds": list(KINDS)}
 
 
@@ -256,8 +256,8 @@ async def ledger_entries_endpoint(call: Call) -> Any:
     where = Where().eq("tenant", call.tenant).add("tseq > ?", call.params.get("after", -1))
     where.eq("kind", call.params.get("kind")).eq("incident", call.params.get("incident"))
     limit = call.params.get("limit", 100)
-    rows = call.state.db.read_conn().execute(
-        "SELECT tseq, body FROM ledger" + where.sql() + " ORDER BY tseq LIMIT ?", (*where.params, limit)).fetchall()
+    rows = await call.state.db.read(lambda conn: conn.execute(
+        "SELECT tseq, body FROM ledger" + where.sql() + " ORDER BY tseq LIMIT ?", (*where.params, limit)).fetchall())
     return {"entries": [json.loads(body) for _, body in rows],
             "next_after": rows[-1][0] if len(rows) == limit else None}
 
@@ -312,7 +312,7 @@ async def create_integration_endpoint(call: Call) -> Any:
 @api.route("GET", "/api/tenants/{tenant}/integrations", permission="key.manage", tags=("keys",),
            summary="List the tenant's ingest keys (never the keys)", response=_list_of("integrations", INTEGRATION))
 async def list_integrations_endpoint(call: Call) -> Any:
-    return {"integrations": [i.public() for i in list_integrations(call.state.db.read_conn(), call.tenant)]}
+    return {"integrations": [i.public() for i in (await call.state.db.read(list_integrations, call.tenant))]}
 
 
 @api.route("DELETE", "/api/tenants/{tenant}/integrations/{integration_id}", permission="key.manage", tags=("keys",),

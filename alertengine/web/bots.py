@@ -39,9 +39,9 @@ _ANSWERS = {"authorized": "Approved: the recovery runs now.", "waiting": "Approv
             "not_yours": "These buttons were sent to someone else: only they can use them."}
 
 
-def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient | None:
-    row = call.state.db.read_conn().execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'telegram'",
-                                            (tenant,)).fetchone()
+async def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient | None:
+    row = await call.state.db.read(lambda conn: conn.execute(
+        "SELECT config FROM channels WHERE tenant = ? AND kind = 'telegram'", (tenant,)).fetchone())
     if row is None or not secrets.get("bot_token"):
         return None
     base = json.loads(row[0]).get("api_base_url") or "https://api.telegram.org"
@@ -54,7 +54,7 @@ def _client(call: Call, tenant: str, secrets: dict[str, str]) -> TelegramClient 
                                                                                "outcome": {"type": "string"}}})
 async def telegram_webhook(call: Call) -> Any:
     tenant = call.params["tenant"]
-    secrets = channel_secrets(call.state.db.read_conn(), tenant, "telegram", call.state.vault) \
+    secrets = (await call.state.db.read(channel_secrets, tenant, "telegram", call.state.vault)) \
         if len(tenant) <= 64 else {}
     if not secret_token_ok(call.request.headers.get("x-telegram-bot-api-secret-token"), secrets.get("webhook_secret", "")):
         await failed_auth(call.request, "Telegram webhook secret")
@@ -67,7 +67,7 @@ async def telegram_webhook(call: Call) -> Any:
     if query is None:
         return {"ok": True, "outcome": "ignored"}
     match = _DATA.match(query.data)
-    client = _client(call, tenant, secrets)
+    client = await _client(call, tenant, secrets)
     action = _INCIDENT.match(query.data)
     if action is not None:
         return await _incident_action(call, tenant, client, query, *action.groups())

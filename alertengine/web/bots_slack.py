@@ -48,8 +48,7 @@ _DONE = {"authorized": "approved", "rejected": "rejected", "acknowledged": "ackn
 async def slack_interaction(call: Call) -> Any:
     tenant = call.params["tenant"]
     raw = await read_body(call.request, MAX_PAYLOAD)
-    conn = call.state.db.read_conn()
-    secrets = channel_secrets(conn, tenant, "slack", call.state.vault) if len(tenant) <= 64 else {}
+    secrets = await call.state.db.read(channel_secrets, tenant, "slack", call.state.vault) if len(tenant) <= 64 else {}
     now = float(getattr(call.state, "clock", time.time)())
     headers = call.request.headers
     if not signature_ok(secrets.get("signing_secret", ""), headers.get("x-slack-request-timestamp"),
@@ -85,12 +84,13 @@ async def slack_interaction(call: Call) -> Any:
 async def _update(call: Call, tenant: str, press: Interaction, incident: str, outcome: str) -> None:
     """Show who did what in place of the buttons (best effort: the decision is already recorded). The
     channel is built from the tenant's settings as the outbox builds it."""
-    if not (press.channel_id and press.message_ts) or call.state.gateway.is_shadow(tenant):
+    if not (press.channel_id and press.message_ts) or await call.state.gateway.is_shadow(tenant):
         return
-    channel = call.state.runtime.sender.resolve(tenant, "slack", press.channel_id)
+    sender = call.state.runtime.sender
+    channel = await call.state.db.read(lambda _conn: sender.resolve(tenant, "slack", press.channel_id))
     if not isinstance(channel, SlackChannel):
         return
-    inc = call.state.db.read_conn().execute("SELECT priority, title FROM incidents WHERE tenant = ? AND id = ?",
-                                            (tenant, incident)).fetchone()
+    inc = await call.state.db.read(lambda conn: conn.execute(
+        "SELECT priority, title FROM incidents WHERE tenant = ? AND id = ?", (tenant, incident)).fetchone())
     message = Message(tenant, incident, "answered", inc[0] if inc else "P3", inc[1] if inc else incident)
     await channel.client.update_message(press.channel_id, press.message_ts, message, outcome)

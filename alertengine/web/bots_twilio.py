@@ -61,7 +61,7 @@ async def _verified(call: Call) -> tuple[str, dict[str, str]]:
     """The tenant and the form fields of a request Twilio signed; a 401 otherwise."""
     tenant = call.params["tenant"]
     raw = await read_body(call.request, MAX_FORM)
-    token = channel_secrets(call.state.db.read_conn(), tenant, "twilio", call.state.vault).get("auth_token", "") \
+    token = (await call.state.db.read(channel_secrets, tenant, "twilio", call.state.vault)).get("auth_token", "") \
         if len(tenant) <= 64 else ""
     query = call.request.url.query
     url = f"{call.state.config.base_url.rstrip('/')}{call.request.url.path}" + (f"?{query}" if query else "")
@@ -95,7 +95,7 @@ async def twilio_status(call: Call) -> Any:
     if status not in known:   # Twilio adds statuses without notice: acknowledged, not acted on
         return {"ok": True, "outcome": "ignored"}
     result = await call.state.db.write(deliveries.report(tenant, sid[:64], status, error and error[:16], _clock(call),
-                                                         shadow=call.state.gateway.is_shadow(tenant)))
+                                                         shadow=await call.state.gateway.is_shadow(tenant)))
     if result.requeued or result.hastened:
         call.state.runtime.sender.wake()
     return JSONResponse({"ok": True, "outcome": result.outcome})
@@ -105,9 +105,9 @@ async def twilio_status(call: Call) -> Any:
                   errors=(400, 401, 404, 413, 429), summary="The digit pressed during a call (TwiML answer)")
 async def twilio_voice(call: Call) -> Any:
     tenant, form = await _verified(call)
-    if call.state.gateway.is_shadow(tenant):
+    if await call.state.gateway.is_shadow(tenant):
         return _twiml()             # shadow mode: nothing leaves, not even words on a call
-    known = deliveries.find(call.state.db.read_conn(), tenant, form.get("CallSid", "")[:64])
+    known = (await call.state.db.read(deliveries.find, tenant, form.get("CallSid", "")[:64]))
     if known is None or known["channel"] != "voice" or not known["incident"]:
         return _twiml(say="This call is not about an open incident. Goodbye.")
     if form.get("Digits") != "1":
@@ -127,13 +127,13 @@ async def twilio_inbound(call: Call) -> Any:
         return _twiml()         # not a WhatsApp sender we could ever know: nothing to say
     db = call.state.db
     await db.write(deliveries.note_inbound(tenant, "whatsapp", number, _clock(call)))
-    quiet = call.state.gateway.is_shadow(tenant)   # shadow mode: nothing leaves, not even an answer
+    quiet = await call.state.gateway.is_shadow(tenant)   # shadow mode: nothing leaves, not even an answer
     command = replies.parse(form.get("ButtonPayload") or form.get("Body", ""))
     if command is None:
         return _twiml(None if quiet else replies.HELP)
-    conn = db.read_conn()
-    by_code = replies.incident_of(conn, tenant, command.code) if command.code else None
-    quoted = deliveries.find(conn, tenant, form.get("OriginalRepliedMessageSid", "")[:64])
+    by_code, quoted = await db.read(lambda conn: (
+        replies.incident_of(conn, tenant, command.code) if command.code else None,
+        deliveries.find(conn, tenant, form.get("OriginalRepliedMessageSid", "")[:64])))
     by_quote = quoted["incident"] if quoted else None
     if command.code and by_code is None:
         answer = f"No incident has the code {command.code}. " + replies.HELP
@@ -152,19 +152,8 @@ async def _act(call: Call, tenant: str, incident: str, number: str, command: rep
         code = {"acknowledge": "ak", "resolve": "rs"}[command.verb]
         result = await chat.act(call.state.db, tenant, incident, "whatsapp", number, code)
         return _ACT_WORDS.get(result.outcome, result.outcome).format(incident=incident)
-    conn = call.state.db.read_conn()
-    person = next((p for p in list_people(conn, tenant) if p.addresses.get("whatsapp") == number), None)
-    if person is None:
-        return "Only a person this appliance knows by this number can approve from WhatsApp."
     try:
-        inc = engine.get_incident(conn, tenant, incident)
-    except NotFoundError:
-        return "No such incident."
-    try:
-        if quoted is not None and command.proposal is None:
-            ref = _quoted_reference(conn, tenant, quoted, f"person:{person.id}", command.choice, command.verb)
-        else:
-            ref = _reference(conn, tenant, inc, f"person:{person.id}", command)
+        ref = await call.state.db.read(_approval_of, tenant, incident, number, command, quoted)
     except _NoApproval as why:
         return str(why)
     verdict = await call.state.orchestrator.decide_by_chat(tenant, ref, number, "whatsapp", command.verb)
@@ -173,6 +162,21 @@ async def _act(call: Call, tenant: str, incident: str, number: str, command: rep
 
 class _NoApproval(Exception):
     """No approval reference fits the answer; the message says why, to the person."""
+
+
+def _approval_of(conn: Any, tenant: str, incident: str, number: str, command: replies.Command,
+                 quoted: dict[str, Any] | None) -> str:
+    """The approval reference a WhatsApp answer from ``number`` decides; ``_NoApproval`` says why none."""
+    person = next((p for p in list_people(conn, tenant) if p.addresses.get("whatsapp") == number), None)
+    if person is None:
+        raise _NoApproval("Only a person this appliance knows by this number can approve from WhatsApp.")
+    try:
+        inc = engine.get_incident(conn, tenant, incident)
+    except NotFoundError:
+        raise _NoApproval("No such incident.") from None
+    if quoted is not None and command.proposal is None:
+        return _quoted_reference(conn, tenant, quoted, f"person:{person.id}", command.choice, command.verb)
+    return _reference(conn, tenant, inc, f"person:{person.id}", command)
 
 
 def _reference(conn: Any, tenant: str, inc: engine.Incident, recipient: str, command: replies.Command) -> str:

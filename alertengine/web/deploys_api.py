@@ -44,7 +44,7 @@ async def record_deploy_endpoint(call: Call) -> Any:
                    response={"type": "object", "required": ["deploys"],
                              "properties": {"deploys": {"type": "array", "items": DEPLOY}}})
 async def list_deploys_endpoint(call: Call) -> Any:
-    return {"deploys": [d.public() for d in list_deploys(call.state.db.read_conn(), call.tenant)]}
+    return {"deploys": [d.public() for d in (await call.state.db.read(list_deploys, call.tenant))]}
 
 
 @deploys_api.route("POST", "/ingest/github/{tenant}", public=True, tags=("deploys",), errors=(400, 401, 404, 413, 429),
@@ -54,15 +54,15 @@ async def list_deploys_endpoint(call: Call) -> Any:
                              "properties": {"recorded": {"type": "integer"}}})
 async def github_push(call: Call) -> Any:
     tenant = call.params["tenant"]
-    conn = call.state.db.read_conn()
-    secrets = channel_secrets(conn, tenant, "github", call.state.vault) if len(tenant) <= 64 else {}
+    secrets = await call.state.db.read(channel_secrets, tenant, "github", call.state.vault) if len(tenant) <= 64 else {}
     raw = await read_body(call.request, MAX_PUSH)
     if not verify_github_signature(secrets.get("webhook_secret", ""), call.request.headers.get("x-hub-signature-256"), raw):
         await failed_auth(call.request, "GitHub signature")
         raise ApiError(401, "unauthenticated", "missing or wrong X-Hub-Signature-256")
     if call.request.headers.get("x-github-event", "push") == "ping":
         return {"recorded": 0}
-    row = conn.execute("SELECT config FROM channels WHERE tenant = ? AND kind = 'github'", (tenant,)).fetchone()
+    row = await call.state.db.read(lambda conn: conn.execute(
+        "SELECT config FROM channels WHERE tenant = ? AND kind = 'github'", (tenant,)).fetchone())
     service = json.loads(row[0]).get("service") if row else None
     try:
         bodies = parse_github_push(decode_json(raw), service)

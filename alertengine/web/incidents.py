@@ -79,7 +79,7 @@ def _from_cursor(text: str) -> tuple[str, str]:
 @incidents_api.route("GET", "/api/tenants/{tenant}/incidents/{incident}", permission="incident.read",
                      summary="Show an incident", response=INCIDENT, tags=("incidents",))
 async def show_incident_endpoint(call: Call) -> Any:
-    return engine.get_incident(call.state.db.read_conn(), call.tenant, call.params["incident"]).public()
+    return (await call.state.db.read(engine.get_incident, call.tenant, call.params["incident"])).public()
 
 
 @incidents_api.route("GET", "/api/tenants/{tenant}/incidents/{incident}/timeline", permission="incident.read",
@@ -88,7 +88,7 @@ async def show_incident_endpoint(call: Call) -> Any:
                                "properties": {"incident": {"type": "string"},
                                               "entries": {"type": "array", "items": {"type": "object"}}}})
 async def incident_timeline_endpoint(call: Call) -> Any:
-    entries = engine.timeline(call.state.db.read_conn(), call.tenant, call.params["incident"])
+    entries = (await call.state.db.read(engine.timeline, call.tenant, call.params["incident"]))
     return {"incident": call.params["incident"], "entries": entries}
 
 
@@ -107,8 +107,8 @@ async def acknowledge_incident_endpoint(call: Call) -> Any:
                      errors=(409,))
 async def resolve_incident_endpoint(call: Call) -> Any:
     db = call.state.db
-    inc = engine.get_incident(db.read_conn(), call.tenant, call.params["incident"])
-    policy = load_policy(db.read_conn(), call.tenant)
+    inc = (await db.read(engine.get_incident, call.tenant, call.params["incident"]))
+    policy = (await db.read(load_policy, call.tenant))
     done = await engine.run(db, engine.transition(call.tenant, inc.id, engine.RESOLVED, call.engineer,
                                                   reason=call.body["reason"], decision="resolved",
                                                   policy_version=policy.version))
@@ -120,7 +120,7 @@ async def resolve_incident_endpoint(call: Call) -> Any:
 @incidents_api.route("GET", "/api/tenants/{tenant}/policy", permission="policy.read", response=POLICY_OUT,
                      summary="The tenant's detection policy (TOML) and its version", tags=("policy",))
 async def get_policy_endpoint(call: Call) -> Any:
-    policy = load_policy(call.state.db.read_conn(), call.tenant)
+    policy = (await call.state.db.read(load_policy, call.tenant))
     return {"version": policy.version, "toml": policy.source, "policy": policy.doc}
 
 
@@ -145,8 +145,8 @@ async def dry_run_policy_endpoint(call: Call) -> Any:
         if name in call.body and not is_rfc3339(call.body[name]):
             raise ApiError(422, "invalid", "must be an RFC 3339 time with a zone", name)
     candidate = parse_policy(call.body["toml"])
-    return dry_run(call.state.db.read_conn(), call.tenant, candidate, since=normal_ts(call.body.get("since")),
-                   until=normal_ts(call.body.get("until")))
+    return await call.state.db.read(dry_run, call.tenant, candidate, since=normal_ts(call.body.get("since")),
+                                    until=normal_ts(call.body.get("until")))
 
 
 # --- shadow report ------------------------------------------------------------------------------
@@ -190,13 +190,13 @@ DEAD_LETTER = {"type": "object", "required": ["id", "tenant", "incident", "url",
                      response={"type": "object", "required": ["dead_letters"],
                                "properties": {"dead_letters": {"type": "array", "items": DEAD_LETTER}}})
 async def list_dead_letters_endpoint(call: Call) -> Any:
-    return {"dead_letters": [d.public() for d in deadletters.list_dead_letters(call.state.db.read_conn(), call.tenant)]}
+    return {"dead_letters": [d.public() for d in (await call.state.db.read(deadletters.list_dead_letters, call.tenant))]}
 
 
 @incidents_api.route("GET", "/api/tenants/{tenant}/dlq/{letter}", permission="incident.read", response=DEAD_LETTER,
                      summary="Show a dead letter: payload, every attempt, the final answer", tags=("dead letters",))
 async def show_dead_letter_endpoint(call: Call) -> Any:
-    return deadletters.get_dead_letter(call.state.db.read_conn(), call.tenant, call.params["letter"]).public()
+    return (await call.state.db.read(deadletters.get_dead_letter, call.tenant, call.params["letter"])).public()
 
 
 @incidents_api.route("POST", "/api/tenants/{tenant}/dlq/{letter}/repropose", permission="incident.act",
@@ -204,7 +204,7 @@ async def show_dead_letter_endpoint(call: Call) -> Any:
                      response=INCIDENT, tags=("dead letters",), errors=(409,))
 async def repropose_dead_letter_endpoint(call: Call) -> Any:
     db = call.state.db
-    policy = load_policy(db.read_conn(), call.tenant)
+    policy = (await db.read(load_policy, call.tenant))
     inc = await engine.run(db, deadletters.repropose(call.tenant, call.params["letter"], call.engineer, policy.version))
     await call.state.orchestrator.propose(inc)
     return inc.public()
@@ -223,7 +223,7 @@ async def alerts_dashboard_endpoint(call: Call) -> Any:
         tenant = call.params.get("tenant")
         if tenant is None:
             raise ApiError(400, "tenant_required", "an appliance-admin key must name the tenant (?tenant=)", "tenant")
-        get_tenant(call.state.db.read_conn(), tenant)
+        (await call.state.db.read(get_tenant, tenant))
     elif call.params.get("tenant") not in (None, tenant):
         raise ApiError(400, "invalid", "a tenant's key reads its own tenant only", "tenant")
     db, window = call.state.db, call.params.get("window_minutes", 60)

@@ -49,13 +49,13 @@ def _team_id(call: Call) -> str:
 @notify_api.route("GET", f"{T}/people", permission="notify.read", tags=("people",), response=LIST,
                   summary="The tenant's people: names, time zones, addresses per channel, channel order")
 async def list_people_endpoint(call: Call) -> Any:
-    return {"people": [p.public() for p in people.list_people(call.state.db.read_conn(), call.tenant)]}
+    return {"people": [p.public() for p in (await call.state.db.read(people.list_people, call.tenant))]}
 
 
 @notify_api.route("GET", f"{T}/people/{{person}}", permission="notify.read", tags=("people",),
                   response=people.PERSON_OUTPUT, errors=(404, 422), summary="One person")
 async def get_person_endpoint(call: Call) -> Any:
-    return people.get_person(call.state.db.read_conn(), call.tenant, _person_id(call)).public()
+    return (await call.state.db.read(people.get_person, call.tenant, _person_id(call))).public()
 
 
 @notify_api.route("PUT", f"{T}/people/{{person}}", permission="notify.write", tags=("people",),
@@ -76,13 +76,13 @@ async def remove_person_endpoint(call: Call) -> Any:
 @notify_api.route("GET", f"{T}/teams", permission="notify.read", tags=("people",), response=LIST,
                   summary="The tenant's teams and their members, in order")
 async def list_teams_endpoint(call: Call) -> Any:
-    return {"teams": [t.public() for t in people.list_teams(call.state.db.read_conn(), call.tenant)]}
+    return {"teams": [t.public() for t in (await call.state.db.read(people.list_teams, call.tenant))]}
 
 
 @notify_api.route("GET", f"{T}/teams/{{team}}", permission="notify.read", tags=("people",),
                   response=people.TEAM_OUTPUT, errors=(404, 422), summary="One team")
 async def get_team_endpoint(call: Call) -> Any:
-    return people.get_team(call.state.db.read_conn(), call.tenant, _team_id(call)).public()
+    return (await call.state.db.read(people.get_team, call.tenant, _team_id(call))).public()
 
 
 @notify_api.route("PUT", f"{T}/teams/{{team}}", permission="notify.write", tags=("people",),
@@ -116,7 +116,7 @@ def routing_view(routing: routes.Routing) -> dict[str, Any]:
 @notify_api.route("GET", f"{T}/routes", permission="notify.read", tags=("routing",), response=ROUTING_OUT,
                   summary="The tenant's routing rules, inhibition rules and defaults, and their version")
 async def get_routes_endpoint(call: Call) -> Any:
-    return routing_view(routes.load_routing(call.state.db.read_conn(), call.tenant))
+    return routing_view((await call.state.db.read(routes.load_routing, call.tenant)))
 
 
 @notify_api.route("PUT", f"{T}/routes", permission="notify.write", tags=("routing",), request=ROUTING_IN,
@@ -148,7 +148,7 @@ async def route_test_endpoint(call: Call) -> Any:
 @notify_api.route("GET", f"{T}/route/stats", permission="notify.read", tags=("routing",), response=LIST,
                   summary="Per rule: how many notifications it matched, sent, held, suppressed and escalated")
 async def route_stats_endpoint(call: Call) -> Any:
-    return {"rules": route_stats(call.state.db.read_conn(), call.tenant)}
+    return {"rules": (await call.state.db.read(route_stats, call.tenant))}
 
 
 # --- silences -----------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ async def route_stats_endpoint(call: Call) -> Any:
                   summary="Silences and maintenance windows, newest first")
 async def list_silences_endpoint(call: Call) -> Any:
     now = datetime.now(timezone.utc)
-    found = [s.public(now) for s in silences.list_silences(call.state.db.read_conn(), call.tenant, at=now)]
+    found = [s.public(now) for s in (await call.state.db.read(silences.list_silences, call.tenant, at=now))]
     if "state" in call.params:
         found = [s for s in found if s["state"] == call.params["state"]]
     return {"silences": found}
@@ -186,7 +186,7 @@ def _silence_id(call: Call) -> str:
 @notify_api.route("GET", f"{T}/silences/{{silence}}", permission="notify.read", tags=("silences",),
                   response=silences.SILENCE_OUTPUT, errors=(404, 422), summary="One silence")
 async def get_silence_endpoint(call: Call) -> Any:
-    found = silences.get_silence(call.state.db.read_conn(), call.tenant, _silence_id(call))
+    found = (await call.state.db.read(silences.get_silence, call.tenant, _silence_id(call)))
     return found.public(datetime.now(timezone.utc))
 
 
@@ -207,15 +207,15 @@ async def expire_silence_endpoint(call: Call) -> Any:
                          "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
                   summary="Stored notifications, newest first: recipient, state and why, attempts, channel")
 async def list_notifications_endpoint(call: Call) -> Any:
-    rows = outbox.listing(call.state.db.read_conn(), call.tenant, state=call.params.get("state"),
-                          incident=call.params.get("incident"), limit=call.params.get("limit", 100))
+    rows = await call.state.db.read(outbox.listing, call.tenant, state=call.params.get("state"),
+                                    incident=call.params.get("incident"), limit=call.params.get("limit", 100))
     return {"notifications": [r.public() for r in rows]}
 
 
 @notify_api.route("GET", f"{T}/notifications/dead", permission="notify.read", tags=("notifications",), response=LIST,
                   summary="Notification dead letters: every channel kept failing until the deadline")
 async def dead_letters_endpoint(call: Call) -> Any:
-    rows = outbox.listing(call.state.db.read_conn(), call.tenant, state="dead", limit=1000)
+    rows = await call.state.db.read(outbox.listing, call.tenant, state="dead", limit=1000)
     return {"dead_letters": [r.public() for r in rows]}
 
 
@@ -227,7 +227,7 @@ async def retry_dead_endpoint(call: Call) -> Any:
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(422, "invalid", "must be a notification id (an integer)", "id")
     db = call.state.db
-    routing = routes.load_routing(db.read_conn(), call.tenant)
+    routing = (await db.read(routes.load_routing, call.tenant))
     row = await db.write(outbox.retry_dead(call.tenant, int(raw), call.actor, time.time(), routing.retry_for))
     call.state.runtime.sender.wake()
     return row.public()
@@ -244,7 +244,7 @@ def _schedule_id(call: Call) -> str:
 async def list_schedules_endpoint(call: Call) -> Any:
     now = datetime.now(timezone.utc)
     out = []
-    for s in schedules.list_schedules(call.state.db.read_conn(), call.tenant):
+    for s in (await call.state.db.read(schedules.list_schedules, call.tenant)):
         person, why = s.on_call(now)
         out.append({**s.public(), "on_call_now": person, "why": why})
     return {"schedules": out}
@@ -262,7 +262,7 @@ async def put_schedule_endpoint(call: Call) -> Any:
 @notify_api.route("GET", f"{T}/schedules/{{schedule}}", permission="notify.read", tags=("schedules",),
                   response=LIST, errors=(404, 422), summary="One schedule")
 async def get_schedule_endpoint(call: Call) -> Any:
-    return schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call)).public()
+    return (await call.state.db.read(schedules.get_schedule, call.tenant, _schedule_id(call))).public()
 
 
 @notify_api.route("DELETE", f"{T}/schedules/{{schedule}}", permission="notify.write", tags=("schedules",),
@@ -277,7 +277,7 @@ async def remove_schedule_endpoint(call: Call) -> Any:
 async def on_call_endpoint(call: Call) -> Any:
     at = schedules.check_when(silences.parse_time(call.params["at"], "at"), "at") if "at" in call.params \
         else datetime.now(timezone.utc)
-    found = schedules.get_schedule(call.state.db.read_conn(), call.tenant, _schedule_id(call))
+    found = (await call.state.db.read(schedules.get_schedule, call.tenant, _schedule_id(call)))
     person, why = found.on_call(at)
     return {"schedule": found.id, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "person": person, "why": why}
 
@@ -303,9 +303,10 @@ async def remove_override_endpoint(call: Call) -> Any:
                   media_type="text/calendar", errors=(404, 422),
                   summary="The schedule's shifts for the next ?days= (default 28) as iCalendar")
 async def schedule_ics_endpoint(call: Call) -> Any:
-    conn = call.state.db.read_conn()
-    found = schedules.get_schedule(conn, call.tenant, _schedule_id(call))
-    names = {p.id: p.name for p in people.list_people(conn, call.tenant)}
+    schedule_id = _schedule_id(call)
+    found, names = await call.state.db.read(lambda conn: (
+        schedules.get_schedule(conn, call.tenant, schedule_id),
+        {p.id: p.name for p in people.list_people(conn, call.tenant)}))
     body = await asyncio.to_thread(schedules.ical, found, names, datetime.now(timezone.utc),
                                    call.params.get("days", 28))
     return Response(body, media_type="text/calendar; charset=utf-8",

@@ -184,7 +184,7 @@ async def _prepare(ep: Endpoint, request: Request) -> Call:
         assert ep.permission is not None
         authorize(principal, ep.permission, tenant)
         if tenant is not None:
-            get_tenant(state.db.read_conn(), tenant)  # 404 only for the appliance admin: others got 403 above
+            await state.db.read(get_tenant, tenant)  # 404 only for the appliance admin: others got 403 above
     _read_query(ep, request, params)
     body = None
     if ep.request is not None:
@@ -218,7 +218,7 @@ async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]
         key = token.strip() if scheme.lower() == "bearer" else None
     if key is None and ep.body_key and isinstance(body, dict) and isinstance(body.get(ep.body_key), str):
         key = body[ep.body_key]
-    found = integration_tenant(request.app.state.db.read_conn(), key)
+    found = await request.app.state.db.read(integration_tenant, key)
     if found is None:
         await failed_auth(request, "ingest key")
         raise AccessError(401, "unauthenticated", "an ingest integration key is required (URL, bearer header"
@@ -231,7 +231,7 @@ async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]
 async def _authenticate(request: Request) -> Principal:
     state = request.app.state
     try:
-        principal = authenticate(state.db.read_conn(), request.headers.get("authorization"))
+        principal = await state.db.read(authenticate, request.headers.get("authorization"))
     except AccessError:
         await failed_auth(request, "API key")
         raise

@@ -550,7 +550,7 @@ async def test_a_dry_run_does_not_count_towards_a_rate_limit(env: Env) -> None:
     gw = env.gateway()
     for _ in range(5):                                          # dry runs write nothing
         env.plan(ev(service="checkout"), routing=routing)
-        gw.recipients(Message(env.tenant, "INC-1", "detected", "P2", "x", data={"service": "checkout"}))
+        await gw.recipients(Message(env.tenant, "INC-1", "detected", "P2", "x", data={"service": "checkout"}))
     assert [(await notify(env, gw, START + n, n)).decisions[0].outcome for n in range(3)] == \
         ["send", "send", "rate_limited"]
 
