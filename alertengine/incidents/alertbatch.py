@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..signals import AlertSignal
 from ..store import WriteTx
+from .alertkeys import incident_fingerprint
 from .engine import PRIORITIES, Incident
 from .policy import Policy
 
@@ -55,6 +57,29 @@ class AlertBatch:
     policies: dict[str, Policy] = field(default_factory=dict)   # each tenant's, read once per request
     checked: set[str] = field(default_factory=set)      # event ids looked up in the ledger by prefetch
     ledgered: set[str] = field(default_factory=set)     # ... and those found there
+    # id(signal) -> (the signal, its incident fingerprint): computed once per alert, by prefetch
+    keys: dict[int, tuple[AlertSignal, str]] = field(default_factory=dict)
+
+    # (tenant, service name, id of its ServiceRef) -> the policy's rules for it, once per request
+    service_rules: dict[tuple[str, str | None, int], tuple[Any, Any]] = field(default_factory=dict)
+
+    def rules(self, tenant: str, policy: Policy, service: Any, name: str | None) -> Any:
+        """``policy.rules`` for the alert's service (its ServiceRef, or None and the name it gave)."""
+        key = (tenant, service.name if service else name, id(service))
+        held = self.service_rules.get(key)
+        if held is None or held[0] is not policy:
+            held = self.service_rules[key] = (policy, policy.rules(service.name if service else name,
+                                                                   service.overrides if service else None))
+        return held[1]
+
+    def fingerprint(self, signal: AlertSignal) -> str:
+        """``incident_fingerprint(signal)``, computed once per request."""
+        held = self.keys.get(id(signal))
+        if held is not None and held[0] is signal:
+            return held[1]
+        fp = incident_fingerprint(signal)
+        self.keys[id(signal)] = (signal, fp)
+        return fp
 
     def policy(self, tenant: str, load: Callable[[str], Policy]) -> Policy:
         if tenant not in self.policies:

@@ -1,17 +1,20 @@
 """Detection: health readings and ingested alerts, judged by the tenant's policy, become incidents.
 
 Policy alone opens, escalates and recovers incidents (actor ``policy``); ingested "resolved"
-alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human or on AI."""
+alerts resolve them (actor ``ingest:<source>``). Nothing here waits on a human or on AI.
+
+Owns the judging: the Detector (health readings, ingested alerts one by one, timers, diagnosis and
+proposals). An alert's keys (incident fingerprint, event id, redaction) are in ``alertkeys``; what
+a request's alerts read and write together is in ``alertbatch`` (gathered) and ``alertsettle``
+(read at once, written in one transaction)."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import sqlite3
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
@@ -27,13 +30,27 @@ from ..store.modes import ModeTracker
 from ..telemetry import Telemetry
 from . import engine, timers
 from .alertbatch import AlertBatch
+from .alertkeys import chunks as _chunks
+from .alertkeys import (
+    alert_event_id,
+    alert_fingerprint,
+    episode,
+    health_fingerprint,
+    incident_fingerprint,
+    redact_map,
+    redact_text,
+    source_actor,
+)
+from .alertsettle import joined_text, prefetch, settle_write
 from .engine import Incident, Opening
 from .evidence import WINDOW, Evidence
 from .policy import Policy, alert_opens, evaluate_reading, load_policy, worst_priority
 from .policy import raised as raised_by_repeats
 
 log = logging.getLogger("alertengine.detection")
-_ALERT_NS = uuid.UUID("5d7d1f0e-6a63-4c55-9a52-2f5c3c6b1a10")  # event ids of alert deliveries, for idempotency
+# what other modules import from here (the alert keys live in alertkeys.py)
+__all__ = ["Detector", "ServiceRef", "Streak", "alert_event_id", "alert_fingerprint", "diagnosis_context",
+           "health_fingerprint", "incident_fingerprint", "service_ref", "service_refs", "source_actor"]
 
 
 @dataclass(frozen=True)
@@ -51,61 +68,6 @@ class Streak:
     breaches: int = 0
     healthy: int = 0
     since: float = 0.0   # when the first breaching poll of this streak was judged (monotonic)
-
-
-def health_fingerprint(service_id: str) -> str:
-    return f"health:{service_id}"
-
-
-# Sources whose own key already names the incident (PagerDuty's dedup_key; a heartbeat's name):
-# their follow-ups (acknowledge, resolve) carry nothing else to group by.
-_KEYED_SOURCES = frozenset({"pagerduty", "heartbeat"})
-
-
-def _episode(conn: sqlite3.Connection, tenant: str, fingerprint: str) -> int:
-    """How many incidents of this fingerprint have closed: alerts repeat within an episode only."""
-    return conn.execute("SELECT count(*) FROM incidents WHERE tenant = ? AND fingerprint = ? AND is_open = 0",
-                        (tenant, fingerprint)).fetchone()[0]
-
-
-def incident_fingerprint(signal: AlertSignal) -> str:
-    """:func:`alert_fingerprint` of the alert as the ledger will hold it: the fields that name its
-    incident are redacted first (the rest is redacted only if the alert is news)."""
-    if signal.source in _KEYED_SOURCES:
-        return alert_fingerprint(signal)
-    if signal.source == "smart" and signal.labels.get("rule_id"):
-        return f"smart:{signal.service or '-'}:rule:{redact(signal.labels['rule_id'])}"
-    name = signal.labels.get("alertname")
-    return f"{signal.source}:{signal.service or '-'}:{redact(name) if name else redact(signal.title)}"
-
-
-def alert_event_id(tenant: str, signal: AlertSignal, current: Incident | None, episode: int) -> str:
-    """The alert's ``alert.received`` event id: a repeat is the same alert, in the same state, in
-    the same episode of its fingerprint (how many of its incidents have closed so far). A trigger
-    after a resolve is a new episode, so it opens a new incident (as PagerDuty does) even with the
-    same dedup_key and no timestamp; a resolve (or acknowledge) is told apart by whether it has an
-    open incident to act on, so a repeated one about the old incident never swallows the one about
-    the new incident."""
-    mark = str(episode)
-    if signal.status != "firing":   # a resolve or an acknowledge acts only on an open incident
-        mark = f"{mark}:{'open' if current is not None else 'idle'}"
-    return str(uuid.uuid5(_ALERT_NS, f"{tenant}|{signal.source}|{signal.fingerprint}|{signal.status}|"
-                                     f"{signal.starts_at}|{mark}"))
-
-
-def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def alert_fingerprint(signal: AlertSignal) -> str:
-    """The incident an alert belongs to. Alertmanager, Grafana and generic alerts of one service and
-    one rule group into one incident, whatever instance fired."""
-    if signal.source in _KEYED_SOURCES:
-        return f"{signal.source}:{signal.fingerprint}"
-    if signal.source == "smart" and signal.labels.get("rule_id"):   # by the rule, whatever it is named now
-        return f"smart:{signal.service or '-'}:rule:{signal.labels['rule_id']}"
-    rule = signal.labels.get("alertname") or signal.title
-    return f"{signal.source}:{signal.service or '-'}:{rule}"
 
 
 class Detector:
@@ -135,8 +97,14 @@ class Detector:
         self.background: set[asyncio.Task[None]] = set()
         self._contexts: dict[tuple[str, str], dict[str, Any]] = {}  # what each open incident was diagnosed on
 
-    def policy(self, tenant: str) -> Policy:
-        return load_policy(self.db.read_conn(), tenant)
+    async def policy(self, tenant: str) -> Policy:
+        return await self.db.read(load_policy, tenant)
+
+    async def _batch_policy(self, batch: AlertBatch, tenant: str) -> Policy:
+        """The tenant's policy, read once per request (prefetch reads it)."""
+        if tenant not in batch.policies:
+            batch.policies[tenant] = await self.policy(tenant)
+        return batch.policies[tenant]
 
     # --- health polls ---------------------------------------------------------------------------
     async def on_reading(self, service: ServiceRef, reading: HealthReading) -> Incident | None:
@@ -145,12 +113,12 @@ class Detector:
             self._swept = now
             if closed := self.evidence.due(now):
                 await self.db.append(*closed)
-        policy = self.policy(service.tenant)
+        policy = await self.policy(service.tenant)
         rules = policy.rules(service.name, service.overrides)
         breaches = evaluate_reading(reading, rules)
         streak = self.streaks.setdefault((service.tenant, service.id), Streak())
         fingerprint = health_fingerprint(service.id)
-        current = engine.open_incident_for(self.db.read_conn(), service.tenant, fingerprint)
+        current = await self.db.read(engine.open_incident_for, service.tenant, fingerprint)
         data = {"service": service.id, "service_name": service.name, "reading": reading.as_data(),
                 "breaches": [b.as_data() for b in breaches]}
         if breaches:
@@ -248,11 +216,11 @@ class Detector:
         if batch is not None and signal.status != "firing" and batch:
             await self.settle(batch)   # whether an incident still has alerts firing is read from the ledger
         judged_from = time.monotonic()
-        fingerprint = incident_fingerprint(signal)
-        conn = self.db.read_conn()
+        fingerprint = batch.fingerprint(signal) if batch is not None else incident_fingerprint(signal)
         known = batch.incidents.get((tenant, fingerprint)) if batch is not None else None
         if known is None:
-            known = (engine.open_incident_for(conn, tenant, fingerprint), _episode(conn, tenant, fingerprint))
+            known = await self.db.read(lambda conn: (engine.open_incident_for(conn, tenant, fingerprint),
+                                                     episode(conn, tenant, fingerprint)))
             if batch is not None:
                 batch.incidents[(tenant, fingerprint)] = known
         current = known[0]
@@ -264,19 +232,21 @@ class Detector:
                 current = await self._occurred(tenant, current)
         if batch is not None and (event_id in batch.event_ids or event_id in batch.ledgered):
             return current
-        if (batch is None or event_id not in batch.checked) and \
-                conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone():
+        if (batch is None or event_id not in batch.checked) and await self.db.read(
+                lambda conn: conn.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone()):
             return current
         if batch is not None:
             batch.event_ids.add(event_id)
             if signal.status != "firing" or current is None:   # it may open, resolve or acknowledge one
                 batch.incidents.pop((tenant, fingerprint), None)
-        signal = dataclasses.replace(signal, title=redact(signal.title), labels=redact(dict(signal.labels)),
-                                     annotations=redact(dict(signal.annotations)),
-                                     url=redact(signal.url) if signal.url else None,
-                                     origin=redact(dict(signal.origin)))
-        policy = batch.policy(tenant, self.policy) if batch is not None else self.policy(tenant)
-        rules = policy.rules(service.name if service else signal.service, service.overrides if service else None)
+        signal = AlertSignal(signal.source, signal.fingerprint, signal.status, signal.severity,
+                             redact_text(signal.title), signal.service, redact_map(signal.labels),
+                             redact_map(signal.annotations), signal.starts_at, signal.ends_at,
+                             redact_text(signal.url) if signal.url else None,
+                             redact(dict(signal.origin)) if signal.origin else {})
+        policy = await self._batch_policy(batch, tenant) if batch is not None else await self.policy(tenant)
+        rules = batch.rules(tenant, policy, service, signal.service) if batch is not None else \
+            policy.rules(service.name if service else signal.service, service.overrides if service else None)
         data = {"source": signal.source, "alert_fingerprint": signal.fingerprint, "status": signal.status,
                 "severity": signal.severity, "title": signal.title, "service_name": signal.service,
                 "labels": dict(signal.labels), "annotations": dict(signal.annotations), "url": signal.url,
@@ -286,7 +256,7 @@ class Detector:
                                   if k in signal.origin}
         result = current
         if signal.status == "resolved":
-            if current is not None and not self._still_firing(tenant, current.id, signal):
+            if current is not None and not await self._still_firing(tenant, current.id, signal):
                 result = await engine.run(self.db, engine.transition(
                     tenant, current.id, engine.RESOLVED, source_actor(signal.source), policy_version=policy.version,
                     decision="resolved", reason=f"{signal.source} reports {signal.title!r} resolved", data=data))
@@ -299,7 +269,7 @@ class Detector:
         elif signal.status == "firing" and alert_opens(signal, rules):
             priority = policy.severity_priority(signal.severity)
             if current is None:
-                triage = self._triage_count(tenant, fingerprint)
+                triage = await self._triage_count(tenant, fingerprint)
                 higher, why = raised_by_repeats(policy, priority, 0, triage + 1)
                 if why is not None:
                     data = {**data, "escalated_from": priority, "escalated_because": why}
@@ -351,25 +321,8 @@ class Detector:
 
     def prefetch(self, tenant: str, signals: list[AlertSignal], batch: AlertBatch) -> None:
         """Read, for a whole request at once (on a worker thread: it is blocking), what judging its
-        alerts one by one would read per alert: their incidents' state, and which are already
-        ledgered. Three queries per request instead of three per alert."""
-        conn = self.db.read_conn()
-        fingerprints = sorted({incident_fingerprint(s) for s in signals})
-        opened: dict[str, Incident] = {}
-        closed: dict[str, int] = {}
-        for part in _chunks(fingerprints):
-            marks = ", ".join("?" * len(part))
-            for inc in engine.open_incidents_for(conn, tenant, part):
-                opened[inc.fingerprint] = inc
-            closed.update(conn.execute(f"SELECT fingerprint, count(*) FROM incidents WHERE tenant = ? AND is_open = 0 "
-                                       f"AND fingerprint IN ({marks}) GROUP BY fingerprint", (tenant, *part)).fetchall())
-        for fp in fingerprints:
-            batch.incidents[(tenant, fp)] = (opened.get(fp), closed.get(fp, 0))
-        ids = sorted({alert_event_id(tenant, s, *batch.incidents[(tenant, incident_fingerprint(s))]) for s in signals})
-        for part in _chunks(ids):
-            batch.ledgered.update(r[0] for r in conn.execute(
-                f"SELECT event_id FROM ledger WHERE event_id IN ({', '.join('?' * len(part))})", part))
-        batch.checked.update(ids)
+        alerts one by one would read per alert (see alertsettle.prefetch)."""
+        prefetch(self.db.read_conn(), tenant, signals, batch)
 
     async def settle(self, batch: AlertBatch) -> None:
         """Write what ``batch`` gathered in one transaction: the alerts' records, repeats counted
@@ -377,53 +330,29 @@ class Detector:
         work = batch.take()
         if not work:
             return
-        now = time.time()
-        windows = {key: float(work.policy(inc.tenant, self.policy).doc["escalation"]["occurrence_window"])
-                   for key, (inc, _n) in work.repeats.items()}
-
-        def write(tx: WriteTx) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], tuple[Any, bool]]]:
-            counts = {}
-            for key, (inc, n) in work.repeats.items():
-                tx.conn.executemany("INSERT INTO alert_occurrences (tenant, incident, at) VALUES (?, ?, ?)",
-                                    [(inc.tenant, inc.id, now)] * n)
-                tx.execute("DELETE FROM alert_occurrences WHERE tenant = ? AND incident = ? AND at < ?",
-                           (inc.tenant, inc.id, now - windows[key]))
-                counts[key] = int(tx.execute("SELECT count(*) FROM alert_occurrences WHERE tenant = ? AND incident = ?",
-                                             (inc.tenant, inc.id)).fetchone()[0])
-            joined = {}
-            for key, j in work.joins.items():
-                raised = engine.escalate(j.incident.tenant, j.incident.id, j.priority, policy_version=j.policy_version,
-                                         reason=j.reason, data=j.data)(tx)
-                widened = False
-                for labels in j.labels:
-                    widened = engine.merge_labels(j.incident.tenant, j.incident.id, labels)(tx) or widened
-                joined[key] = (raised, widened)
-            for record in work.records:
-                record(tx)
-            return counts, joined
-        counts, joined = await self.db.write(write)
+        for tenant in {inc.tenant for inc, _n in work.repeats.values()} | {key[0] for key in work.joins}:
+            await self._batch_policy(work, tenant)
+        counts, joined = await self.db.write(settle_write(work, lambda t: work.policies[t]))
         for key, (raised, widened) in joined.items():
             j = work.joins[key]
-            policy = work.policy(j.incident.tenant, self.policy)
+            policy = work.policies[j.incident.tenant]
             if raised is not None:
                 await self._tell(raised, "escalated", f"priority raised to {j.priority}", policy)
             elif widened:   # other alerts joined: routing and silences judge the incident anew
-                more = f"another alert joined: {j.titles[0]}" if len(j.titles) == 1 else \
-                    f"{len(j.titles)} more alerts joined: {', '.join(j.titles[:5])}" + \
-                    (f" and {len(j.titles) - 5} more" if len(j.titles) > 5 else "")
-                await self._tell(j.incident, "updated", more, policy)
+                await self._tell(j.incident, "updated", joined_text(j.titles), policy)
         for key, occurrences in counts.items():
             inc = work.repeats[key][0]
-            await self._repeats_raise(inc, occurrences, windows[key], work.policy(inc.tenant, self.policy))
+            policy = work.policies[inc.tenant]
+            await self._repeats_raise(inc, occurrences, float(policy.doc["escalation"]["occurrence_window"]), policy)
 
     async def on_timer(self, timer: timers.Timer) -> None:
         """A stored deadline came due."""
         if timer.kind not in ("auto_resolve", "auto_resolve_candidate") or timer.incident is None:
             return
-        inc = engine.get_incident(self.db.read_conn(), timer.tenant, timer.incident)
+        inc = await self.db.read(engine.get_incident, timer.tenant, timer.incident)
         if not inc.is_open:
             return
-        policy = self.policy(timer.tenant)
+        policy = await self.policy(timer.tenant)
         rules = policy.doc["auto_resolve"]
         quiet = f"no firing alert for {timer.data.get('after')} s"
         if inc.priority not in rules["allowed"]:   # a P1 or P0 is closed by people, never by silence
@@ -445,16 +374,17 @@ class Detector:
             policy_version=timer.data.get("policy_version"), reason=f"{quiet}: auto-resolved by policy"))
         await self._tell(resolved, "resolved", "auto-resolved: the alert stopped firing", policy)
 
-    def _triage_count(self, tenant: str, fingerprint: str) -> int:
+    async def _triage_count(self, tenant: str, fingerprint: str) -> int:
         """Incidents of this alert opened in the last 24 h (seed 004's triage count)."""
         since = utc_timestamp(datetime.now(timezone.utc) - timedelta(hours=24))
-        row = self.db.read_conn().execute("SELECT count(*) FROM incidents WHERE tenant = ? AND fingerprint = ? "
-                                          "AND opened_at >= ?", (tenant, fingerprint, since)).fetchone()
+        row = await self.db.read(lambda conn: conn.execute(
+            "SELECT count(*) FROM incidents WHERE tenant = ? AND fingerprint = ? AND opened_at >= ?",
+            (tenant, fingerprint, since)).fetchone())
         return int(row[0])
 
     async def _occurred(self, tenant: str, current: Incident) -> Incident:
         """A firing alert for an open incident: count it, and raise the priority when policy says so."""
-        policy = self.policy(tenant)
+        policy = await self.policy(tenant)
         window = float(policy.doc["escalation"]["occurrence_window"])
         now = time.time()
 
@@ -473,7 +403,7 @@ class Detector:
         higher, why = raised_by_repeats(policy, current.priority, occurrences, 0)
         if why is None:
             return current
-        current = engine.get_incident(self.db.read_conn(), tenant, current.id)   # as it is now
+        current = await self.db.read(engine.get_incident, tenant, current.id)   # as it is now
         higher, why = raised_by_repeats(policy, current.priority, occurrences, 0)
         if why is None or not current.is_open:
             return current
@@ -485,12 +415,13 @@ class Detector:
         await self._tell(up, "escalated", f"priority raised to {higher}: {why}", policy)
         return up
 
-    def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
+    async def _still_firing(self, tenant: str, incident: str, resolved: AlertSignal) -> list[str]:
         """Alert fingerprints of the incident still firing once ``resolved`` is counted (from the ledger)."""
         state: dict[str, str] = {}
-        for (body,) in self.db.read_conn().execute(
-                "SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'alert.received' ORDER BY seq",
-                (tenant, incident)):
+        rows = await self.db.read(lambda conn: conn.execute(
+            "SELECT body FROM ledger WHERE tenant = ? AND incident = ? AND kind = 'alert.received' ORDER BY seq",
+            (tenant, incident)).fetchall())
+        for (body,) in rows:
             data = json.loads(body)["data"]
             state[data["alert_fingerprint"]] = data["status"]
         state[resolved.fingerprint] = "resolved"
@@ -504,7 +435,7 @@ class Detector:
             return inc
         if self.telemetry is not None:
             self.telemetry.detection.labels(opening.source).observe(time.monotonic() - since)
-        policy = self.policy(opening.tenant)
+        policy = await self.policy(opening.tenant)
         await self._tell(inc, "detected", f"{inc.title} ({inc.priority})", policy)  # never waits on the AI
         if self.council is not None and self.council.available:
             task = asyncio.get_running_loop().create_task(self._diagnose_and_propose(inc, opening, policy))
@@ -515,7 +446,7 @@ class Detector:
 
     async def _run_council(self, inc: Incident, context: dict[str, Any], policy: Policy) -> tuple[Any, dict[str, Any]]:
         """The verdict and its ledger data; never longer than ``ai_budget``."""
-        near = deploys.deploys_near(self.db.read_conn(), inc.tenant, inc.opened_at, inc.service_name)
+        near = await self.db.read(deploys.deploys_near, inc.tenant, inc.opened_at, inc.service_name)
         best = deploys.most_relevant(near, inc.service_name, inc.opened_at)
         if best is not None:
             context["deploy"] = {"sha": best.sha, "service": best.service, "message": best.message[:500],
@@ -525,10 +456,11 @@ class Detector:
                                         for d in near if d is not best][:5]
         dissent_at = int(policy.doc["diagnosis"]["dissent_confidence"])
         council = self.council or Council(self.db, None)
+        secrets = await asyncio.to_thread(self.secrets, inc.tenant)   # it may read the store: off the loop
         try:
             verdict = await asyncio.wait_for(
                 council.diagnose(inc.tenant, inc.id, context, context["allowed_actions"],
-                                 self.secrets(inc.tenant), dissent_at), self.ai_budget)
+                                 secrets, dissent_at), self.ai_budget)
         except asyncio.TimeoutError:
             verdict = council._heuristic(context, f"the AI took longer than {self.ai_budget:g} s")
         if self.modes is not None:
@@ -588,12 +520,14 @@ class Detector:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    def on_new_deploy(self, tenant: str, service: str | None) -> int:
+    async def on_new_deploy(self, tenant: str, service: str | None) -> int:
         """A deploy was recorded: open incidents of that service (or all, for a service-less deploy)
         are diagnosed again. Returns how many."""
-        policy = self.policy(tenant)
+        return self._rediagnose(service, *(await self.db.read(_deploy_reads, tenant)))
+
+    def _rediagnose(self, service: str | None, policy: Policy, open_incidents: list[Incident]) -> int:
         count = 0
-        for inc in engine.list_incidents(self.db.read_conn(), tenant, open_only=True, limit=1000):
+        for inc in open_incidents:
             if service is None or inc.service_name == service:
                 if (inc.tenant, inc.id) in self._contexts:
                     self._material_change(inc, "a new deploy", policy)
@@ -614,9 +548,9 @@ class Detector:
                                   policy_version=policy.version)
 
 
-def source_actor(source: str) -> str:
-    """Who an alert of ``source`` acts as: smart rules are the tenant's policy; the rest is ingest."""
-    return "policy" if source == "smart" else f"ingest:{source}"
+def _deploy_reads(conn: sqlite3.Connection, tenant: str) -> tuple[Policy, list[Incident]]:
+    """What a new deploy's re-diagnosis reads: the tenant's policy and its open incidents."""
+    return load_policy(conn, tenant), engine.list_incidents(conn, tenant, open_only=True, limit=1000)
 
 
 def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> ServiceRef | None:
@@ -625,6 +559,16 @@ def service_ref(conn: sqlite3.Connection, tenant: str, name: str | None) -> Serv
         return None
     row = conn.execute("SELECT id, name, spec FROM services WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
     return ServiceRef(tenant, row[0], row[1], json.loads(row[2]).get("policy", {})) if row else None
+
+
+def service_refs(conn: sqlite3.Connection, tenant: str, names: set[str | None]) -> dict[str | None, ServiceRef | None]:
+    """:func:`service_ref` of each of ``names``, with one statement per 500 names."""
+    found: dict[str | None, ServiceRef | None] = dict.fromkeys(names)
+    for part in _chunks(sorted(n for n in names if n)):
+        for row in conn.execute(f"SELECT id, name, spec FROM services WHERE tenant = ? AND name IN "
+                                f"({', '.join('?' * len(part))})", (tenant, *part)):
+            found[row[1]] = ServiceRef(tenant, row[0], row[1], json.loads(row[2]).get("policy", {}))
+    return found
 
 
 def diagnosis_context(inc: Incident, opening: Opening) -> dict[str, Any]:

@@ -119,6 +119,13 @@ def open_incidents_for(conn: sqlite3.Connection, tenant: str, fingerprints: list
                                           f"AND fingerprint IN ({marks})", (tenant, *fingerprints))]
 
 
+def incidents_with_labels(conn: sqlite3.Connection, tenant: str, ids: list[str]) -> list[tuple[Incident, str]]:
+    """The tenant's incidents of those ids (any found), each with its labels as stored (JSON)."""
+    marks = ", ".join("?" * len(ids))
+    return [(_row(r), r[15]) for r in conn.execute(f"SELECT {_COLUMNS}, labels FROM incidents WHERE tenant = ? "
+                                                     f"AND id IN ({marks})", (tenant, *ids))]
+
+
 def list_incidents(conn: sqlite3.Connection, tenant: str, *, open_only: bool = False, limit: int = 100,
                    before: tuple[str, str] | None = None) -> list[Incident]:
     """Newest first; ``before`` = (opened_at, id) of the last incident of the previous page. Read

@@ -35,7 +35,7 @@ DEPLOY = {"type": "object", "required": ["id", "tenant", "sha", "message", "file
 async def record_deploy_endpoint(call: Call) -> Any:
     deploy = await call.state.db.write(record_deploy(call.tenant, call.body, call.actor))
     if not deploy.duplicate:
-        call.state.detector.on_new_deploy(call.tenant, deploy.service)  # a material change: diagnose again
+        await call.state.detector.on_new_deploy(call.tenant, deploy.service)  # a material change: diagnose again
     return deploy.public()
 
 
@@ -71,5 +71,5 @@ async def github_push(call: Call) -> Any:
     for body in bodies:
         deploy = await call.state.db.write(record_deploy(tenant, body, "ingest:github", source="github"))
         if not deploy.duplicate:
-            call.state.detector.on_new_deploy(tenant, deploy.service)
+            await call.state.detector.on_new_deploy(tenant, deploy.service)
     return {"recorded": len(bodies)}

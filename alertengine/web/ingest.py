@@ -13,7 +13,7 @@ from ..alerts.metrics import parse_observations
 from ..diagnosis.deploys import record_deploy
 from ..errors import FieldError
 from ..incidents.alertbatch import AlertBatch
-from ..incidents.detection import Detector, service_ref
+from ..incidents.detection import Detector, service_refs
 from ..signals import AlertSignal
 from ..signals.heartbeats import heartbeat_signal, record_beat
 from ..signals.ingest import (
@@ -44,7 +44,7 @@ async def _judge(call: Call, signals: list[AlertSignal]) -> dict[str, Any]:
 
     def read() -> dict[str | None, Any]:   # what judging the alerts reads, at once and off the loop
         detector.prefetch(call.tenant, signals, batch)
-        return {n: service_ref(call.state.db.read_conn(), call.tenant, n) for n in {s.service for s in signals}}
+        return service_refs(call.state.db.read_conn(), call.tenant, {s.service for s in signals})
     services = await asyncio.to_thread(read)
     for signal in signals:
         inc = await detector.on_alert(call.tenant, signal, services[signal.service], fresh=fresh, batch=batch)
@@ -161,5 +161,5 @@ async def pagerduty_change_enqueue(call: Call) -> Any:
         raise ApiError(400, "bad_payload", exc.message, f"payload.{'source' if exc.field == 'service' else exc.field}") \
             from None
     if not change.duplicate:
-        call.state.detector.on_new_deploy(call.tenant, change.service)  # a material change: diagnose again
+        await call.state.detector.on_new_deploy(call.tenant, change.service)  # a material change: diagnose again
     return {"status": "success", "message": "Change event processed"}

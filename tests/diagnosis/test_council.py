@@ -283,7 +283,7 @@ async def test_a_new_deploy_diagnoses_again_and_emails_never_reach_the_model(war
     deploy = ward.db.write_sync(record_deploy(ward.tenant, {
         "sha": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "service": "checkout",
         "message": "fix pool (reported by grace.hopper@example.com)", "files": ["db/migrations/1.sql"]}, "test"))
-    assert ward.detector.on_new_deploy(ward.tenant, deploy.service) == 1
+    assert await ward.detector.on_new_deploy(ward.tenant, deploy.service) == 1
     await asyncio.gather(*ward.detector.background)
     assert len(fake.requests_for(FAST)) == 2 and "diagnosis.updated" in ward.kinds()
     assert "grace.hopper@example.com" not in fake.wire_text()

@@ -7,13 +7,18 @@ from typing import Mapping, Sequence
 
 from .. import AlertSignal
 from .common import (
+    MAX_ENTRIES,
     MAX_FINGERPRINT,
+    MAX_KEY,
+    MAX_VALUE,
     ROOT,
     PayloadError,
     digest,
     index,
     join,
+    is_valid_timestamp,
     link,
+    link_of,
     need_list,
     need_object,
     need_str,
@@ -51,7 +56,69 @@ def parse_group(body: object, *, version: str, source: str, url_keys: Sequence[s
     if "alerts" not in top:
         raise PayloadError("alerts", "is required")
     alerts = need_list(top["alerts"], "alerts", MAX_ALERTS)
-    return [_alert(item, index("alerts", i), source, url_keys) for i, item in enumerate(alerts)]
+    out = []
+    for i, item in enumerate(alerts):
+        signal = _plain_alert(item, source, url_keys) if type(item) is dict else None
+        # anything out of the ordinary takes the full reading, which names the field that is wrong
+        out.append(signal if signal is not None else _alert(item, index("alerts", i), source, url_keys))
+    return out
+
+
+def _plain_map(value: object) -> dict[str, str] | None:
+    """A labels / annotations object that :func:`string_map` accepts as it is (a copy), or None
+    when it needs the full check (which may accept it still, or name what is wrong)."""
+    if type(value) is not dict or len(value) > MAX_ENTRIES:
+        return None
+    for key, item in value.items():
+        if type(key) is not str or not key or len(key) > MAX_KEY or not key.isascii() \
+                or type(item) is not str or len(item) > MAX_VALUE:
+            return None
+    return dict(value)
+
+
+def _plain_alert(alert: dict, source: str, url_keys: Sequence[str]) -> AlertSignal | None:
+    """The common case of :func:`_alert` — every field present and of its plain type — read without
+    building the JSON paths an error would name; None for anything else, which ``_alert`` reads.
+    Whatever this accepts, ``_alert`` accepts and reads the same."""
+    status = alert.get("status")
+    if type(status) is not str or status not in ALERT_STATUSES:
+        return None
+    labels = _plain_map(alert.get("labels"))
+    if labels is None:
+        return None
+    raw_annotations = alert.get("annotations")
+    annotations = {} if raw_annotations is None else _plain_map(raw_annotations)
+    starts_at, ends_at = alert.get("startsAt"), alert.get("endsAt")
+    if annotations is None or not is_valid_timestamp(starts_at) or not is_valid_timestamp(ends_at):
+        return None
+    fingerprint = alert.get("fingerprint")
+    if fingerprint is not None and (type(fingerprint) is not str or len(fingerprint) > MAX_FINGERPRINT):
+        return None
+    url = None
+    for key in url_keys:
+        text = alert.get(key)
+        if text is None:
+            continue
+        if type(text) is not str or len(text) > MAX_VALUE:
+            return None
+        if url is None:
+            url = link_of(text)
+    for key in alert:
+        if type(key) is not str:
+            return None
+    return AlertSignal(
+        source=source,
+        fingerprint=fingerprint or labels_fingerprint(labels),
+        status=status,
+        severity=map_severity(labels.get("severity")),
+        title=annotations.get("summary") or labels.get("alertname") or UNTITLED,
+        service=service_of(labels),
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=None if ends_at == ZERO_TIME else ends_at,
+        url=url,
+    )
 
 
 def _alert(item: object, path: str, source: str, url_keys: Sequence[str]) -> AlertSignal:
@@ -93,7 +160,11 @@ def map_severity(word: str | None) -> str:
 
 def service_of(labels: Mapping[str, str]) -> str | None:
     """The first non-empty of the ``service``, ``job`` and ``app`` labels."""
-    return next((labels[k] for k in _SERVICE_LABELS if labels.get(k)), None)
+    for key in _SERVICE_LABELS:
+        value = labels.get(key)
+        if value:
+            return value
+    return None
 
 
 def labels_fingerprint(labels: Mapping[str, str]) -> str:

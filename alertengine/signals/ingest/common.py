@@ -112,8 +112,32 @@ def check_key(key: str, path: str) -> None:
         raise PayloadError(path, f"has a key of {len(key)} characters; at most {MAX_KEY} are accepted")
 
 
+# Timestamps already found valid (senders repeat them: a group's alerts often share one): a set
+# lookup instead of a regex and a date parse. Bounded: emptied when full.
+_VALID_TIMESTAMPS: set[str] = set()
+_MAX_REMEMBERED = 4096
+# Links already read (what link() makes of them): a group's alerts mostly share their rule's.
+_LINKS: dict[str, str | None] = {}
+
+
+def is_valid_timestamp(value: object) -> bool:
+    """Whether ``value`` is a string :func:`timestamp` accepts (cheap for one seen before)."""
+    if type(value) is not str:
+        return False
+    if value in _VALID_TIMESTAMPS:
+        return True
+    try:
+        timestamp({"t": value}, "t", ROOT, required=True)
+    except PayloadError:
+        return False
+    return True
+
+
 def timestamp(obj: Mapping[str, object], key: str, path: str, *, required: bool) -> str | None:
     """An RFC 3339 timestamp, returned as sent."""
+    text = obj.get(key)
+    if type(text) is str and text in _VALID_TIMESTAMPS:
+        return text
     text = need_str(obj, key, path, max_len=MAX_TIMESTAMP, required=required)
     if text is None:
         return None
@@ -127,6 +151,10 @@ def timestamp(obj: Mapping[str, object], key: str, path: str, *, required: bool)
             datetime.strptime(f"{match.group(1)}T{match.group(2)}", "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         raise PayloadError(join(path, key), "must be an RFC 3339 timestamp") from None
+    if type(text) is str:
+        if len(_VALID_TIMESTAMPS) >= _MAX_REMEMBERED:
+            _VALID_TIMESTAMPS.clear()
+        _VALID_TIMESTAMPS.add(text)
     return text
 
 
@@ -134,7 +162,19 @@ def link(obj: Mapping[str, object], key: str, path: str) -> str | None:
     """An optional link from a third-party tool: type and length are checked; anything but an
     absolute http(s) URL (``""`` included) reads as no link, so a display link never fails a body."""
     text = need_str(obj, key, path, required=False, allow_empty=True)
-    return text if text and _HTTP_RE.fullmatch(text) else None
+    return link_of(text) if text else None
+
+
+def link_of(text: str) -> str | None:
+    """``text`` if it is an absolute http(s) URL, else None (the check of :func:`link`, remembered)."""
+    if text in _LINKS:
+        return _LINKS[text]
+    found = text if text and _HTTP_RE.fullmatch(text) else None
+    if type(text) is str:
+        if len(_LINKS) >= _MAX_REMEMBERED:
+            _LINKS.clear()
+        _LINKS[text] = found
+    return found
 
 
 def is_http_url(text: str) -> bool:
