@@ -20,6 +20,10 @@ from alertengine.store import Database
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VECTORS = FIXTURES / "ledger"
 
+# The appliance's code never reads the database on an event loop's thread (issue 16): in every
+# in-process test, a read there raises instead of quietly stalling the loop.
+Database.strict_loop = True
+
 
 @pytest.fixture(scope="session")
 def vectors() -> dict:
