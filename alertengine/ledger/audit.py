@@ -9,7 +9,9 @@ smallest ``seq`` — exactly what a one-pass check would report.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
+import hashlib
 import multiprocessing
 import os
 import sqlite3
@@ -24,21 +26,24 @@ from .verifier import (
     VerificationFailure,
     VerifierKey,
     b64,
-    leaf_hash,
+    entry_fields,
+    fast_entry_fields,
     open_note,
     parse_checkpoint,
     parse_entry,
+    tree_levels,
 )
 
-CHUNK = 32_768
+CHUNK = 32_768             # a power of two, so that each chunk's tree joins the whole one as perfect subtrees
 PARALLEL_FROM = 4 * CHUNK  # smaller ledgers are checked in this process
+_sha256 = hashlib.sha256
 
 
 @dataclass
 class ChunkResult:
     lo: int
     count: int = 0                      # entries that passed every check inside the chunk
-    leaves: bytes = b""                 # their leaf hashes, 32 bytes each
+    levels: list[bytes] = field(default_factory=lambda: [b""])  # tree_levels of their leaf hashes
     first_prev: str | None = None       # the first entry's prev (checked by the parent)
     tenant_first: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # tenant -> (seq, tseq, tprev)
     tenant_last: dict[str, tuple[int, bytes]] = field(default_factory=dict)      # tenant -> (tseq, leaf)
@@ -57,40 +62,42 @@ def check_chunk(db_path: str, lo: int, hi: int) -> ChunkResult:
 
 def _check_rows(rows: sqlite3.Cursor, lo: int, hi: int) -> ChunkResult:
     out = ChunkResult(lo)
-    leaves = bytearray()
+    leaves: list[bytes] = []
     expected = lo
-    prev_leaf: bytes | None = None
-    tenant_last = out.tenant_last
+    prev_hex: str | None = None
+    tenant_first = out.tenant_first
+    tenant_last: dict[str, tuple[int, bytes, str]] = {}
     try:
         for seq, tenant, tseq, body, stored in rows:
             if seq != expected:
                 raise VerificationFailure("SEQ_GAP", expected, f"entries {expected}..{seq - 1} are missing")
-            leaf = leaf_hash(body)
+            leaf = _sha256(b"\x00" + body).digest()
             if leaf != stored:
                 raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's bytes do not match its stored leaf hash")
-            obj = parse_entry(body, seq)
-            if obj["seq"] != seq or obj["tenant"] != tenant or obj["tseq"] != tseq:
+            b_seq, b_tenant, b_tseq, prev, tprev = fast_entry_fields(body) or entry_fields(parse_entry(body, seq))
+            if b_seq != seq or b_tenant != tenant or b_tseq != tseq:
                 raise VerificationFailure("ENTRY_MODIFIED", seq, "the entry's indexed columns disagree with its bytes")
-            if prev_leaf is None:
-                out.first_prev = obj["prev"]
-            elif obj["prev"] != prev_leaf.hex():
+            if prev_hex is None:
+                out.first_prev = prev
+            elif prev != prev_hex:
                 raise VerificationFailure("CHAIN_BREAK", seq, "prev is not the leaf hash of the previous entry")
+            prev_hex = leaf.hex()
             last = tenant_last.get(tenant)
             if last is None:
-                out.tenant_first[tenant] = (seq, tseq, obj["tprev"])
-            elif tseq != last[0] + 1 or obj["tprev"] != last[1].hex():
+                tenant_first[tenant] = (seq, tseq, tprev)
+            elif tseq != last[0] + 1 or tprev != last[2]:
                 raise VerificationFailure("TENANT_CHAIN_BREAK", seq,
                                           f"tenant {tenant!r}: expected tseq {last[0] + 1} linked to its previous entry")
-            tenant_last[tenant] = (tseq, leaf)
-            leaves += leaf
-            prev_leaf = leaf
+            tenant_last[tenant] = (tseq, leaf, prev_hex)
+            leaves.append(leaf)
             expected += 1
         if expected < hi:
             raise VerificationFailure("SEQ_GAP", expected, f"entries {expected}..{hi - 1} are missing")
     except VerificationFailure as f:
         out.failure = (f.kind, f.seq if f.seq is not None else expected, f.detail)
     out.count = expected - lo
-    out.leaves = bytes(leaves)
+    out.levels = tree_levels(b"".join(leaves))
+    out.tenant_last = {t: v[:2] for t, v in tenant_last.items()}
     return out
 
 
@@ -184,6 +191,7 @@ class _Stitcher:
 
     def __init__(self, checkpoints: dict[int, bytes], held_size: int | None) -> None:
         self.checkpoints = checkpoints
+        self.sizes = sorted(checkpoints)
         self.held_size = held_size
         self.tree = RootBuilder()
         self.last_leaf: bytes | None = None
@@ -209,25 +217,24 @@ class _Stitcher:
                                        f"tenant {tenant!r}: expected tseq {exp_tseq} linked to its previous entry"))
         first = min(candidates) if candidates else None
         usable = chunk.count if first is None else first[0] - chunk.lo
-        leaves = chunk.leaves
-        for i in range(usable):
-            leaf = leaves[32 * i:32 * i + 32]
-            self.tree.add(leaf)
-            size = self.tree.size
-            root = self.checkpoints.get(size)
-            if root is not None:
-                if self.tree.root() != root:
-                    if size == self.held_size:
-                        raise VerificationFailure("FORK", None, f"the held checkpoint of size {size} is not in this ledger")
-                    raise VerificationFailure(
-                        "ROOT_MISMATCH", self.good_size,
-                        f"entries 0..{size - 1} do not hash to the checkpoint of size {size}"
-                        + (f"; history after seq {self.good_size - 1} was rewritten" if self.good_size else ""))
-                self.good_size = size
+        tree = self.tree
+        base = tree.size   # == chunk.lo
+        for size in self.sizes[bisect.bisect_right(self.sizes, base):bisect.bisect_right(self.sizes, base + usable)]:
+            at = RootBuilder(tree.size, tree.frontier)
+            at.extend(chunk.levels, size - base)
+            if at.root() != self.checkpoints[size]:
+                if size == self.held_size:
+                    raise VerificationFailure("FORK", None, f"the held checkpoint of size {size} is not in this ledger")
+                raise VerificationFailure(
+                    "ROOT_MISMATCH", self.good_size,
+                    f"entries 0..{size - 1} do not hash to the checkpoint of size {size}"
+                    + (f"; history after seq {self.good_size - 1} was rewritten" if self.good_size else ""))
+            self.good_size = size
+        tree.extend(chunk.levels, usable)
         if first is not None:
             raise VerificationFailure(first[1], first[0], first[2])
         if usable:
-            self.last_leaf = leaves[-32:]
+            self.last_leaf = chunk.levels[0][32 * usable - 32:32 * usable]
         self.tenant_last.update(chunk.tenant_last)
 
 

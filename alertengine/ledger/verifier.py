@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import hashlib
+import io
+import itertools
 import json
+import multiprocessing
 import os
+import re
 import sys
 import tarfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterator, Sequence
 
@@ -32,6 +39,9 @@ REQUIRED_FIELDS = (
     "stage", "actor", "decision", "reason", "confidence", "policy_version", "data",
 )
 EM_DASH = "\u2014"
+CHUNK_LINES = 16_384          # entries.jsonl lines handed to a worker at a time (a power of two)
+PARALLEL_FROM = 100_000       # smaller bundles are checked in this process
+MEMORY_MEMBER_BYTES = 16 << 20  # tar members up to this size are kept in memory when the bundle is listed
 _sha256 = hashlib.sha256
 
 
@@ -91,6 +101,43 @@ class RootBuilder:
         for left in reversed(self.frontier[:-1]):
             h = _sha256(b"\x01" + left + h).digest()
         return h
+
+    def extend(self, levels: Sequence[bytes], count: int) -> None:
+        """Add the first ``count`` leaves of ``levels`` (from ``tree_levels``): as whole perfect subtrees
+        when the tree's size is a multiple of the largest one's size, else leaf by leaf."""
+        top = count.bit_length() - 1
+        if count and self.size & ((1 << top) - 1):
+            leaves = levels[0]
+            for i in range(count):
+                self._push(leaves[32 * i:32 * i + 32], 0)
+            return
+        offset = 0
+        for height in range(top, -1, -1):
+            if count >> height & 1:
+                i = (offset >> height) * 32
+                self._push(levels[height][i:i + 32], height)
+                offset += 1 << height
+
+    def _push(self, h: bytes, height: int) -> None:
+        """Add a perfect subtree of 2**height leaves; the size must be a multiple of that."""
+        n = self.size >> height
+        frontier = self.frontier
+        while n & 1:
+            h = _sha256(b"\x01" + frontier.pop() + h).digest()
+            n >>= 1
+        frontier.append(h)
+        self.size += 1 << height
+
+
+def tree_levels(leaves: bytes) -> list[bytes]:
+    """The roots of the perfect subtrees over concatenated 32-byte leaf hashes, level by level: level
+    h holds, for each i < n >> h, the root of leaves [i * 2**h, (i + 1) * 2**h); level 0 is ``leaves``."""
+    levels = [leaves]
+    level = leaves
+    while len(level) >= 64:
+        level = b"".join([_sha256(b"\x01" + level[i:i + 64]).digest() for i in range(0, len(level) - 63, 64)])
+        levels.append(level)
+    return levels
 
 
 def root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
@@ -403,6 +450,88 @@ def parse_entry(body: bytes, where: int | None) -> dict:
     return obj
 
 
+# The fast path of the entry check. A body without backslashes and control characters whose text
+# matches _FAST_ENTRY is canonical exactly when its data members are sorted: its strings need no
+# escapes, its integers are short and in plain form, its floats are positional with at most 15
+# significant digits, no needless zero and a magnitude from 1e-4 to 1e15 (so repr() writes them so:
+# such a decimal is the only one of at most 15 digits that reads back as its binary64 value), and
+# the top level has the seventeen members in sorted order. Such a body is one that parse_entry
+# accepts, with the same values; every other body goes through parse_entry itself.
+_NOT_FAST = bytes(range(32)) + b"\\"
+_S = r'"[^"]*"'
+_V = r'(?:"[^"]*"|0|-?[1-9][0-9]{0,17}|null|true|false)'
+_N = r'(0|[1-9][0-9]{0,17})'
+_DV = (r'(?:"[^"]*"|0(?=[,}])|-?[1-9][0-9]{0,17}(?=[,}])|null|true|false'
+       r'|-?(?=[0-9.]{3,16}[,}])(?:[1-9][0-9]*\.(?:0|[0-9]*[1-9])|0\.0{0,3}[1-9](?:[0-9]*[1-9])?))')
+_FAST_ENTRY = re.compile(
+    rf'\{{"actor":{_V},"confidence":{_V},"data":(\{{(?:{_S}:{_DV}(?:,{_S}:{_DV})*)?\}}),"decision":{_V},'
+    rf'"event_id":{_V},"incident":{_V},"kind":{_V},"policy_version":{_V},"prev":"([^"]*)","reason":{_V},'
+    rf'"seq":{_N},"stage":{_V},"tenant":"([^"]*)","tprev":"([^"]*)","ts":{_V},"tseq":{_N},"v":1\}}')
+_FAST_KEY = re.compile(r'"([^"]*)":(?:"[^"]*"|[^,}]*)')   # a data member, read as its key
+_key_orders: dict[tuple, bool] = {}
+
+
+def fast_entry_fields(body: bytes) -> tuple | None:
+    """(seq, tenant, tseq, prev, tprev) of a body that parse_entry accepts, found without parsing it,
+    or None when the body is not of the common form this recognises (parse_entry decides then)."""
+    if len(body) > MAX_BODY_BYTES or len(body.translate(None, _NOT_FAST)) != len(body):
+        return None
+    try:
+        m = _FAST_ENTRY.fullmatch(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    if m is None:
+        return None
+    data, prev, seq, tenant, tprev, tseq = m.groups()
+    keys = tuple(_FAST_KEY.findall(data))
+    ordered = _key_orders.get(keys)
+    if ordered is None:   # strictly ascending: sorted, and no key twice
+        ordered = list(keys) == sorted(set(keys))
+        if len(_key_orders) < 4096:
+            _key_orders[keys] = ordered
+    if not ordered:
+        return None
+    return int(seq), tenant, int(tseq), prev, tprev
+
+
+def entry_fields(obj: dict) -> tuple:
+    """(seq, tenant, tseq, prev, tprev) of a parsed entry."""
+    return obj["seq"], obj["tenant"], obj["tseq"], obj["prev"], obj["tprev"]
+
+
+def check_lines(lines: Sequence[bytes]) -> tuple:
+    """The per-entry part of bundle verification for consecutive lines of entries.jsonl: form and
+    leaf hash. Runs in a worker process for large bundles, so it depends on nothing but the lines.
+
+    Returns (seqs, tenants, tseqs, prevs, tprevs, leaves, failure): the fields of the entries up
+    to the first bad one, their leaf hashes concatenated, and that entry's failure as
+    (kind, seq, detail) — seq -1 standing for "one more than the seq of the line before the
+    first" — or the exception it raised; failure is None when every line passed."""
+    seqs: list[int] = []
+    tenants: list = []
+    tseqs: list[int] = []
+    prevs: list = []
+    tprevs: list = []
+    leaves: list[bytes] = []
+    failure: tuple | BaseException | None = None
+    where = -1
+    try:
+        for line in lines:
+            seq, tenant, tseq, prev, tprev = fast_entry_fields(line) or entry_fields(parse_entry(line, where))
+            seqs.append(seq)
+            tenants.append(tenant)
+            tseqs.append(tseq)
+            prevs.append(prev)
+            tprevs.append(tprev)
+            leaves.append(_sha256(b"\x00" + line).digest())
+            where = seq + 1
+    except VerificationFailure as exc:
+        failure = (exc.kind, exc.seq, exc.detail)
+    except Exception as exc:   # raised where the one-pass check would meet it
+        failure = exc
+    return seqs, tenants, tseqs, prevs, tprevs, b"".join(leaves), failure
+
+
 class ChainChecker:
     """Checks seq order, prev links and per-tenant chains, entry by entry.
 
@@ -459,6 +588,99 @@ class ChainChecker:
         self.last = obj
 
 
+def check_run(lines: Sequence[bytes], start: int, size: int) -> tuple:
+    """Check consecutive entries.jsonl lines of a global bundle without proofs (its ``start``-th line
+    first, ``size`` the checkpoint's) on their own: form, leaf hashes, and every link that does not
+    reach before the first line. Runs in a worker process for large bundles.
+
+    What the lines' own links cannot decide is left to ``ChainChecker.add`` in the caller, which
+    follows the whole file: the first line (seq, prev, its tenant link) and each other line that
+    is the first of its tenant here (its tenant link). Returns (specials, count, last, tenant_last,
+    full, levels, failure): those lines as (index, seq, tenant, tseq, prev, tprev), in order; how
+    many lines passed; the last one's (seq, tseq); each tenant's last (tseq, leaf); whether every
+    seq equals its line's position; ``tree_levels`` of the leaf hashes; the first failure met here
+    as in ``check_lines``. A ChainChecker that checks the specials, in the state the lines before
+    each would have left it, finds what one that checked every line would find."""
+    specials: list[tuple] = []
+    tenant_last: dict = {}
+    leaves: list[bytes] = []
+    failure: tuple | BaseException | None = None
+    full = True
+    last_seq, last_hex, last_tseq, where = -1, "", -1, -1
+    try:
+        for i, line in enumerate(lines):
+            seq, tenant, tseq, prev, tprev = fast_entry_fields(line) or entry_fields(parse_entry(line, where))
+            if seq >= size:
+                raise VerificationFailure("SCOPE_VIOLATION", seq, f"entry beyond the checkpoint's size {size}")
+            leaf = _sha256(b"\x00" + line).digest()
+            leaf_hex = leaf.hex()
+            if i == 0:
+                specials.append((i, seq, tenant, tseq, prev, tprev))
+            else:   # ChainChecker.add, the previous entry being the previous line
+                if seq <= last_seq:
+                    raise VerificationFailure("CHAIN_BREAK", seq, f"seq {seq} does not ascend after {last_seq}")
+                if seq != last_seq + 1:
+                    raise VerificationFailure("SEQ_GAP", last_seq + 1, f"entries {last_seq + 1}..{seq - 1} are missing")
+                if prev != last_hex:
+                    raise VerificationFailure("CHAIN_BREAK", seq, "prev is not the leaf hash of the previous entry")
+                prior = tenant_last.get(tenant)
+                if prior is None:
+                    specials.append((i, seq, tenant, tseq, prev, tprev))
+                elif tseq != prior[0] + 1 or tprev != prior[2]:
+                    raise VerificationFailure("TENANT_CHAIN_BREAK", seq,
+                                              f"tenant {tenant!r}: expected tseq {prior[0] + 1} linked to its previous entry")
+            tenant_last[tenant] = (tseq, leaf, leaf_hex)
+            if seq != start + i:
+                full = False
+            leaves.append(leaf)
+            last_seq, last_hex, last_tseq, where = seq, leaf_hex, tseq, seq + 1
+    except VerificationFailure as exc:
+        failure = (exc.kind, exc.seq, exc.detail)
+    except Exception as exc:   # raised where the one-pass check would meet it
+        failure = exc
+    return (specials, len(leaves), (last_seq, last_tseq), {t: v[:2] for t, v in tenant_last.items()}, full,
+            tree_levels(b"".join(leaves)), failure)
+
+
+def _stitch_run(checker: ChainChecker, run: tuple, res: Result) -> None:
+    """Follow one ``check_run`` result with the checker: its specials, then its failure, then its state."""
+    specials, count, (last_seq, last_tseq), tenant_last, _full, levels, failure = run
+    checked = res.entries_checked
+    for i, seq, tenant, tseq, prev, tprev in specials:
+        res.entries_checked = checked + i
+        if i:   # the line before, already checked against this one: as if the checker had just added it
+            checker.last_seq, checker.last_leaf = seq - 1, levels[0][32 * i - 32:32 * i]
+        checker.add({"seq": seq, "tenant": tenant, "tseq": tseq, "prev": prev, "tprev": tprev},
+                    levels[0][32 * i:32 * i + 32])
+    res.entries_checked = checked + count
+    _raise_failure(checker, failure)
+    if count:
+        checker.last_seq, checker.last_leaf = last_seq, levels[0][32 * count - 32:32 * count]
+        checker.tenant_last.update(tenant_last)
+        checker.last = {"seq": last_seq, "tseq": last_tseq}
+
+
+def _runs_root(runs: Sequence[tuple[Sequence[bytes], int]], size: int) -> bytes:
+    """MTH of the first ``size`` leaves of consecutive runs of (``tree_levels``, number of leaves)."""
+    tree = RootBuilder()
+    for levels, count in runs:
+        if tree.size >= size:
+            break
+        tree.extend(levels, min(count, size - tree.size))
+    return tree.root()
+
+
+def _raise_failure(checker: ChainChecker, failure: tuple | BaseException | None) -> None:
+    """Raise the failure that ``check_lines`` or ``check_run`` met, if any."""
+    if isinstance(failure, tuple):
+        kind, seq, detail = failure
+        if seq == -1:   # the first line: where parse_entry would have been told the entry sits
+            seq = checker.last_seq + 1 if checker.last_seq is not None else None
+        raise VerificationFailure(kind, seq, detail)
+    if failure is not None:
+        raise failure
+
+
 # --------------------------------------------------------------------------------------------
 # Bundle verification
 
@@ -496,10 +718,22 @@ class BundleReader:
         self._members: dict[str, tarfile.TarInfo] = {}
         if os.path.isdir(path):
             return
+        self._cache: dict[str, bytes] = {}
         self._tar = tarfile.open(path, "r:*")
-        for m in self._tar.getmembers():
+        # Listing a compressed tarball decompresses all of it: the small files are kept on the way,
+        # so that reading them later does not decompress it again from the start.
+        while True:
+            m = self._tar.next()
+            if m is None:
+                break
             if m.isfile():
-                self._members[os.path.normpath(m.name).lstrip("./") or m.name] = m
+                name = os.path.normpath(m.name).lstrip("./") or m.name
+                self._members[name] = m
+                self._cache.pop(name, None)
+                if m.size <= MEMORY_MEMBER_BYTES:
+                    data = self._tar.extractfile(m)
+                    if data is not None:
+                        self._cache[name] = data.read()
 
     def names(self) -> list[str]:
         if self._tar is None:
@@ -515,6 +749,8 @@ class BundleReader:
             p = os.path.join(self.path, name)
             return open(p, "rb") if os.path.isfile(p) else None
         m = self._members.get(name)
+        if m is not None and name in self._cache and not self._tar.closed:
+            return io.BytesIO(self._cache[name])
         return self._tar.extractfile(m) if m is not None else None
 
     def read(self, name: str) -> bytes | None:
@@ -527,36 +763,108 @@ class BundleReader:
     def close(self) -> None:
         if self._tar is not None:
             self._tar.close()
+            self._cache.clear()
 
 
-def _lines(f: IO[bytes], digest: "hashlib._Hash") -> Iterator[bytes]:
+def _line_batches(f: IO[bytes], digest: "hashlib._Hash", chunk: int) -> Iterator[list[bytes]]:
+    """The lines of ``f`` (split at line feeds; a final empty line is not one) in lists of ``chunk``,
+    every byte read also going into ``digest``."""
     pending = b""
+    batch: list[bytes] = []
     while True:
-        chunk = f.read(1 << 20)
-        if not chunk:
+        block = f.read(1 << 20)
+        if not block:
             break
-        digest.update(chunk)
-        pending += chunk
-        parts = pending.split(b"\n")
+        digest.update(block)
+        parts = (pending + block).split(b"\n")
         pending = parts.pop()
-        yield from parts
+        batch += parts
+        while len(batch) >= chunk:
+            yield batch[:chunk]
+            del batch[:chunk]
     if pending:
-        yield pending
+        batch.append(pending)
+    if batch:
+        yield batch
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _look_ahead(batches: Iterator[list[bytes]], lines: int) -> tuple[Iterator[list[bytes]], bool]:
+    """The same batches, and whether they hold at least ``lines`` lines (reading no further than that)."""
+    head, seen = [], 0
+    for batch in batches:
+        head.append(batch)
+        seen += len(batch)
+        if seen >= lines:
+            return itertools.chain(head, batches), True
+    return iter(head), False
+
+
+def _checked_batches(batches: Iterator[list[bytes]], workers: int, run: tuple[int, int] | None) -> Iterator[tuple]:
+    """``check_lines`` of each batch, or with ``run`` = (checkpoint size, lines per batch) ``check_run``,
+    in order: here, or in ``workers`` processes while the batches that follow are read (and in this
+    process again should the pool fail)."""
+    tasks = ((check_lines, (batch,)) if run is None else (check_run, (batch, k * run[1], run[0]))
+             for k, batch in enumerate(batches))
+    pool = None
+    if workers > 1:
+        try:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        except (OSError, ImportError, NotImplementedError):   # no process support here
+            pool = None
+    if pool is None:
+        for fn, args in tasks:
+            yield check_lines(*args) if fn is check_lines else check_run(*args)
+        return
+    pending: collections.deque = collections.deque()
+    try:
+        for fn, args in tasks:
+            try:
+                pending.append((fn, args, pool.submit(fn, *args)))
+            except BrokenProcessPool:
+                pending.append((fn, args, None))
+            if len(pending) > 2 * workers:
+                yield _task_result(*pending.popleft())
+        while pending:
+            yield _task_result(*pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _task_result(fn: Callable[..., tuple], args: tuple, future: Future | None) -> tuple:
+    try:
+        if future is not None:
+            return future.result()
+    except BrokenProcessPool:   # a worker died (killed, out of memory): do its share here
+        pass
+    return fn(*args)
 
 
 def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None = None,
-                  witness_keys: Sequence[str] = ()) -> Result:
+                  witness_keys: Sequence[str] = (), *, workers: int | None = None,
+                  chunk: int = CHUNK_LINES) -> Result:
     """Verify an audit bundle (ledger-format.md, "Verification"). Raises ValueError/OSError if it cannot run.
 
     Success is ``"ok"`` only against a pinned key: without ``vkey_text`` every check still runs
     (against the key the bundle's own manifest names) but the status is ``"unpinned"``, since
     anyone could have written that manifest. Each of ``witness_keys`` must have cosigned the
-    bundle's checkpoint."""
+    bundle's checkpoint.
+
+    The entries are parsed and hashed ``chunk`` lines at a time, in ``workers`` processes
+    (default: one per CPU, at most 4, when entries.jsonl holds at least PARALLEL_FROM lines; 1:
+    in this process), while this process follows the chains and the tree in order: the verdict
+    is the same either way."""
     witnesses = [WitnessKey.parse(k) for k in witness_keys]
     res = Result()
     reader = BundleReader(path)
     try:
-        _verify_bundle(reader, vkey_text, held_checkpoint, res, witnesses)
+        _verify_bundle(reader, vkey_text, held_checkpoint, res, witnesses, workers, max(1, chunk))
         if res.status == "ok" and not res.pinned:
             res.fail("KEY_NOT_PINNED", None, "every check passed, against the key named in the bundle's own "
                      "manifest, which anyone could have written: nothing is proven until you pin the appliance's "
@@ -572,7 +880,8 @@ def verify_bundle(path: str, vkey_text: str | None, held_checkpoint: str | None 
 
 
 def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None, res: Result,
-                   witnesses: Sequence[WitnessKey] = ()) -> Result:
+                   witnesses: Sequence[WitnessKey] = (), workers: int | None = None,
+                   chunk: int = CHUNK_LINES) -> Result:
     raw_manifest = reader.read("manifest.json")
     if raw_manifest is None:
         return res.fail("MANIFEST_MISMATCH", None, "manifest.json is missing")
@@ -629,37 +938,56 @@ def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None
 
     # 3. + 4. entries: form, chains, inclusion
     checker = ChainChecker(tenant_scope=tenant, contiguous_seq=tenant is None)
-    leaves: list[bytes] = []
+    add = checker.add
+    leaves = bytearray()   # in the order of the file, when there are no proofs and no runs
     digest = _sha256()
     f = reader.open("entries.jsonl")
     entry_failure: VerificationFailure | None = None
     full = True
+    batches = _line_batches(f, digest, chunk)
+    if workers is None:
+        batches, enough = _look_ahead(batches, PARALLEL_FROM)
+        workers = min(_cpus(), 4) if enough else 1
+    stitched = tenant is None and raw_proofs is None   # a global bundle whose tree is rebuilt here
+    runs: list[tuple[list[bytes], int]] = []            # (tree levels, leaves) of each batch, in order
+    results = _checked_batches(batches, workers, (cp.size, chunk) if stitched else None)
     try:
-        for line in _lines(f, digest):
-            where = checker.last_seq + 1 if checker.last_seq is not None else None
-            obj = parse_entry(line, where)
-            seq = obj["seq"]
-            if seq >= cp.size:
-                raise VerificationFailure("SCOPE_VIOLATION", seq, f"entry beyond the checkpoint's size {cp.size}")
-            leaf = leaf_hash(line)
-            checker.add(obj, leaf)
-            if raw_proofs is not None and seq in proofs:
-                implied = root_from_inclusion(seq, cp.size, leaf, proofs[seq])
-                if implied is None:
-                    raise VerificationFailure("PROOF_INVALID", seq, "malformed inclusion proof")
-                if implied != cp.root:
-                    raise VerificationFailure("ROOT_MISMATCH", seq,
-                                              "entry and inclusion proof do not lead to the checkpoint's root")
-            elif raw_proofs is not None:
-                raise VerificationFailure("PROOF_INVALID", seq, "no inclusion proof for this entry")
-            else:
-                if seq != len(leaves):
-                    full = False
-                leaves.append(leaf)
-            res.entries_checked += 1
+        for result in results:
+            if stitched:
+                _stitch_run(checker, result, res)
+                full = full and result[4]
+                runs.append((result[5], result[1]))
+                continue
+            seqs, tenants, tseqs, prevs, tprevs, batch_leaves, failure = result
+            i = 0
+            try:
+                for i, seq in enumerate(seqs):
+                    if seq >= cp.size:
+                        raise VerificationFailure("SCOPE_VIOLATION", seq, f"entry beyond the checkpoint's size {cp.size}")
+                    leaf = batch_leaves[32 * i:32 * i + 32]
+                    add({"seq": seq, "tenant": tenants[i], "tseq": tseqs[i], "prev": prevs[i], "tprev": tprevs[i]}, leaf)
+                    if raw_proofs is not None and seq in proofs:
+                        implied = root_from_inclusion(seq, cp.size, leaf, proofs[seq])
+                        if implied is None:
+                            raise VerificationFailure("PROOF_INVALID", seq, "malformed inclusion proof")
+                        if implied != cp.root:
+                            raise VerificationFailure("ROOT_MISMATCH", seq,
+                                                      "entry and inclusion proof do not lead to the checkpoint's root")
+                    elif raw_proofs is not None:
+                        raise VerificationFailure("PROOF_INVALID", seq, "no inclusion proof for this entry")
+                    elif seq != len(leaves) // 32 + i:
+                        full = False
+            except VerificationFailure:
+                res.entries_checked += i   # the entries before the failing one
+                raise
+            res.entries_checked += len(seqs)
+            if raw_proofs is None:
+                leaves += batch_leaves
+            _raise_failure(checker, failure)
     except VerificationFailure as exc:
         entry_failure = exc
     finally:
+        results.close()
         for _ in iter(lambda: f.read(1 << 20), b""):
             digest.update(_)
         f.close()
@@ -671,11 +999,14 @@ def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None
         raise entry_failure
     if checker.first is None:
         return res.fail("SCOPE_VIOLATION", None, "the bundle holds no entries")
+    if leaves:
+        runs.append((tree_levels(bytes(leaves)), len(leaves) // 32))
+    count = sum(n for _, n in runs)
     if raw_proofs is None:
-        if not full or len(leaves) != cp.size:
+        if not full or count != cp.size:
             return res.fail("PROOF_INVALID", None,
                             "bundle omits proofs.jsonl but does not hold every entry 0..N-1 of the checkpoint")
-        if merkle_root(leaves) != cp.root:
+        if _runs_root(runs, count) != cp.root:
             return res.fail("ROOT_MISMATCH", None, "the entries' Merkle root differs from the signed checkpoint")
 
     first, last = checker.first, checker.last
@@ -717,7 +1048,7 @@ def _verify_bundle(reader: BundleReader, vkey_text: str | None, held: str | None
         if old.size > cp.size:
             return res.fail("ROLLBACK", None, f"{label} has size {old.size}, larger than this bundle's {cp.size}")
         if raw_proofs is None:
-            ok = merkle_root(leaves[: old.size]) == old.root
+            ok = _runs_root(runs, old.size) == old.root
         else:
             path = _consistency_paths(reader).get((old.size, cp.size))
             if path is None:
