@@ -210,7 +210,13 @@ def insert_alert(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, 
                  incident: str | None, now: float, test: bool = False) -> dict[str, Any]:
     """Store a new alert. Its id is ``alert_<prefix>_<unix seconds>``; when that second already has
     one (a burst), a random suffix: one statement, however many alerts share the second."""
-    values = [tenant, f"alert_{prefix}_{int(now)}", rule_id, rule_name[:200], source, fingerprint, service, severity,
+    second, key = int(now), ("alert id second", tenant, prefix)
+    # Within one write (an ingest request's alerts), a burst's plain id is taken after its first
+    # alert: this hint skips trying it again (never trusted: the INSERT decides).
+    plain = tx.memo.get(key) != second
+    tx.memo[key] = second
+    values = [tenant, f"alert_{prefix}_{second}" if plain else f"alert_{prefix}_{second}_{secrets.token_hex(3)}",
+              rule_id, rule_name[:200], source, fingerprint, service, severity,
               message[:2000], now, "test" if test else "active", json.dumps(dict(snapshot), sort_keys=True), int(test),
               incident, now]
     while not tx.execute("INSERT OR IGNORE INTO alerts (tenant, id, rule_id, rule_name, source, fingerprint, service, "

@@ -71,7 +71,7 @@ class WriteTx:
     its own, so that its statements see every entry appended before them. A write that only
     appends needs no savepoint: its entries stay pending until the batch inserts them."""
 
-    __slots__ = ("_ledger", "_savepoint", "_start", "_open", "_after_commit", "appended")
+    __slots__ = ("_ledger", "_savepoint", "_start", "_open", "_after_commit", "appended", "memo")
 
     def __init__(self, ledger: LedgerBatch, savepoint: str) -> None:
         ledger.ts = utc_timestamp()   # a write function may take a while: its entries get their own time
@@ -81,6 +81,7 @@ class WriteTx:
         self._open = False
         self._after_commit: list[Callable[[], None]] = []
         self.appended: list[Entry] = []
+        self.memo: dict[Any, Any] = {}   # scratch for the write function's helpers, dropped with the write
 
     @property
     def conn(self) -> sqlite3.Connection:
