@@ -106,19 +106,7 @@ def _plain_alert(alert: dict, source: str, url_keys: Sequence[str]) -> AlertSign
     for key in alert:
         if type(key) is not str:
             return None
-    return AlertSignal(
-        source=source,
-        fingerprint=fingerprint or labels_fingerprint(labels),
-        status=status,
-        severity=map_severity(labels.get("severity")),
-        title=annotations.get("summary") or labels.get("alertname") or UNTITLED,
-        service=service_of(labels),
-        labels=labels,
-        annotations=annotations,
-        starts_at=starts_at,
-        ends_at=None if ends_at == ZERO_TIME else ends_at,
-        url=url,
-    )
+    return _signal(source, status, labels, annotations, fingerprint, starts_at, ends_at, url)
 
 
 def _alert(item: object, path: str, source: str, url_keys: Sequence[str]) -> AlertSignal:
@@ -136,6 +124,13 @@ def _alert(item: object, path: str, source: str, url_keys: Sequence[str]) -> Ale
     # An empty fingerprint reads as a missing one.
     fingerprint = need_str(alert, "fingerprint", path, max_len=MAX_FINGERPRINT, required=False, allow_empty=True)
     urls = [link(alert, key, path) for key in url_keys]
+    return _signal(source, status, labels, annotations, fingerprint, starts_at, ends_at,
+                   next((u for u in urls if u), None))
+
+
+def _signal(source: str, status: str, labels: dict[str, str], annotations: dict[str, str], fingerprint: str | None,
+            starts_at: str, ends_at: str, url: str | None) -> AlertSignal:
+    """The signal of one checked alert (an empty fingerprint reads as a missing one)."""
     return AlertSignal(
         source=source,
         fingerprint=fingerprint or labels_fingerprint(labels),
@@ -147,7 +142,7 @@ def _alert(item: object, path: str, source: str, url_keys: Sequence[str]) -> Ale
         annotations=annotations,
         starts_at=starts_at,
         ends_at=None if ends_at == ZERO_TIME else ends_at,
-        url=next((u for u in urls if u), None),
+        url=url,
     )
 
 
