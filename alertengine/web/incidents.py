@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ..incidents import engine
 from ..incidents.dryrun import dry_run
@@ -166,14 +166,13 @@ async def shadow_report_endpoint(call: Call) -> Any:
     # it still lacks (briefly, off the loop), then read one page of it: no read grows with the ledger.
     await catch_up(db)
 
-    def build() -> tuple[dict[str, Any], str | None]:
+    def build() -> Response:   # read, rendered and serialised on the reader thread: none of it on the loop
         report = projected_report(db.read_conn(), call.tenant, limit=call.params.get("limit", 100),
                                   after=call.params.get("cursor"))
-        html = _templates.get_template("shadow_report.html").render(r=report) \
-            if call.params.get("format") == "html" else None
-        return report, html
-    report, html = await asyncio.to_thread(build)
-    return HTMLResponse(html) if html is not None else report
+        if call.params.get("format") == "html":
+            return HTMLResponse(_templates.get_template("shadow_report.html").render(r=report))
+        return JSONResponse(report)
+    return await db.read(lambda _conn: build())
 
 
 # --- dead letters -------------------------------------------------------------------------------
