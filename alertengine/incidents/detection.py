@@ -255,6 +255,14 @@ class Detector:
             data["smart_rule"] = {k: signal.origin[k] for k in ("rule_id", "rule_name", "message", "metrics_snapshot")
                                   if k in signal.origin}
         result = current
+        actor = actor or source_actor(signal.source)
+        if signal.status != "firing" and current is not None:
+            # The alert that resolves or acknowledges an incident is in the ledger (and in the alerts)
+            # before the change it causes: whoever sees the incident changed sees why.
+            await self.db.write(self._record(tenant, signal, event_id, current, actor, policy, data, rules, fresh))
+            recorded = True
+        else:
+            recorded = False
         if signal.status == "resolved":
             if current is not None and not await self._still_firing(tenant, current.id, signal):
                 result = await engine.run(self.db, engine.transition(
@@ -290,7 +298,18 @@ class Detector:
                     await self._tell(raised, "escalated", f"priority raised to {priority}", policy)
                 elif widened:   # a different alert joined: routing and silences judge the incident anew
                     await self._tell(current, "updated", f"another alert joined: {signal.title}", policy)
-        actor = actor or source_actor(signal.source)
+        if not recorded:
+            record = self._record(tenant, signal, event_id, result, actor, policy, data, rules, fresh)
+            if batch is not None:
+                batch.records.append(record)
+            else:
+                await self.db.write(record)
+        return result
+
+    def _record(self, tenant: str, signal: AlertSignal, event_id: str, result: Incident | None, actor: str,
+                policy: Policy, data: dict[str, Any], rules: Any,
+                fresh: list[AlertSignal] | None) -> Callable[[WriteTx], None]:
+        """The write that ledgers an alert (``alert.received``), updates the alerts and sets its timers."""
         received = LedgerEvent(
             kind="alert.received", tenant=tenant, incident=result.id if result else None, actor=actor,
             policy_version=policy.version, decision=signal.status, event_id=event_id,
@@ -313,11 +332,7 @@ class Detector:
             if candidate_after and not entry.duplicate:
                 timers.schedule(tx, tenant, result.id, "auto_resolve_candidate", timers.due_in(candidate_after),
                                 {"after": candidate_after, "policy_version": policy.version})
-        if batch is not None:
-            batch.records.append(record)
-        else:
-            await self.db.write(record)
-        return result
+        return record
 
     def prefetch(self, tenant: str, signals: list[AlertSignal], batch: AlertBatch) -> None:
         """Read, for a whole request at once (on a worker thread: it is blocking), what judging its
