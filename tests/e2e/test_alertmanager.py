@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.peers import Peer, running_peer
 from tests.serving import DEADLINE, Appliance, free_port, running_appliance, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,25 +48,7 @@ receivers:
 """
 
 
-@dataclass
-class Alertmanager:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
-
+class Alertmanager(Peer):
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a counter over the series whose labels include ``labels``."""
         text = httpx.get(f"{self.url}/metrics", timeout=30, trust_env=False).text
@@ -111,28 +92,11 @@ def alertmanager(tmp_path: Path, setup: Setup) -> Iterator[Alertmanager]:
     config = workdir / "alertmanager.yml"
     config.write_text(CONFIG.format(url=f"{setup.app.url}/ingest/alertmanager", key=setup.ingest_key))
     port = free_port()
-    log = workdir / "alertmanager.log"
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([BINARY, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-                                 "--cluster.listen-address=", f"--web.listen-address=127.0.0.1:{port}",
-                                 f"--web.external-url=http://127.0.0.1:{port}",
-                                 "--log.level=debug"],
-                                cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    am = Alertmanager(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"alertmanager exited with {proc.returncode}:\n{am.output()}")
-            try:
-                return httpx.get(f"{am.url}/-/ready", timeout=2, trust_env=False).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_for(what="alertmanager to be ready", check=ready, explain=am.output)
-        yield am
-    finally:
-        am.stop()
-        print(f"--- prometheus-alertmanager output ({am.url}) ---\n{am.output()}")
+    with running_peer("prometheus-alertmanager",
+                      [BINARY, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+                       "--cluster.listen-address=", f"--web.listen-address=127.0.0.1:{port}",
+                       f"--web.external-url=http://127.0.0.1:{port}", "--log.level=debug"], workdir, port) as peer:
+        yield Alertmanager(peer.name, peer.proc, peer.url, peer.log)
 
 
 def test_alertmanager_opens_then_resolves_an_incident(setup: Setup, alertmanager: Alertmanager) -> None:

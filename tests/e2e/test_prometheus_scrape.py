@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.peers import Peer, running_peer
 from tests.serving import DEADLINE, Appliance, free_port, running_appliance, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,15 +48,7 @@ scrape_configs:
 """
 
 
-@dataclass
-class Prometheus:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
+class Prometheus(Peer):
     def api(self, path: str, **params: str) -> Any:
         reply = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10, trust_env=False)
         assert reply.status_code == 200, reply.text
@@ -68,16 +59,6 @@ class Prometheus:
     def target(self, job: str) -> dict[str, Any] | None:
         found = [t for t in self.api("targets", state="active")["activeTargets"] if t["labels"]["job"] == job]
         return found[0] if found else None
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
 
 
 @dataclass
@@ -120,26 +101,10 @@ def prometheus(tmp_path: Path, setup: Setup) -> Iterator[Prometheus]:
     config.write_text(CONFIG.format(scrape_key=setup.scrape_key, viewer_key=setup.viewer_key,
                                     target=setup.app.url.removeprefix("http://")))
     port = free_port()
-    log = workdir / "prometheus.log"
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([BINARY, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug"],
-                                cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    prom = Prometheus(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {proc.returncode}:\n{prom.output()}")
-            try:
-                return httpx.get(f"{prom.url}/-/ready", timeout=2, trust_env=False).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_for(ready, what="prometheus to be ready", explain=prom.output)
-        yield prom
-    finally:
-        prom.stop()
-        print(f"--- prometheus output ({prom.url}) ---\n{prom.output()}")
+    with running_peer("prometheus", [BINARY, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+                                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug"],
+                      workdir, port) as peer:
+        yield Prometheus(peer.name, peer.proc, peer.url, peer.log)
 
 
 def test_prometheus_scrapes_the_appliance_with_a_scrape_key(setup: Setup, prometheus: Prometheus) -> None:
