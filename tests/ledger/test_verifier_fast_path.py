@@ -66,6 +66,9 @@ NOT_CANONICAL = [
     canonical(body()) + b" ",                                              # trailing data
     canonical(body()).replace(b'"actor":"policy",', b""),                  # a field missing
     canonical(body()).replace(b'"kind"', b'"Kind"'),
+    canonical(body(reason="a\tb")).replace(b"\\t", b"\t"),               # raw control characters in a string
+    canonical(body(reason="a\x1fb")).replace(b"\\u001f", b"\x1f"),
+    canonical(body({"s": "a\nb"})).replace(b"\\n", b"\n"),
     canonical(body(data={"n": {"deep": 1}})).replace(b'"deep":1', b'"deep":1,"deep":2'),
 ]
 
