@@ -429,6 +429,7 @@ async def test_a_failing_target_list_keeps_the_previous_targets(server: str) -> 
         failed_at = time.monotonic()
         await async_wait_for(lambda: state["failures"] >= 2 and len(after(record, "t/a", failed_at)) >= 2,
                              what="two failed refreshes and polls after them")
+        assert len(after(record, "t/a", failed_at)) >= 2   # the previous target is still polled
     finally:
         await poller.stop()
         await asyncio.wait_for(task, 30)
