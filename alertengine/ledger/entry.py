@@ -225,19 +225,66 @@ def redact(value: Any) -> Any:
 
 
 def _check_value(value: Any, path: str) -> None:
+    """Refuse what the ledger may not hold under ``path``: non-ASCII or non-text keys, NaN and
+    Infinity, unsupported types, secrets under secret-looking keys, credential-looking text."""
+    if not _plainly_fine(value):
+        _check_in_full(value, path)   # raises with the path of what is wrong (or accepts an unusual but fit type)
+
+
+_secret_keys: dict[str, bool] = {}
+
+
+def _secret_key(key: str) -> bool:
+    """Whether a value under ``key`` must not be text other than a fingerprint (remembered: keys repeat)."""
+    found = _secret_keys.get(key)
+    if found is None:
+        found = bool(_SECRET_KEY_RE.search(key)) and not _FINGERPRINT_KEY_RE.search(key)
+        if len(_secret_keys) < 4096:
+            _secret_keys[key] = found
+    return found
+
+
+def _plainly_fine(value: Any) -> bool:
+    """The common case of :func:`_check_in_full`, by exact type (no ABC checks) and without building
+    paths: True only for what it would accept; False sends the value to it for the verdict."""
+    t = type(value)
+    if t is str:
+        return _SECRET_VALUE_RE.search(value) is None
+    if t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(item) is str and _secret_key(key) and not _FINGERPRINT_VALUE_RE.match(item):
+                return False
+            if not _plainly_fine(item):
+                return False
+        return True
+    if t is list or t is tuple:
+        for item in value:
+            if not _plainly_fine(item):
+                return False
+        return True
+    return False
+
+
+def _check_in_full(value: Any, path: str) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str) or not key.isascii():
                 raise LedgerInputError(path, f"keys must be ASCII strings, got {key!r} in {path}")
             sub = f"{path}.{key}"
-            if _SECRET_KEY_RE.search(key) and not _FINGERPRINT_KEY_RE.search(key):
+            if _secret_key(key):
                 # a secret is text: counts (input_tokens), flags and fingerprints under such names are fine
                 if isinstance(item, str) and not _FINGERPRINT_VALUE_RE.match(item):
                     raise LedgerInputError(sub, f"{sub} looks like a secret; ledger fingerprint(secret) instead")
-            _check_value(item, sub)
+            _check_in_full(item, sub)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_value(item, f"{path}[{i}]")
+            _check_in_full(item, f"{path}[{i}]")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise LedgerInputError(path, f"{path} is {value!r}; NaN and Infinity are not allowed")
