@@ -172,7 +172,7 @@ async def shadow_report_endpoint(call: Call) -> Any:
         if call.params.get("format") == "html":
             return HTMLResponse(_templates.get_template("shadow_report.html").render(r=report))
         return JSONResponse(report)
-    return await db.read(lambda _conn: build())
+    return await db.read_serial(lambda _conn: build())
 
 
 # --- dead letters -------------------------------------------------------------------------------

@@ -66,3 +66,30 @@ def test_off_the_loop_read_conn_is_allowed_in_strict_mode(db: Database, monkeypa
     monkeypatch.setattr(Database, "strict_loop", True)
     assert db.read_conn().execute("SELECT 1").fetchone()[0] == 1
     assert database_module.Database.strict_loop is True
+
+
+async def test_serial_reads_run_off_the_loop_one_at_a_time_while_plain_reads_go_on(db: Database) -> None:
+    """read_serial: a thread of its own, never two at once; a plain read is not queued behind it."""
+    loop_thread = threading.get_ident()
+    release = threading.Event()
+    running: list[int] = []
+    overlapped: list[bool] = []
+    guard = threading.Lock()
+
+    def render(conn: sqlite3.Connection, n: int) -> int:
+        with guard:
+            running.append(n)
+            overlapped.append(len(running) > 1)
+        assert threading.get_ident() != loop_thread
+        assert release.wait(timeout=30), "the serial read was never released"
+        with guard:
+            running.remove(n)
+        return conn.execute("SELECT ?", (n,)).fetchone()[0]
+
+    pending = [asyncio.ensure_future(db.read_serial(render, n)) for n in range(3)]
+    # while the first serial read blocks its thread, a plain read still answers
+    assert await asyncio.wait_for(db.read(lambda conn: conn.execute("SELECT 7").fetchone()[0]), timeout=30) == 7
+    assert not any(p.done() for p in pending)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*pending), timeout=30) == [0, 1, 2]
+    assert overlapped == [False, False, False]
