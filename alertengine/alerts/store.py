@@ -205,6 +205,34 @@ def unresolved(conn: sqlite3.Connection, tenant: str, source: str, fingerprint: 
     return public(row) if row else None
 
 
+_UNRESOLVED = "unresolved alerts"   # WriteTx.memo key: (tenant, source, fingerprint) -> unresolved(...) then
+
+
+def prefetch_unresolved(tx: WriteTx, keys: list[tuple[str, str, str]]) -> None:
+    """:func:`unresolved` of every key, with a statement per (tenant, source) and 500 fingerprints,
+    kept in the write's memo for :func:`record_signal` (which drops a key whenever it changes that
+    alert, so a later lookup reads the table again)."""
+    memo: dict[tuple[str, str, str], dict[str, Any] | None] = tx.memo.setdefault(_UNRESOLVED, {})
+    groups: dict[tuple[str, str], set[str]] = {}
+    for tenant, source, fp in keys:
+        groups.setdefault((tenant, source), set()).add(fp)
+    for (tenant, source), fps in groups.items():
+        wanted = sorted(fps)
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            newest: dict[str, tuple[Any, ...]] = {}
+            for row in tx.conn.execute(
+                    f"SELECT {_COLUMNS} FROM alerts INDEXED BY alerts_unresolved WHERE tenant = ? AND source = ? "
+                    f"AND fingerprint IN ({', '.join('?' * len(part))}) AND status != 'resolved' AND status != 'test' "
+                    "AND test = 0", (tenant, source, *part)):
+                held = newest.get(row[4])
+                if held is None or row[8] > held[8]:   # the newest per fingerprint, as unresolved() orders
+                    newest[row[4]] = row
+            for fp in part:
+                row = newest.get(fp)
+                memo[(tenant, source, fp)] = public(row) if row is not None else None
+
+
 def insert_alert(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, rule_name: str, source: str,
                  fingerprint: str, service: str | None, severity: str, message: str, snapshot: Mapping[str, Any],
                  incident: str | None, now: float, test: bool = False) -> dict[str, Any]:
@@ -232,7 +260,12 @@ def record_signal(tx: WriteTx, tenant: str, signal: AlertSignal, incident: str |
     """What an alert signal does to the alerts (called by detection in the transaction that ledgers
     it): a firing alert is a new alert unless it is still unresolved; a resolve or an acknowledge
     at the source moves the unresolved one. Returns the alerts that changed."""
-    current = unresolved(tx.conn, tenant, signal.source, signal.fingerprint)
+    memo = tx.memo.get(_UNRESOLVED)
+    key = (tenant, signal.source, signal.fingerprint)
+    if memo is not None and key in memo:
+        current = memo.pop(key)   # this call may change it: whoever asks next reads the table
+    else:
+        current = unresolved(tx.conn, tenant, signal.source, signal.fingerprint)
     if signal.status == "firing":
         if current is not None:
             if incident and current["incident"] != incident:

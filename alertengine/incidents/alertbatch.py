@@ -60,6 +60,8 @@ class AlertBatch:
     # id(signal) -> (the signal, its incident fingerprint): computed once per alert, by prefetch
     keys: dict[int, tuple[AlertSignal, str]] = field(default_factory=dict)
 
+    # (tenant, source, alert fingerprint) of each record's alert: the writer looks up their alerts at once
+    alert_keys: list[tuple[str, str, str]] = field(default_factory=list)
     # (tenant, service name, id of its ServiceRef) -> the policy's rules for it, once per request
     service_rules: dict[tuple[str, str | None, int], tuple[Any, Any]] = field(default_factory=dict)
 
@@ -106,7 +108,8 @@ class AlertBatch:
 
     def take(self) -> "AlertBatch":
         """Hand over what is gathered so far and start afresh."""
-        taken = AlertBatch(self.records, self.repeats, self.joins, set(), {}, self.policies, self.checked, self.ledgered)
-        self.records, self.repeats, self.joins = [], {}, {}
+        taken = AlertBatch(self.records, self.repeats, self.joins, set(), {}, self.policies, self.checked, self.ledgered,
+                           alert_keys=self.alert_keys)
+        self.records, self.repeats, self.joins, self.alert_keys = [], {}, {}, []
         self.incidents.clear()
         return taken

@@ -17,6 +17,7 @@ import sqlite3
 import time
 from typing import Callable
 
+from ..alerts import store as alert_store
 from ..signals import AlertSignal
 from ..store import WriteTx
 from . import engine
@@ -105,6 +106,8 @@ def settle_write(work: AlertBatch, policy: Callable[[str], Policy]) -> Callable[
                 joined[key] = (raised, widened)
             if narrowed:
                 conn.executemany("UPDATE incidents SET labels = ? WHERE tenant = ? AND id = ?", narrowed)
+        if len(work.alert_keys) > 1:
+            alert_store.prefetch_unresolved(tx, work.alert_keys)
         for record in work.records:
             record(tx)
         return counts, joined

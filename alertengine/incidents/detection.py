@@ -302,6 +302,7 @@ class Detector:
             record = self._record(tenant, signal, event_id, result, actor, policy, data, rules, fresh)
             if batch is not None:
                 batch.records.append(record)
+                batch.alert_keys.append((tenant, signal.source, signal.fingerprint))
             else:
                 await self.db.write(record)
         return result

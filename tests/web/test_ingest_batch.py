@@ -103,3 +103,50 @@ async def test_ingest_and_detection_are_measured(world: World, ingest: str) -> N
     assert value("alertengine_ingest_request_seconds_count", source="alertmanager") == 2
     assert value("alertengine_ingest_request_alerts_sum", source="alertmanager") == 5
     assert value("alertengine_detection_latency_seconds_count", source="alertmanager") == 1   # one incident opened
+
+
+async def test_a_requests_alerts_change_the_alerts_as_they_would_one_request_each(world: World) -> None:
+    """The writer looks up a request's unresolved alerts at once: the alerts table ends the same as
+    when every alert comes in a request of its own (where each is looked up alone)."""
+    one_by_one, batched = world.tenants["a"], world.tenants["b"]
+    _i, key_single = await world.db.write(create_integration(one_by_one, "prometheus", "single"))
+    _i, key_batch = await world.db.write(create_integration(batched, "prometheus", "batch"))
+    groups = [
+        [("firing", "x1", "f-1"), ("firing", "x2", "f-2"), ("firing", "x3", "f-3")],
+        [("resolved", "x2", "f-2"), ("firing", "x4", "f-4"), ("firing", "x1", "f-1")],
+        [("firing", "x2", "f-2"), ("resolved", "x1", "f-1"), ("firing", "x5", "f-5"), ("firing", "x1", "f-1")],
+        [("resolved", "x3", "f-3"), ("firing", "x3", "f-3"), ("firing", "x3", "f-3"), ("resolved", "x4", "f-4")],
+        [("resolved", i, f) for i, f in (("x1", "f-1"), ("x2", "f-2"), ("x3", "f-3"), ("x5", "f-5"))],
+        [("firing", "x1", "f-1"), ("firing", "x2", "f-2"), ("firing", "x1", "f-1")],   # a new incident
+    ]
+    for alerts in groups:
+        await post(world, key_batch, group(*alerts))
+        for one in alerts:
+            await post(world, key_single, group(one))
+    # an operator resolves INC-2 while f-1 and f-2 still fire at the source; when they fire again
+    # (a new incident), their alerts are the unresolved ones already there, not new alerts
+    for tenant, label in ((one_by_one, "a"), (batched, "b")):
+        done = await world.client.post(f"/api/tenants/{tenant}/incidents/INC-2/resolve", json={"reason": "by hand"},
+                                       headers=world.auth(world.keys[(label, "operator")]))
+        assert done.status_code == 200, done.text
+    again = [("firing", "x1", "f-1"), ("firing", "x2", "f-2"), ("firing", "x6", "f-6")]
+    await post(world, key_batch, group(*again))
+    for one in again:
+        await post(world, key_single, group(one))
+
+    def table(tenant: str) -> list[tuple]:
+        return world.db.read_conn().execute(
+            "SELECT fingerprint, status, incident, severity, rule_name FROM alerts WHERE tenant = ? "
+            "ORDER BY triggered, fingerprint, status", (tenant,)).fetchall()
+    expected = table(one_by_one)
+    # stated independently too: while INC-1 is open, an alert firing again after its resolve is the
+    # same alert (ledgered once): one alert each, all resolved; INC-1 resolves with the last of them,
+    # and f-1 and f-2 firing again open INC-2, as new alerts; after INC-2 is resolved by hand they
+    # open INC-3 and their alerts (still unresolved) move to it; f-6 is new there
+    assert [(f, s, i) for f, s, i, *_ in expected] == [
+        ("f-1", "resolved", "INC-1"), ("f-2", "resolved", "INC-1"), ("f-3", "resolved", "INC-1"),
+        ("f-4", "resolved", "INC-1"), ("f-5", "resolved", "INC-1"), ("f-1", "active", "INC-3"),
+        ("f-2", "active", "INC-3"), ("f-6", "active", "INC-3")]
+    assert table(batched) == expected
+    with world.db.reader() as conn:
+        assert replay_database(conn).differences == []
