@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ class Hub:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self.dropped_total = 0
         self.published_total = 0
+        # what other threads published, handed to the loop in order with one wake-up for many
+        self._pending: list[tuple[str, list[dict[str, Any]]]] = []
+        self._pending_lock = threading.Lock()
+        self._wake_scheduled = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -76,16 +81,29 @@ class Hub:
 
     def publish(self, tenant: str, alerts: list[dict[str, Any]]) -> None:
         """Tell the tenant's subscribers that these alerts changed. Callable from any thread (the
-        store's writer calls it once the change has committed)."""
-        if not alerts or self.loop is None or self.loop.is_closed():
+        store's writer calls it once the change has committed). A tenant nobody watches costs
+        nothing; from another thread, what is published before the loop runs is handed over in
+        order, with one wake-up of the loop for all of it (not one per alert)."""
+        if not alerts or tenant not in self._subscribers or self.loop is None or self.loop.is_closed():
             return
         if _running_loop() is self.loop:
             self._publish(tenant, alerts)
-        else:
-            try:
-                self.loop.call_soon_threadsafe(self._publish, tenant, alerts)
-            except RuntimeError:   # the loop closed meanwhile
-                pass
+            return
+        with self._pending_lock:
+            self._pending.append((tenant, alerts))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:   # the loop closed meanwhile
+            pass
+
+    def _drain(self) -> None:
+        with self._pending_lock:
+            pending, self._pending, self._wake_scheduled = self._pending, [], False
+        for tenant, alerts in pending:
+            self._publish(tenant, alerts)
 
     def _publish(self, tenant: str, alerts: list[dict[str, Any]]) -> None:
         message = {"type": "alerts", "data": alerts}

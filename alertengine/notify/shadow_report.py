@@ -196,7 +196,8 @@ def _fold_step(conn: sqlite3.Connection, chunk: int) -> FoldDelta | None:
     for seq, tenant, incident, kind, body in conn.execute(
             "SELECT seq, tenant, incident, kind, body FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq",
             (start, end)):
-        if kind in kinds or (fold.incident(tenant, incident) is not None and _has_stage(body)):
+        # the cheap test first: most entries (alerts received, repeats) name no stage and are never loaded
+        if kind in kinds or (_has_stage(body) and fold.incident(tenant, incident) is not None):
             fold.apply(seq, json.loads(body))
     incidents = {key: fold.incidents[key] for key in fold.dirty if fold.incidents.get(key) is not None}
     return FoldDelta(start, end, fold.tenants, incidents)  # type: ignore[arg-type]

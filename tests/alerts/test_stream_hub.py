@@ -4,6 +4,7 @@ subscriber is dropped without slowing the others, tenants are kept apart."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from alertengine.alerts.stream import Hub
 
@@ -38,3 +39,32 @@ async def test_publishing_from_another_thread_reaches_the_loop() -> None:
     sub = hub.subscribe("t")
     await asyncio.to_thread(hub.publish, "t", [{"id": "from the writer"}])
     assert (await asyncio.wait_for(sub.next(), 10))["data"] == [{"id": "from the writer"}]
+
+
+async def test_many_publishes_from_a_thread_arrive_in_order_with_few_wake_ups() -> None:
+    hub = Hub(buffer=1000)
+    sub, other = hub.subscribe("t"), hub.subscribe("u")
+    loop = asyncio.get_running_loop()
+    wakes = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal wakes
+        wakes += 1
+        return real(*args, **kwargs)
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        def writer() -> None:
+            for i in range(200):
+                hub.publish("t" if i % 2 == 0 else "u", [{"id": i}])
+            hub.publish("nobody", [{"id": "unwatched"}])
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join()   # the loop waits here on purpose: nothing is drained while the thread publishes
+    finally:
+        loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+    got_t = [(await asyncio.wait_for(sub.next(), 10))["data"][0]["id"] for _ in range(100)]
+    got_u = [(await asyncio.wait_for(other.next(), 10))["data"][0]["id"] for _ in range(100)]
+    assert got_t == list(range(0, 200, 2)) and got_u == list(range(1, 200, 2))
+    assert wakes == 1               # one wake-up of the loop for the 200 (and none for a tenant nobody watches)
+    assert sub.queue.empty() and other.queue.empty()
