@@ -25,7 +25,7 @@ import sqlite3
 from typing import Iterable
 
 from .chain import INSERT_SQL, ChainHead, HeadMark, Row, stored_entry
-from .entry import Entry, LedgerEvent, utc_timestamp
+from .entry import Entry, LedgerEvent, take_fresh, utc_timestamp
 
 # Ids per lookup query: well under SQLite's limit on bound parameters (32,766 since 3.32, 999 before).
 PRECHECK_IDS = 900
@@ -52,10 +52,12 @@ class LedgerBatch:
 
     def precheck(self, event_ids: Iterable[str]) -> None:
         """Look up, in one query per ``PRECHECK_IDS``, which of these ids the ledger already holds."""
-        ids = list(dict.fromkeys(i for i in event_ids if i not in self.checked))
         checked = self.checked
-        for i in ids:
+        ids = []
+        for i in dict.fromkeys(i for i in event_ids if i not in checked):
             checked[i] = None
+            if not take_fresh(i):   # an id made here and never appended needs no lookup
+                ids.append(i)
         for start in range(0, len(ids), PRECHECK_IDS):
             part = ids[start:start + PRECHECK_IDS]
             sql = ("SELECT event_id, seq, tenant, tseq, body, leaf_hash FROM ledger WHERE event_id IN ("
@@ -71,7 +73,7 @@ class LedgerBatch:
             return entry._replace(duplicate=True)
         entry = self.checked.get(eid, _UNCHECKED)
         if entry is _UNCHECKED:
-            entry = stored_entry(self.conn, eid)
+            entry = None if take_fresh(eid) else stored_entry(self.conn, eid)
         if entry is not None:
             return entry   # type: ignore[return-value]
         head = self.head

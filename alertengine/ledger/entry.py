@@ -152,6 +152,14 @@ _id_pool = bytearray()
 _id_lock = threading.Lock()
 
 
+# Ids new_event_id made that no append has taken yet: such an id cannot be in the ledger, so the
+# writer need not look it up (a lookup of a random key in the event_id index is its costliest
+# per-entry step). Taken once: a retry of the same event is looked up like any other. Bounded: when
+# full it is emptied, and the ids it held are then merely looked up.
+_fresh_ids: set[str] = set()
+_FRESH_MAX = 50_000
+
+
 def new_event_id() -> str:
     """A random (version 4) UUID, drawn from a pooled buffer: os.urandom per id is slow on some VMs."""
     with _id_lock:
@@ -159,7 +167,21 @@ def new_event_id() -> str:
             _id_pool.extend(os.urandom(16 * 1024))
         raw = bytes(_id_pool[:16])
         del _id_pool[:16]
-    return str(uuid.UUID(bytes=raw, version=4))
+        made = str(uuid.UUID(bytes=raw, version=4))
+        if len(_fresh_ids) >= _FRESH_MAX:
+            _fresh_ids.clear()
+        _fresh_ids.add(made)
+    return made
+
+
+def take_fresh(event_id: str) -> bool:
+    """True, once, for an id :func:`new_event_id` made in this process and no append has taken: the
+    ledger cannot hold it (122 random bits). False for any other id, and for that one ever after."""
+    try:
+        _fresh_ids.remove(event_id)
+    except KeyError:
+        return False
+    return True
 
 
 def _envelope_parts(ev: LedgerEvent) -> tuple[bytes, bytes, bytes]:
