@@ -7,7 +7,7 @@ import sqlite3
 from typing import NamedTuple
 
 from ..errors import LedgerInputError
-from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, utc_timestamp
+from .entry import MAX_BODY_BYTES, ZERO_HASH_HEX, Entry, LedgerEvent, spend_fresh, utc_timestamp
 from .verifier import RootBuilder
 
 _ZERO = bytes(32)
@@ -106,6 +106,7 @@ class ChainHead:
         chains (only the tenant's head may be read from ``conn`` into the cache, journalled).
         :meth:`advance` takes it."""
         tenant = event.tenant
+        spend_fresh(event.event_id)   # whether or not the caller took it: once chained it is not fresh
         tseq, tprev = self._tenants.get(tenant) or self._tenant_head(conn, tenant)
         seq = self.tree.size
         body = event.body(seq, self._prev_hex, tseq, tprev, ts)

@@ -174,6 +174,12 @@ def new_event_id() -> str:
     return made
 
 
+def spend_fresh(event_id: str) -> None:
+    """``event_id`` is being chained: from now on it is looked up like any other (whichever way it
+    was appended: every entry is built by ``ChainHead.build``, which calls this)."""
+    _fresh_ids.discard(event_id)
+
+
 def take_fresh(event_id: str) -> bool:
     """True, once, for an id :func:`new_event_id` made in this process and no append has taken: the
     ledger cannot hold it (122 random bits). False for any other id, and for that one ever after."""

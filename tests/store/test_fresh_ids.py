@@ -73,3 +73,22 @@ async def test_a_fresh_event_in_a_write_function_is_not_looked_up(db: Database) 
         assert again.duplicate and again.seq == entry.seq and seen
     finally:
         db._conn.set_trace_callback(None)   # type: ignore[union-attr]
+
+
+async def test_an_event_appended_after_its_write_opened_the_connection_is_not_fresh_again(db: Database) -> None:
+    """A write that touched the connection appends with its own INSERT (no lookup): the id is
+    spent all the same, so appending the event again finds it a duplicate instead of failing the
+    whole batch on the unique index."""
+    db.write_sync(lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY)"))
+    ev = fresh(7)
+
+    def write(tx):  # type: ignore[no-untyped-def]
+        tx.execute("INSERT INTO notes DEFAULT VALUES")
+        return tx.append(ev)
+    first = await db.write(write)
+    assert not first.duplicate
+    (again,) = await db.append(ev)                       # through the batch's lookup-free path
+    assert again.duplicate and again.seq == first.seq
+    copy = await db.write(lambda tx: tx.append(dataclasses.replace(ev, reason="other words")))
+    assert copy.duplicate and copy.seq == first.seq
+    assert db.ledger_size == first.seq + 1
