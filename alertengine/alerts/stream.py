@@ -57,6 +57,9 @@ class Hub:
         self._wake_scheduled = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._pending_lock:   # what was meant for an earlier loop is not this one's
+            self._pending.clear()
+            self._wake_scheduled = False
         self.loop = loop
 
     def subscribe(self, tenant: str) -> Subscriber:
@@ -96,8 +99,10 @@ class Hub:
             self._wake_scheduled = True
         try:
             self.loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:   # the loop closed meanwhile
-            pass
+        except RuntimeError:   # the loop closed meanwhile: nobody is left to tell
+            with self._pending_lock:
+                self._pending.clear()
+                self._wake_scheduled = False
 
     def _drain(self) -> None:
         with self._pending_lock:
