@@ -286,3 +286,36 @@ def test_a_tarball_reads_its_small_files_while_it_is_listed(exported: dict) -> N
         reader.close()
     with pytest.raises(OSError, match="closed"):
         reader.read("manifest.json")
+
+
+class _FailingPool:
+    """Stands in for the worker pool: its workers die, at submit or while they run a chunk."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.submitted = 0
+
+    def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+        self.submitted += 1
+        if self.submitted % 2:
+            raise BrokenProcessPool("the pool broke before this chunk was handed over")
+        future: Future = Future()
+        future.set_exception(BrokenProcessPool("a worker died running this chunk"))
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_when_the_workers_die_this_process_checks_their_chunks(
+        bundle: Path, exported: dict, monkeypatch: pytest.MonkeyPatch, tamper: bool) -> None:
+    if tamper:
+        lines = lines_of(bundle)
+        lines[150] = reworded(lines[150])
+        write(bundle, lines)
+    expected = verify_bundle(str(bundle), exported["vkey"], workers=1, chunk=CHUNK).as_dict()
+    assert (expected["status"], expected["kind"]) == (("fail", "CHAIN_BREAK") if tamper else ("ok", None))
+    monkeypatch.setattr(verifier, "ProcessPoolExecutor", _FailingPool)
+    assert verify_bundle(str(bundle), exported["vkey"], workers=2, chunk=CHUNK).as_dict() == expected

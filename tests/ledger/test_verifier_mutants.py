@@ -1614,3 +1614,40 @@ def test_the_module_runs_as_a_standalone_script(full: Bundle, tmp_path: Path) ->
                           check=False, capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=60)
     assert proc.returncode == 1 and json.loads(proc.stdout)["kind"] == "PROOF_INVALID"
+
+
+def test_extending_a_tree_whose_size_is_not_aligned_goes_leaf_by_leaf_to_the_same_root() -> None:
+    """RootBuilder.extend from tree_levels: when the tree's size is not a multiple of the largest
+    perfect subtree being added, the leaves are added one by one; every split gives MTH of all."""
+    leaves = [sha(b"leaf %d" % i) for i in range(40)]
+    for before in range(0, 20):
+        for count in range(0, 21):
+            builder = RootBuilder()
+            for h in leaves[:before]:
+                builder.add(h)
+            builder.extend(V.tree_levels(b"".join(leaves[before:before + count])), count)
+            assert builder.size == before + count
+            assert builder.root() == mth(leaves[:before + count]), (before, count)
+
+
+def test_a_tenant_bundle_without_proofs_holding_the_whole_log_verifies(tmp_path: Path) -> None:
+    """Without proofs.jsonl the entries must be every entry 0..N-1 of the checkpoint: a tenant's
+    bundle of a log only it wrote is that, and its root is rebuilt from them."""
+    log = chain([content(i, "acme") for i in range(6)])
+    b = make_bundle(tmp_path / "solo", log, tenant="acme", proofs=False)
+    assert b.verify() == ok_verdict(b)
+
+
+def test_a_tenant_bundle_without_proofs_of_a_shared_log_is_refused(tmp_path: Path) -> None:
+    b = make_bundle(tmp_path / "shared", tenant="acme", proofs=False)
+    assert b.verify() == after_checkpoint(
+        b, "PROOF_INVALID", None, "bundle omits proofs.jsonl but does not hold every entry 0..N-1 of the checkpoint",
+        len(b.lines()))
+
+
+def test_a_tenant_bundle_without_proofs_whose_root_differs_is_refused(tmp_path: Path) -> None:
+    log = chain([content(i, "acme") for i in range(6)])
+    b = make_bundle(tmp_path / "solo", log, tenant="acme", proofs=False)
+    b.write("checkpoint.txt", KEY.sign(checkpoint_text(6, sha(b"another history"))))
+    assert b.verify() == verdict(kind="ROOT_MISMATCH", detail="the entries' Merkle root differs from the signed checkpoint",
+                                 entries_checked=6, checkpoint_size=6, root=b64(sha(b"another history")))
