@@ -1651,3 +1651,21 @@ def test_a_tenant_bundle_without_proofs_whose_root_differs_is_refused(tmp_path: 
     b.write("checkpoint.txt", KEY.sign(checkpoint_text(6, sha(b"another history"))))
     assert b.verify() == verdict(kind="ROOT_MISMATCH", detail="the entries' Merkle root differs from the signed checkpoint",
                                  entries_checked=6, checkpoint_size=6, root=b64(sha(b"another history")))
+
+
+@pytest.mark.parametrize("which", ["acme", "full"])
+def test_an_unexpected_error_checking_a_line_is_raised_never_passed_over(
+        which: str, acme: Bundle, full: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_lines / check_run hand back what they could not judge; the caller raises it where the
+    one-pass check would have met it (an unexpected error is not a verdict, and never a pass)."""
+    b = acme if which == "acme" else full
+    last = b.lines()[-1]
+    real = V.fast_entry_fields
+
+    def flaky(line: bytes):  # type: ignore[no-untyped-def]
+        if line == last:
+            raise RuntimeError("the checker broke on this line")
+        return real(line)
+    monkeypatch.setattr(V, "fast_entry_fields", flaky)
+    with pytest.raises(RuntimeError, match="broke on this line"):
+        V.verify_bundle(str(b.path), KEY.vkey, workers=1)
