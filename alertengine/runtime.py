@@ -65,7 +65,8 @@ class Runtime:
         self.detector = Detector(db, self.gateway, on_proposed=self.orchestrator.propose, council=self.council,
                                  modes=self.modes, secrets=self._known_secrets,
                                  ai_budget=(config.ai_max_retries + 1) * config.ai_timeout + 5,
-                                 on_alerts=self.hub.publish, telemetry=self.telemetry)
+                                 on_alerts=self.hub.publish, alerts_watched=self.hub.watched,
+                                 telemetry=self.telemetry)
         self.smart = SmartAlerts(db, self._smart_signal, self.gateway, self.hub, HostMetrics(data.path),
                                  interval=config.smart_interval)
         self._services: dict[str, ServiceRef] = {}

@@ -18,6 +18,7 @@ Decisions written here:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -233,11 +234,17 @@ def prefetch_unresolved(tx: WriteTx, keys: list[tuple[str, str, str]]) -> None:
                 memo[(tenant, source, fp)] = public(row) if row is not None else None
 
 
-def insert_alert(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, rule_name: str, source: str,
-                 fingerprint: str, service: str | None, severity: str, message: str, snapshot: Mapping[str, Any],
-                 incident: str | None, now: float, test: bool = False) -> dict[str, Any]:
-    """Store a new alert. Its id is ``alert_<prefix>_<unix seconds>``; when that second already has
-    one (a burst), a random suffix: one statement, however many alerts share the second."""
+def insert_alert(tx: WriteTx, tenant: str, **fields: Any) -> dict[str, Any]:
+    """Store a new alert (the fields of :func:`_insert_row`) and return it as the API shows it."""
+    return public(_insert_row(tx, tenant, **fields))
+
+
+def _insert_row(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, rule_name: str, source: str,
+                fingerprint: str, service: str | None, severity: str, message: str, snapshot: Mapping[str, Any],
+                incident: str | None, now: float, test: bool = False) -> tuple[Any, ...]:
+    """Store a new alert; its row as ``public`` takes it. Its id is ``alert_<prefix>_<unix seconds>``;
+    when that second already has one (a burst), a random suffix: one statement, however many
+    alerts share the second."""
     second, key = int(now), ("alert id second", tenant, prefix)
     # Within one write (an ingest request's alerts), a burst's plain id is taken after its first
     # alert: this hint skips trying it again (never trusted: the INSERT decides).
@@ -251,15 +258,24 @@ def insert_alert(tx: WriteTx, tenant: str, *, prefix: str, rule_id: int | None, 
                          "severity, message, triggered, status, metrics_snapshot, test, incident, updated) VALUES "
                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values).rowcount:
         values[1] = f"alert_{prefix}_{int(now)}_{secrets.token_hex(3)}"
-    return public((values[1], rule_id, values[3], source, fingerprint, service, severity, values[8], now, values[10],
-                   values[11], int(test), incident, None, None, None, None, None, None))
+    return (values[1], rule_id, values[3], source, fingerprint, service, severity, values[8], now, values[10],
+            values[11], int(test), incident, None, None, None, None, None, None)
+
+
+Described = Callable[[], dict[str, Any]]
+
+
+def _as_given(alert: dict[str, Any]) -> Described:
+    return lambda: alert
 
 
 def record_signal(tx: WriteTx, tenant: str, signal: AlertSignal, incident: str | None, actor: str,
-                  now: float) -> list[dict[str, Any]]:
+                  now: float) -> list[Described]:
     """What an alert signal does to the alerts (called by detection in the transaction that ledgers
     it): a firing alert is a new alert unless it is still unresolved; a resolve or an acknowledge
-    at the source moves the unresolved one. Returns the alerts that changed."""
+    at the source moves the unresolved one. Returns the alerts that changed, each as a call that
+    describes it as the API shows it (as it was written): a new alert is described only if asked,
+    which the live stream does only when someone watches the tenant."""
     memo = tx.memo.get(_UNRESOLVED)
     key = (tenant, signal.source, signal.fingerprint)
     if memo is not None and key in memo:
@@ -271,23 +287,24 @@ def record_signal(tx: WriteTx, tenant: str, signal: AlertSignal, incident: str |
             if incident and current["incident"] != incident:
                 tx.execute("UPDATE alerts SET incident = ?, updated = ? WHERE tenant = ? AND id = ?",
                            (incident, now, tenant, current["id"]))
-                return [public(_fetch(tx.conn, tenant, current["id"]) or ())]
+                return [_as_given(public(_fetch(tx.conn, tenant, current["id"]) or ()))]
             return []
         origin = signal.origin
         now = float(origin.get("triggered", now))
         snapshot = origin.get("metrics_snapshot") or {**dict(signal.labels), **dict(signal.annotations)}
         rule_id = origin.get("rule_id")
-        return [insert_alert(
+        row = _insert_row(
             tx, tenant, prefix=str(rule_id) if rule_id is not None else signal.source, rule_id=rule_id,
             rule_name=origin.get("rule_name") or signal.labels.get("alertname") or signal.title, source=signal.source,
             fingerprint=signal.fingerprint, service=signal.service, severity=signal.severity,
-            message=origin.get("message") or _message(signal), snapshot=snapshot, incident=incident, now=now)]
+            message=origin.get("message") or _message(signal), snapshot=snapshot, incident=incident, now=now)
+        return [functools.partial(public, row)]
     if current is None:
         return []
     if signal.status == "resolved":
-        return [_move(tx, tenant, current["id"], "resolved", actor, now)]
+        return [_as_given(_move(tx, tenant, current["id"], "resolved", actor, now))]
     if signal.status == "acknowledged" and current["status"] == "active":
-        return [_move(tx, tenant, current["id"], "acknowledged", actor, now)]
+        return [_as_given(_move(tx, tenant, current["id"], "acknowledged", actor, now))]
     return []
 
 

@@ -77,6 +77,10 @@ class Hub:
             if not subs:
                 del self._subscribers[sub.tenant]
 
+    def watched(self, tenant: str) -> bool:
+        """Whether anyone subscribes to the tenant's stream now (any thread may ask)."""
+        return tenant in self._subscribers
+
     def count(self, tenant: str | None = None) -> int:
         if tenant is not None:
             return len(self._subscribers.get(tenant, ()))

@@ -75,7 +75,8 @@ class Detector:
                  on_proposed: Callable[[Incident], Awaitable[None]] | None = None,
                  council: Council | None = None, modes: ModeTracker | None = None, secrets: Callable[[str], list[str]] | None = None,
                  ai_budget: float = 60.0, on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None,
-                 clock: Callable[[], float] = time.time, telemetry: Telemetry | None = None) -> None:
+                 clock: Callable[[], float] = time.time, telemetry: Telemetry | None = None,
+                 alerts_watched: Callable[[str], bool] | None = None) -> None:
         self.db = db
         self.telemetry = telemetry
         self.clock = clock
@@ -86,6 +87,8 @@ class Detector:
         self._swept = 0.0
         # told (on the store's writer thread, once committed) of alerts that changed: the live stream
         self.on_alerts = on_alerts
+        # whether anyone watches a tenant's stream (None: assume so); alerts are described only then
+        self.alerts_watched = alerts_watched
         self.gateway = gateway
         self.streaks: dict[tuple[str, str], Streak] = {}
         # Who asks humans once policy has proposed (the orchestrator); without it, a plain notice.
@@ -326,7 +329,7 @@ class Detector:
             if not entry.duplicate:
                 changed = alert_store.record_signal(tx, tenant, signal, result.id if result else None, actor, time.time())
                 if changed and self.on_alerts is not None:
-                    tx.after_commit(lambda: self.on_alerts(tenant, changed))  # type: ignore[misc]
+                    tx.after_commit(lambda: self._tell_alerts(tenant, changed))
             if auto_resolve and not entry.duplicate:
                 timers.schedule(tx, tenant, result.id, "auto_resolve", timers.due_in(rules.auto_resolve_after),
                                 {"after": rules.auto_resolve_after, "policy_version": policy.version})
@@ -334,6 +337,14 @@ class Detector:
                 timers.schedule(tx, tenant, result.id, "auto_resolve_candidate", timers.due_in(candidate_after),
                                 {"after": candidate_after, "policy_version": policy.version})
         return record
+
+    def _tell_alerts(self, tenant: str, changed: list[Callable[[], dict[str, Any]]]) -> None:
+        """Once committed (on the writer thread): the live stream hears of the alerts that changed,
+        described only when someone watches the tenant (checked after the commit, so whoever
+        subscribes later reads them in the tenant's current state instead)."""
+        if self.on_alerts is None or (self.alerts_watched is not None and not self.alerts_watched(tenant)):
+            return
+        self.on_alerts(tenant, [describe() for describe in changed])
 
     def prefetch(self, tenant: str, signals: list[AlertSignal], batch: AlertBatch) -> None:
         """Read, for a whole request at once (on a worker thread: it is blocking), what judging its

@@ -4,6 +4,7 @@ sees the alerts before it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -150,3 +151,35 @@ async def test_a_requests_alerts_change_the_alerts_as_they_would_one_request_eac
     assert table(batched) == expected
     with world.db.reader() as conn:
         assert replay_database(conn).differences == []
+
+
+async def test_new_alerts_are_described_for_the_live_stream_only_when_someone_watches(
+        world: World, ingest: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Describing an inserted alert as the API shows it costs the writer as much as inserting it:
+    it is done only when the tenant's stream has a subscriber, and then it says what was written."""
+    from alertengine.alerts import store as alert_store
+    described: list[str] = []
+    real = alert_store.public
+
+    def counting(row):  # type: ignore[no-untyped-def]
+        described.append(row[0])
+        return real(row)
+    monkeypatch.setattr(alert_store, "public", counting)
+    hub = world.app.state.runtime.hub
+    await post(world, ingest, group(("firing", "a:1", "f-a"), ("firing", "b:1", "f-b")))
+    assert described == []                                  # nobody watches: nothing described
+    sub = hub.subscribe(world.tenants["a"])
+    try:
+        await post(world, ingest, group(("firing", "c:1", "f-c"), ("firing", "d:1", "f-d")))
+        got = []
+        while len(got) < 2:
+            message = await asyncio.wait_for(sub.next(), 30)
+            assert message is not None and message["type"] == "alerts"
+            got += message["data"]
+        assert [(a["source"], a["status"], a["incident"], a["metrics_snapshot"]["instance"]) for a in got] == [
+            ("alertmanager", "active", "INC-1", "c:1"), ("alertmanager", "active", "INC-1", "d:1")]
+        stored = {r[0] for r in world.db.read_conn().execute(
+            "SELECT id FROM alerts WHERE tenant = ? AND fingerprint IN ('f-c', 'f-d')", (world.tenants["a"],))}
+        assert {a["id"] for a in got} == stored and sorted(described) == sorted(stored)
+    finally:
+        hub.unsubscribe(sub)
