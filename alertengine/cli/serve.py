@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -130,11 +131,30 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         # it found. With these no-op handlers a clean shutdown (final checkpoint signed) exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: None)
+        tune_collector()
         server.run(sockets=[listener])
     finally:
         listener.close()
         db.close()
         lock.close()
+
+
+# Objects allocated (net) before the cyclic collector's youngest generation is scanned; Python's
+# default is 700. Ingest allocates a few hundred objects per alert: at 700 the collector ran 1,573
+# times for 40,000 alerts and took 1.04 s (middle and oldest generations 47 ms a pass, with the
+# event loop stopped meanwhile); at 20,000, 11 young passes took 0.08 s in all (scripts/bench/ingest.py).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_collector() -> None:
+    """Once the appliance has started: what start-up built lives as long as the process, so it is
+    moved out of the collector's sight (``gc.freeze``), and the young generation is scanned every
+    GC_YOUNG_THRESHOLD allocations instead of every 700. Reference counting still frees nearly
+    everything at once; only reference cycles wait a little longer."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _listen(host: str, port: int) -> socket.socket:
