@@ -196,12 +196,14 @@ def count_since(conn: sqlite3.Connection, tenant: str, rule_id: int, since: floa
                             "AND test = 0", (tenant, rule_id, since)).fetchone()[0])
 
 
+_UNRESOLVED_SQL = (f"SELECT {_COLUMNS} FROM alerts INDEXED BY alerts_unresolved WHERE tenant = ? AND source = ? "
+                   "AND status != 'resolved' AND status != 'test' AND test = 0")
+
+
 def unresolved(conn: sqlite3.Connection, tenant: str, source: str, fingerprint: str) -> dict[str, Any] | None:
     # "status != 'resolved'" as the partial index alerts_unresolved states it: its lookup, whatever the
     # table holds (without it, the planner may walk the tenant's whole history)
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts INDEXED BY alerts_unresolved WHERE tenant = ? AND source = ? "
-                       "AND fingerprint = ? AND "
-                       "status != 'resolved' AND status != 'test' AND test = 0 ORDER BY triggered DESC LIMIT 1",
+    row = conn.execute(f"{_UNRESOLVED_SQL} AND fingerprint = ? ORDER BY triggered DESC LIMIT 1",
                        (tenant, source, fingerprint)).fetchone()
     return public(row) if row else None
 
@@ -222,10 +224,8 @@ def prefetch_unresolved(tx: WriteTx, keys: list[tuple[str, str, str]]) -> None:
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             newest: dict[str, tuple[Any, ...]] = {}
-            for row in tx.conn.execute(
-                    f"SELECT {_COLUMNS} FROM alerts INDEXED BY alerts_unresolved WHERE tenant = ? AND source = ? "
-                    f"AND fingerprint IN ({', '.join('?' * len(part))}) AND status != 'resolved' AND status != 'test' "
-                    "AND test = 0", (tenant, source, *part)):
+            for row in tx.conn.execute(f"{_UNRESOLVED_SQL} AND fingerprint IN ({', '.join('?' * len(part))})",
+                                       (tenant, source, *part)):
                 held = newest.get(row[4])
                 if held is None or row[8] > held[8]:   # the newest per fingerprint, as unresolved() orders
                     newest[row[4]] = row

@@ -342,9 +342,8 @@ class Detector:
         """Once committed (on the writer thread): the live stream hears of the alerts that changed,
         described only when someone watches the tenant (checked after the commit, so whoever
         subscribes later reads them in the tenant's current state instead)."""
-        if self.on_alerts is None or (self.alerts_watched is not None and not self.alerts_watched(tenant)):
-            return
-        self.on_alerts(tenant, [describe() for describe in changed])
+        if self.alerts_watched is None or self.alerts_watched(tenant):
+            self.on_alerts(tenant, [describe() for describe in changed])  # type: ignore[misc]
 
     def prefetch(self, tenant: str, signals: list[AlertSignal], batch: AlertBatch) -> None:
         """Read, for a whole request at once (on a worker thread: it is blocking), what judging its

@@ -153,9 +153,10 @@ _id_lock = threading.Lock()
 
 
 # Ids new_event_id made that no append has taken yet: such an id cannot be in the ledger, so the
-# writer need not look it up (a random key in the event_id index: 6-26 µs of CPU per id measured
-# on a 300,000-entry ledger whose pages were not cached; about 1 µs when they are). Taken once: a retry of the same event is looked up like any other. Bounded: when
-# full it is emptied, and the ids it held are then merely looked up.
+# writer need not look it up (a random key in the event_id index: 6-26 µs of CPU per id on a
+# 300,000-entry ledger whose pages were not cached; about 1 µs when they are). Taken once, and
+# ChainHead.build spends every id it chains, so a retry of the same event is looked up like any
+# other. Bounded: when full it is emptied, and the ids it held are then merely looked up.
 _fresh_ids: set[str] = set()
 _FRESH_MAX = 50_000
 
@@ -175,8 +176,8 @@ def new_event_id() -> str:
 
 
 def spend_fresh(event_id: str) -> None:
-    """``event_id`` is being chained: from now on it is looked up like any other (whichever way it
-    was appended: every entry is built by ``ChainHead.build``, which calls this)."""
+    """``event_id`` is being chained: from now on it is looked up like any other (every entry is
+    built by ``ChainHead.build``, which calls this)."""
     _fresh_ids.discard(event_id)
 
 

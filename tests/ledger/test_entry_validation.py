@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections import OrderedDict
 from types import MappingProxyType
@@ -56,7 +57,8 @@ def event(data: object) -> LedgerEvent:
 
 @pytest.mark.parametrize("data", ACCEPTED)
 def test_fit_data_is_accepted(data: dict) -> None:
-    event(data)
+    body = event(data).body(0, "0" * 64, 0, "0" * 64, "2026-12-02T00:00:00.000000Z")
+    assert json.loads(body)["data"] == json.loads(json.dumps(data))   # held as plain JSON would hold it
 
 
 @pytest.mark.parametrize("data,field", REFUSED)
