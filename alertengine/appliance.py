@@ -52,7 +52,7 @@ class DataDir:
         if not key_file.exists():   # an install made before the key existed gets one now
             write_private_file(key_file, secrets.token_bytes(32))
         set_identity_key(key_file.read_bytes())
-        db = Database(self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
+        db = Database(config.database_url or self.db_path, signer=self.signer, checkpoint_interval=config.checkpoint_interval,
                       checkpoint_file=self.checkpoint_file, batch_max=config.writer_batch_max, telemetry=telemetry)
         if config.checkpoint_sink and not config.checkpoint_sink.startswith(("http://", "https://")):
             sink = config.checkpoint_sink   # every process that signs (serve, CLI commands) appends to it

@@ -28,6 +28,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path("alertengine-data"),
             "Directory for the database, the ledger key and per-install secrets (created if missing)."),
+    Setting("database_url", str, "",
+            "Empty: the SQLite file in data_dir. postgresql://user:password@host:port/dbname: a PostgreSQL database "
+            "instead, shared by every appliance node (secret when it holds a password; see docs/postgresql.md)."),
     Setting("host", str, "127.0.0.1", "Address the web server listens on."),
     Setting("port", int, 8080, "TCP port the web server listens on."),
     Setting("public_url", str, "", "Base URL people and chat services reach this appliance at (default: http://host:port)."),
@@ -73,6 +76,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("alertengine-data")
+    database_url: str = field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
@@ -154,6 +158,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
 
 
 def _validated(cfg: Config) -> Config:
+    if cfg.database_url and not cfg.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database_url", "must be empty (SQLite in data_dir) or start with postgresql://")
     if not 0 < cfg.port < 65536:
         raise ConfigError("port", f"must be 1-65535, got {cfg.port}")
     if cfg.log_level not in LOG_LEVELS:

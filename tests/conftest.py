@@ -17,6 +17,8 @@ from alertengine.config import Config
 from alertengine.ledger.entry import LedgerEvent
 from alertengine.store import Database
 
+from .pgcluster import PgCluster
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VECTORS = FIXTURES / "ledger"
 
@@ -35,9 +37,34 @@ def data_dir(tmp_path: Path) -> DataDir:
     return init_data_dir(tmp_path / "data")
 
 
+# ALERTENGINE_TEST_STORE=postgresql runs the tests that take the ``db`` or ``config`` fixture on
+# PostgreSQL (a private cluster, a schema per test) instead of an SQLite file: `.ci/run` runs the
+# store, ledger and engine tests both ways.
+TEST_STORE = os.environ.get("ALERTENGINE_TEST_STORE", "sqlite")
+
+
+# For a test of SQLite's own mechanics (its pages, its files), which has no PostgreSQL counterpart.
+sqlite_only = pytest.mark.skipif(TEST_STORE == "postgresql", reason="SQLite's own mechanics")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def config(data_dir: DataDir) -> Config:
-    return Config(data_dir=data_dir.path, checkpoint_interval=0.2)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """"" (SQLite in the data directory), or a fresh PostgreSQL schema's URL."""
+    if TEST_STORE != "postgresql":
+        return ""
+    return request.getfixturevalue("pg_cluster").fresh_url()
+
+
+@pytest.fixture
+def config(data_dir: DataDir, store_url: str) -> Config:
+    return Config(data_dir=data_dir.path, checkpoint_interval=0.2, database_url=store_url)
 
 
 @pytest.fixture

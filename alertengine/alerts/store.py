@@ -93,9 +93,10 @@ def create_rule(tenant: str, body: Mapping[str, Any], actor: str, versions: Vers
         before = versions(tx.conn, tenant)
         now = utc_timestamp()
         cur = tx.execute("INSERT INTO smart_rules (tenant, name, is_active, definition, created, created_by, updated) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (tenant, body["name"], int(body.get("is_active", True)),
-                                                          json.dumps(definition, sort_keys=True), now, actor, now))
-        rule = get_rule(tx.conn, tenant, int(cur.lastrowid or 0))
+                         "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                         (tenant, body["name"], int(body.get("is_active", True)), json.dumps(definition, sort_keys=True),
+                          now, actor, now))
+        rule = get_rule(tx.conn, tenant, int(cur.fetchone()[0]))
         _ledger_change(tx, tenant, actor, "created", rule.id, {}, rule.public(), before, versions)
         return rule
     return write

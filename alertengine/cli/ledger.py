@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -38,20 +39,26 @@ def ledger_verify(ctx: click.Context, data_dir: Path | None, vkey: str | None, h
     """Verify every entry and checkpoint of the live database. Prints one JSON object.
 
     Exit status: 0 verified, 1 verification failed, 2 could not run."""
-    from ..ledger.audit import verify_database
     from ..ledger.verifier import VerifierKey
+    from ..store import pg, verify_store
 
     config = load_settings(ctx, data_dir=data_dir)
     try:
         data = open_data_dir(config.data_dir)
         key = VerifierKey.parse(vkey) if vkey else data.signer.verifier
-        if not data.db_path.exists():
+        target = config.database_url or data.db_path
+        if not config.database_url and not data.db_path.exists():
             raise ConfigError("data_dir", f"{data.db_path} does not exist")
     except (ConfigError, ValueError) as exc:
         click.echo(json.dumps({"status": "error", "detail": str(exc)}))
         sys.exit(EXIT_USAGE)
-    result = verify_database(data.db_path, key, external_checkpoint=data.checkpoint_file,
-                             held_checkpoint=held.read_text(encoding="utf-8") if held else None)
+    try:
+        result = verify_store(target, key, external_checkpoint=data.checkpoint_file,
+                              held_checkpoint=held.read_text(encoding="utf-8") if held else None)
+    except sqlite3.Error as exc:   # the store cannot be read (PostgreSQL unreachable, a file that is no database)
+        where = pg.redacted(target) if isinstance(target, str) else str(target)
+        click.echo(json.dumps({"status": "error", "detail": f"cannot read the store {where}: {exc}"}))
+        sys.exit(EXIT_USAGE)
     click.echo(json.dumps(result.as_dict()))
     sys.exit(EXIT_OK if result.status == "ok" else EXIT_FAIL)
 
@@ -93,15 +100,16 @@ def ledger_show(ctx: click.Context, data_dir: Path | None, tenant: str | None, i
     """List ledger entries, oldest first."""
     from ..store import Where, connect
 
-    data = open_data(load_settings(ctx, data_dir=data_dir))
+    config = load_settings(ctx, data_dir=data_dir)
+    data = open_data(config)
     where = Where().eq("tenant", tenant).eq("incident", incident)
     if kind and kind.endswith("*"):
         prefix = kind[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.add("kind LIKE ? ESCAPE '\\'", prefix + "%")
     else:
         where.eq("kind", kind or None)
-    sql = "SELECT body FROM (SELECT seq, body FROM ledger" + where.sql() + " ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-    conn = connect(data.db_path, readonly=True)
+    sql = "SELECT body FROM (SELECT seq, body FROM ledger" + where.sql() + " ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
+    conn = connect(config.database_url or data.db_path, readonly=True)
     try:
         rows = [bytes(r[0]) for r in conn.execute(sql, (*where.params, limit))]
     finally:
@@ -237,8 +245,9 @@ def replay(ctx: click.Context, data_dir: Path | None, tenant: str | None, incide
     from ..incidents.replay import replay_database
     from ..store import connect
 
-    data = open_data(load_settings(ctx, data_dir=data_dir))
-    conn = connect(data.db_path, readonly=True)
+    config = load_settings(ctx, data_dir=data_dir)
+    data = open_data(config)
+    conn = connect(config.database_url or data.db_path, readonly=True)
     try:
         report = replay_database(conn, tenant=tenant, incident=incident)
     finally:

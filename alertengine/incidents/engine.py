@@ -194,7 +194,7 @@ def open_incident(opening: Opening) -> Callable[[WriteTx], tuple[Incident, bool]
         if existing is not None:
             return existing, False
         row = tx.execute("INSERT INTO incident_counters (tenant, last) VALUES (?, 1) ON CONFLICT (tenant) "
-                         "DO UPDATE SET last = last + 1 RETURNING last", (opening.tenant,)).fetchone()
+                         "DO UPDATE SET last = incident_counters.last + 1 RETURNING last", (opening.tenant,)).fetchone()
         now = utc_timestamp()
         inc = Incident(opening.tenant, f"INC-{row[0]}", opening.service_id, opening.service_name, opening.fingerprint,
                        opening.source, opening.title, DETECTED, opening.priority, opening.action, True, None, now, now,

@@ -17,6 +17,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from .verifier import (
     ZERO_HASH_HEX,
@@ -50,9 +51,16 @@ class ChunkResult:
     failure: tuple[str, int, str] | None = None
 
 
-def check_chunk(db_path: str, lo: int, hi: int) -> ChunkResult:
+Connect = Callable[[str], Any]
+
+
+def sqlite_readonly(db_path: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+
+
+def check_chunk(db_path: str, lo: int, hi: int, connect: Connect = sqlite_readonly) -> ChunkResult:
     """Check entries with ``lo <= seq < hi`` on their own. Runs in a worker process."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = connect(db_path)
     try:
         return _check_rows(conn.execute("SELECT seq, tenant, tseq, body, leaf_hash FROM ledger "
                                         "WHERE seq >= ? AND seq < ? ORDER BY seq", (lo, hi)), lo, hi)
@@ -103,17 +111,19 @@ def _check_rows(rows: sqlite3.Cursor, lo: int, hi: int) -> ChunkResult:
 
 def verify_database(db_path: Path | str, vkey: VerifierKey, *, pinned: bool = True,
                     external_checkpoint: Path | None = None, held_checkpoint: str | None = None,
-                    workers: int | None = None) -> Result:
+                    workers: int | None = None, connect: Connect = sqlite_readonly) -> Result:
     """Verify every entry and every stored checkpoint of a live database (read-only).
 
     ``external_checkpoint`` is the appliance's copy of its newest checkpoint kept outside the
     database, so that restoring an old database file is seen as a rollback. ``workers`` processes
-    check large ledgers in parallel (default: the number of CPUs, at most 4).
+    check large ledgers in parallel (default: the number of CPUs, at most 4). ``connect`` opens a
+    read-only connection to ``db_path`` (picklable: the workers call it too); the default reads an
+    SQLite file, the store's ``connect`` also a PostgreSQL URL.
     """
     res = Result(pinned=pinned)
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = connect(str(db_path))
     try:
-        _verify(str(db_path), conn, vkey, external_checkpoint, held_checkpoint, res, workers)
+        _verify(str(db_path), conn, vkey, external_checkpoint, held_checkpoint, res, workers, connect)
     except VerificationFailure as f:
         res.fail(f.kind, f.seq, f.detail)
     except NoteError as e:
@@ -124,7 +134,7 @@ def verify_database(db_path: Path | str, vkey: VerifierKey, *, pinned: bool = Tr
 
 
 def _verify(db_path: str, conn: sqlite3.Connection, vkey: VerifierKey, external: Path | None, held: str | None,
-            res: Result, workers: int | None) -> None:
+            res: Result, workers: int | None, connect: Connect = sqlite_readonly) -> None:
     conn.execute("BEGIN")  # one read snapshot for the checkpoints and the row count
     checkpoints: dict[int, bytes] = {}
     for size, note in conn.execute("SELECT size, note FROM checkpoints ORDER BY size"):
@@ -162,7 +172,7 @@ def _verify(db_path: str, conn: sqlite3.Connection, vkey: VerifierKey, external:
         n = workers or min(os.cpu_count() or 1, 4)
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            futures = [pool.submit(check_chunk, db_path, lo, hi) for lo, hi in ranges]
+            futures = [pool.submit(check_chunk, db_path, lo, hi, connect) for lo, hi in ranges]
             try:
                 for fut in futures:
                     stitch.add(fut.result())

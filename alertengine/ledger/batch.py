@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterable
 
-from .chain import INSERT_SQL, ChainHead, HeadMark, Row, stored_entry
+from .chain import INSERT_NEW_SQL, INSERT_SQL, ChainHead, HeadMark, Row, stored_entry
 from .entry import Entry, LedgerEvent, take_fresh, utc_timestamp
 
 # Ids per lookup query: well under SQLite's limit on bound parameters (32,766 since 3.32, 999 before).
@@ -92,12 +92,10 @@ class LedgerBatch:
         if entry is not None:
             return entry._replace(duplicate=True)
         entry, row = self.head.build(self.conn, event, self.ts)
-        try:
-            self.conn.execute(INSERT_SQL, row)
-        except sqlite3.IntegrityError:
+        if self.conn.execute(INSERT_NEW_SQL, row).rowcount == 0:
             existing = stored_entry(self.conn, eid)
             if existing is None:
-                raise
+                raise sqlite3.IntegrityError(f"ledger entry {eid} was neither inserted nor found")
             return existing
         self.head.advance(entry)
         self.known[eid] = entry

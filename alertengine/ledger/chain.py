@@ -14,6 +14,9 @@ _ZERO = bytes(32)
 _sha256 = hashlib.sha256
 INSERT_SQL = ("INSERT INTO ledger (seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# One entry whose event id may already be stored (a replay): nothing is inserted then (rowcount 0).
+# Not an exception: PostgreSQL aborts the transaction on a failed statement, SQLite does not.
+INSERT_NEW_SQL = INSERT_SQL + " ON CONFLICT (event_id) DO NOTHING"
 # A ledger row as INSERT_SQL takes it.
 Row = tuple
 
@@ -132,12 +135,10 @@ class ChainHead:
         """Insert the next entry for ``event`` now (a no-op returning the stored entry, marked
         ``duplicate``, if its ``event_id`` is already in the ledger)."""
         entry, row = self.build(conn, event, utc_timestamp())
-        try:
-            conn.execute(INSERT_SQL, row)
-        except sqlite3.IntegrityError:
+        if conn.execute(INSERT_NEW_SQL, row).rowcount == 0:
             existing = stored_entry(conn, event.event_id)
             if existing is None:
-                raise
+                raise sqlite3.IntegrityError(f"ledger entry {event.event_id} was neither inserted nor found")
             return existing
         self.advance(entry)
         return entry

@@ -241,7 +241,7 @@ def record_stats(tx: WriteTx, tenant: str, plan: router.Plan) -> None:
         counts[key] = counts.get(key, 0) + 1
     for (rule, what), n in counts.items():
         tx.execute("INSERT INTO route_stats (tenant, rule, what, count) VALUES (?, ?, ?, ?) ON CONFLICT "
-                   "(tenant, rule, what) DO UPDATE SET count = count + excluded.count", (tenant, rule, what, n))
+                   "(tenant, rule, what) DO UPDATE SET count = route_stats.count + excluded.count", (tenant, rule, what, n))
 
 
 def route_stats(conn: Any, tenant: str) -> list[dict[str, Any]]:

@@ -125,7 +125,7 @@ def flush(tenant: str, key: str, now: float) -> Any:
             first_id = int(tx.execute(
                 "INSERT INTO outbox (tenant, incident, recipient, event, body, route, state, reason, next_at, deadline, "
                 "created, updated, group_key) VALUES (?, NULL, ?, 'grouped', ?, ?, 'queued', 'repeat of the group', "
-                "?, ?, ?, ?, ?)", (tenant, recipient, body, rule, now, now + span, stamp, stamp, key)).lastrowid)
+                "?, ?, ?, ?, ?) RETURNING id", (tenant, recipient, body, rule, now, now + span, stamp, stamp, key)).fetchone()[0])
         else:
             tx.execute("UPDATE outbox SET state = 'queued', event = 'grouped', body = ?, reason = ?, next_at = ?, "
                        "deadline = ?, updated = ? WHERE id = ?",

@@ -128,12 +128,13 @@ def enqueue(tx: WriteTx, plan: Plan, message: Any, *, now: float, retry_for: flo
             state, reason = "grouped", f"{d.why}; waits for its group's next message"
         cur = tx.execute(
             "INSERT INTO outbox (tenant, incident, recipient, event, body, sealed, route, state, reason, next_at, "
-            "deadline, created, updated, group_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "deadline, created, updated, group_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (plan.event.tenant, plan.event.incident, key, plan.event.event, json.dumps(body), sealed,
              d.rule, state, reason, next_at, max(next_at, now) + retry_for, stamp, stamp, group))
-        stored.append((int(cur.lastrowid), state))
+        outbox_id = int(cur.fetchone()[0])
+        stored.append((outbox_id, state))
         if state == "dead":
-            tx.append(dead_event(plan.event.tenant, plan.event.incident, int(cur.lastrowid), d.recipient.key,
+            tx.append(dead_event(plan.event.tenant, plan.event.incident, outbox_id, d.recipient.key,
                                  plan.event.event, reason))
     return stored
 

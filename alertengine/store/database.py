@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-import aiosqlite
-
 from ..errors import RollbackDetectedError, StoreError
 from ..ledger.batch import LedgerBatch
 from ..ledger.chain import ChainHead
 from ..ledger.entry import SYSTEM_TENANT, Entry, LedgerEvent, utc_timestamp
 from ..ledger.keys import LedgerSigner
-from ..ledger.verifier import Checkpoint, NoteError, b64, open_note, parse_checkpoint
+from ..ledger.audit import verify_database
+from ..ledger.verifier import Checkpoint, NoteError, Result, VerifierKey, b64, open_note, parse_checkpoint
 from .anchor import Anchor, check_extends
+from . import pg
 from .migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -168,12 +168,19 @@ _FAULTS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", 
 
 
 def _is_fault(exc: BaseException) -> bool:
-    """An error of the store itself (disk full, I/O, read-only, corrupt), whatever the request was."""
+    """An error of the store itself (disk full, I/O, read-only, corrupt; on PostgreSQL: the connection
+    or the server), whatever the request was."""
+    if isinstance(exc, (pg.PgOperationalError, pg.PgIntegrityError)):
+        return pg.is_fault(exc)
     name = getattr(exc, "sqlite_errorname", "") or ""
     return isinstance(exc, sqlite3.Error) and name.startswith(_FAULTS)
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the store: an SQLite file, or a PostgreSQL database when ``path`` is a
+    ``postgresql://`` URL (``pg.py``: the same interface and SQL)."""
+    if pg.is_url(path):
+        return pg.connect(str(path), readonly=readonly)  # type: ignore[return-value]
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
@@ -185,13 +192,24 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def open_readonly(target: Path | str) -> sqlite3.Connection:
+    """A read-only connection to the store (module level, so worker processes can be handed it)."""
+    return connect(target, readonly=True)
+
+
+def verify_store(target: Path | str, vkey: VerifierKey, **options: Any) -> Result:
+    """``ledger.audit.verify_database`` on the store at ``target``: an SQLite file or a PostgreSQL URL."""
+    return verify_database(target, vkey, connect=open_readonly, **options)
+
+
 class Database:
     """Owns the database file: migrations, the single writer, read connections, checkpoints."""
 
     def __init__(self, path: Path | str, *, signer: LedgerSigner | None = None,
                  checkpoint_interval: float = 1.0, checkpoint_file: Path | None = None,
                  batch_max: int = 1000, telemetry: Telemetry | None = None) -> None:
-        self.path = Path(path)
+        # an SQLite file, or a PostgreSQL URL (kept as text: ``Path`` would fold its "//")
+        self.path: Path | str = str(path) if pg.is_url(path) else Path(path)
         self.telemetry = telemetry   # observed once per batch: writes committed, BEGIN to durable COMMIT
         self.signer = signer
         self.checkpoint_interval = checkpoint_interval
@@ -209,6 +227,7 @@ class Database:
         self._anchor: Anchor | None = None   # the newest checkpoint signed or verified (see anchor.py)
         self._reloaded = False               # the head was reloaded from the database since the anchor
         self._fault: str | None = None       # the store cannot write (disk full, I/O error) until a commit succeeds
+        self._head_stale = False             # a failed batch could not reload the head (store unreachable)
         # called on the writer thread with every checkpoint it signs (the checkpoint sink); never fatal
         self.on_checkpoint: Callable[[StoredCheckpoint], None] | None = None
         self._local = threading.local()
@@ -355,7 +374,7 @@ class Database:
                         control = nxt
                         break
                     batch.append(nxt)
-                self._run_batch(conn, batch)
+                self._run_batch(self._conn, batch)
                 self._safe_checkpoint("interval", force=False)
                 if control is not None and self._control(control):
                     return
@@ -363,7 +382,7 @@ class Database:
             log.critical("the database writer stopped: %s", exc, exc_info=not isinstance(exc, RollbackDetectedError))
             self._dead = exc
             if isinstance(exc, RollbackDetectedError):
-                self._ledger_alarm(conn, exc)
+                self._ledger_alarm(self._conn, exc)
             while True:  # fail whatever is still queued instead of leaving callers waiting
                 try:
                     req = self._queue.get_nowait()
@@ -371,7 +390,7 @@ class Database:
                     break
                 _deliver([(req, None, StoreError(f"the database writer stopped: {exc}"))])
         finally:
-            conn.close()
+            self._conn.close()
 
     def _control(self, req: _Request) -> bool:
         if req.control == "stop":
@@ -412,8 +431,12 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             _deliver([(req, None, StoreError(f"could not begin a write transaction: {exc}")) for req in batch])
+            self._reconnected(conn)
             return
         try:
+            if self._head_stale:
+                head.load(conn)
+                self._head_stale = False
             self._sync_head(conn)
             size = head.size
             ledger = LedgerBatch(conn, head)
@@ -453,7 +476,11 @@ class Database:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._fault = str(exc)   # (SQLite may have rolled back by itself: a disk full does)
-            head.load(conn)
+            try:
+                conn = self._reconnected(conn)
+                head.load(conn)
+            except sqlite3.Error:   # the store is unreachable: the next batch reloads the head first
+                self._head_stale = True
             err = StoreError(f"the store cannot write now: {exc}" if _is_fault(exc) else
                              f"write transaction failed: {exc}")
             _deliver([(req, None, err) for req in batch])
@@ -477,6 +504,21 @@ class Database:
         if self.telemetry is not None:
             self.telemetry.writer_batch.observe(written)
             self.telemetry.writer_commit.observe(committed - started)
+
+    def _reconnected(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """The writer's connection, opened anew if the PostgreSQL server dropped it (a restart, a
+        failover of the operator's replication): the next batch writes again once it is back."""
+        if not isinstance(conn, pg.PgConnection) or not conn.raw.closed:
+            return conn
+        with contextlib.suppress(Exception):
+            conn.close()
+        try:
+            fresh = connect(self.path)
+        except sqlite3.Error as exc:
+            log.error("the store %s is unreachable: %s", self.where, exc)
+            return conn   # still closed: the next batch fails as a fault and tries again
+        self._conn = fresh
+        return fresh
 
     def _sync_head(self, conn: sqlite3.Connection) -> None:
         """Reload the head if another process changed the ledger since our last transaction (another
@@ -591,9 +633,14 @@ class Database:
             self._readers.append(conn)
         return conn
 
-    def read_async(self) -> aiosqlite.Connection:
-        """A read-only aiosqlite connection: ``async with db.read_async() as conn: ...``."""
-        return aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+    @property
+    def is_postgresql(self) -> bool:
+        return isinstance(self.path, str)
+
+    @property
+    def where(self) -> str:
+        """The store, for messages: the SQLite file, or the PostgreSQL URL without its password."""
+        return pg.redacted(self.path) if isinstance(self.path, str) else str(self.path)
 
     @property
     def store_fault(self) -> str | None:

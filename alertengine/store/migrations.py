@@ -17,6 +17,15 @@ def migration(fn: Migration) -> Migration:
 
 
 def _append_only(conn: sqlite3.Connection, table: str) -> None:
+    """Refuse UPDATE and DELETE on ``table`` in the database itself."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        conn.execute(f"CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                     f"$$ BEGIN RAISE EXCEPTION '{table} is append-only' USING ERRCODE = 'integrity_constraint_violation'; "
+                     f"END $$")
+        for op, each in (("UPDATE", "ROW"), ("DELETE", "ROW"), ("TRUNCATE", "STATEMENT")):
+            conn.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                         f"FOR EACH {each} EXECUTE FUNCTION {table}_append_only()")
+        return
     for op in ("UPDATE", "DELETE"):
         conn.execute(
             f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "

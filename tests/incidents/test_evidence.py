@@ -11,7 +11,7 @@ import pytest
 from alertengine.incidents.detection import Detector, ServiceRef
 from alertengine.incidents.dryrun import dry_run
 from alertengine.incidents.policy import load_policy, parse_policy
-from alertengine.ledger.audit import verify_database
+from alertengine.store import verify_store
 from alertengine.notify.gateway import Gateway, JsonLinesChannel
 from alertengine.signals import HealthReading
 from alertengine.store import Database
@@ -67,7 +67,7 @@ async def test_an_hour_of_breaching_polls_is_sixty_summaries_not_720_entries(rig
     windows = [s["data"]["window"]["from"] for s in summaries]
     assert windows == sorted(set(windows))                 # one per minute, in order
     rig.db.checkpoint_sync()
-    assert verify_database(rig.db.path, rig.db.signer.verifier).status == "ok"
+    assert verify_store(rig.db.path, rig.db.signer.verifier).status == "ok"
 
 
 async def test_a_summary_says_how_many_when_and_the_worst(rig: Rig) -> None:

@@ -30,7 +30,7 @@ from alertengine.config import Config
 from alertengine.errors import AlertEngineError, LedgerInputError, NotFoundError
 from alertengine.incidents import engine, timers
 from alertengine.incidents.replay import replay_database
-from alertengine.store import Database, WriteTx
+from alertengine.store import Database, WriteTx, connect
 
 # --- the expected table, written out ---------------------------------------------------------------
 
@@ -637,7 +637,7 @@ def test_replay_follows_every_move_and_catches_an_edited_table(db: Database) -> 
     assert states["INC-1"].facts["fingerprint"] == "fp-1" and states["INC-1"].facts["priority"] == "P2"
     assert report.unfolded_kinds == {}
 
-    tampered = sqlite3.connect(db.path)
+    tampered = connect(db.path)   # the store's own connection: an SQLite file or PostgreSQL
     try:
         tampered.execute("UPDATE incidents SET stage = 'AUTHORIZED', is_open = 0, priority = 'P0', "
                          "acknowledged_by = 'engineer:mallory' WHERE id = 'INC-2'")

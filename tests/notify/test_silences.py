@@ -22,7 +22,7 @@ from alertengine.config import Config
 from alertengine.errors import ConflictError, FieldError, NotFoundError
 from alertengine.incidents import engine
 from alertengine.incidents.detection import Detector, service_ref
-from alertengine.ledger.audit import verify_database
+from alertengine.store import verify_store
 from alertengine.notify import router
 from alertengine.notify.channels.base import Delivery
 from alertengine.notify.channels.settings import put_channel
@@ -72,7 +72,7 @@ def kinds(db: Database, tenant: str, prefix: str = "silence.") -> list[tuple[str
 
 def assert_ledger_verifies(db: Database) -> dict[str, Any]:
     db.checkpoint_sync("test")
-    result = verify_database(db.path, db.signer.verifier).as_dict()
+    result = verify_store(db.path, db.signer.verifier).as_dict()
     assert result["status"] == "ok", result
     return result
 

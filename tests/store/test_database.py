@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from alertengine.errors import LedgerInputError
-from alertengine.ledger.audit import verify_database
+from alertengine.store import verify_store
 from alertengine.ledger.entry import fingerprint
 from alertengine.store import Database, WriteTx
 from tests.conftest import event
@@ -18,7 +18,7 @@ from tests.waiting import wait_for
 
 def assert_verifies(db: Database) -> dict:
     db.checkpoint_sync("test")
-    result = verify_database(db.path, db.signer.verifier).as_dict()
+    result = verify_store(db.path, db.signer.verifier).as_dict()
     assert result["status"] == "ok", result
     return result
 
@@ -194,7 +194,5 @@ def test_another_process_appending_is_picked_up(data_dir, config) -> None:  # ty
 
 async def test_async_readers_see_committed_rows(db: Database) -> None:
     await db.append(event(1), event(2, tenant="globex"))
-    async with db.read_async() as conn:
-        async with conn.execute("SELECT tenant, tseq FROM ledger ORDER BY seq") as cur:
-            rows = await cur.fetchall()
+    rows = await db.read(lambda conn: conn.execute("SELECT tenant, tseq FROM ledger ORDER BY seq").fetchall())
     assert [tuple(r) for r in rows] == [("acme", 0), ("globex", 0)]

@@ -43,7 +43,7 @@ async def test_the_loop_keeps_running_while_a_read_waits(db: Database) -> None:
 
 
 async def test_an_error_in_a_read_reaches_the_caller(db: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+    with pytest.raises(sqlite3.OperationalError, match="no such table|does not exist"):   # SQLite's words, PostgreSQL's
         await db.read(lambda conn: conn.execute("SELECT * FROM no_such_table").fetchall())
     assert await db.read(lambda conn: conn.execute("SELECT 1").fetchone()[0]) == 1   # the pool goes on
 

@@ -9,7 +9,7 @@ import pytest
 from alertengine.errors import StoreError
 from alertengine.store import Database, WriteTx
 from alertengine.store.modes import ModeTracker
-from tests.conftest import event
+from tests.conftest import event, sqlite_only
 
 
 def fill_disk(tx: WriteTx) -> None:
@@ -25,6 +25,7 @@ def big(n: int) -> object:
     return event(n, data={"n": n, "pad": "x" * 20_000})   # each needs fresh pages
 
 
+@sqlite_only
 def test_a_full_disk_is_a_store_fault_then_recovers(db: Database) -> None:
     modes = ModeTracker(db)
     db.write_sync(fill_disk)

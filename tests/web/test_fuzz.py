@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alertengine.ledger.audit import verify_database
+from alertengine.store import verify_store
 from alertengine.schema import validate
 from alertengine.web.routing import ERROR_SCHEMA
 from tests.web.conftest import World
@@ -122,5 +122,5 @@ async def test_fuzz_every_operation(world: World) -> None:
     await asyncio.to_thread(fuzz)
     assert any(200 <= s < 300 for s in seen_statuses) and any(400 <= s < 500 for s in seen_statuses)
     world.db.checkpoint_sync("fuzz")
-    result = await asyncio.to_thread(verify_database, world.db.path, world.db.signer.verifier)
+    result = await asyncio.to_thread(verify_store, world.db.path, world.db.signer.verifier)
     assert result.status == "ok", result.as_dict()

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from alertengine.ledger.audit import verify_database
+from alertengine.store import verify_store
 from tests.web.conftest import World
 
 DEEP_LIST = b"[" * 100_000 + b"]" * 100_000
@@ -57,7 +57,7 @@ async def test_hostile_bodies_get_a_4xx_on_every_route(world: World, name: str) 
             assert "error" in reply.json()
     assert world.db.ledger_size == before or name in ("deep list",)  # refused bodies write nothing
     world.db.checkpoint_sync("hostile")
-    assert verify_database(world.db.path, world.db.signer.verifier).status == "ok"
+    assert verify_store(world.db.path, world.db.signer.verifier).status == "ok"
 
 
 @pytest.mark.parametrize("name, field, message", [
