@@ -44,6 +44,7 @@ from ..ledger.keys import LedgerSigner
 from ..ledger.audit import verify_database
 from ..ledger.verifier import Checkpoint, NoteError, Result, VerifierKey, b64, open_note, parse_checkpoint
 from .anchor import Anchor, check_extends
+from .lease import Lease, NotLeaderError
 from . import pg
 from .migrations import apply_migrations
 
@@ -228,6 +229,8 @@ class Database:
         self._reloaded = False               # the head was reloaded from the database since the anchor
         self._fault: str | None = None       # the store cannot write (disk full, I/O error) until a commit succeeds
         self._head_stale = False             # a failed batch could not reload the head (store unreachable)
+        # nodes sharing one PostgreSQL database: set, every write transaction checks this node holds it
+        self.lease: Lease | None = None
         # called on the writer thread with every checkpoint it signs (the checkpoint sink); never fatal
         self.on_checkpoint: Callable[[StoredCheckpoint], None] | None = None
         self._local = threading.local()
@@ -434,6 +437,8 @@ class Database:
             self._reconnected(conn)
             return
         try:
+            if self.lease is not None:
+                self.lease.fence(conn)   # under the writer's lock: only the lease's holder writes
             if self._head_stale:
                 head.load(conn)
                 self._head_stale = False
@@ -472,6 +477,11 @@ class Database:
             _deliver([(req, None, StoreError("the ledger was rolled back under the appliance; writing refused"))
                       for req in batch])
             raise
+        except NotLeaderError as exc:   # nothing was written: no fault of the store
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            _deliver([(req, None, exc) for req in batch])
+            return
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -546,10 +556,15 @@ class Database:
         conn = self._conn
         assert conn is not None
         now = time.monotonic()
+        if self.lease is not None and self.lease.token is None:
+            self._last_cp_time = now   # checkpoints are the leader's to sign
+            return None
         if not force and (now - self._last_cp_time < self.checkpoint_interval or self._head.size <= self._last_cp_size):
             return None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if self.lease is not None:
+                self.lease.fence(conn)
             self._sync_head(conn)
             check_extends(conn, self._head, self._anchor, reloaded=self._reloaded)
             size = self._head.size

@@ -65,7 +65,15 @@ def m001_ledger(conn: sqlite3.Connection) -> None:
 
 def apply_migrations(conn: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    # Under the writer's lock, and each step checked again once inside it: appliance nodes sharing
+    # one PostgreSQL database may start at the same moment.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
     for name, fn in MIGRATIONS:
@@ -73,6 +81,9 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("COMMIT")   # another node applied it meanwhile
+                continue
             fn(conn)
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, utc_timestamp()))
             conn.execute("COMMIT")
@@ -480,3 +491,13 @@ def m019_shadow_fold(conn: sqlite3.Connection) -> None:
     # listed in ledger order of detection: seq of the incident.detected entry, the paging cursor
     conn.execute("CREATE UNIQUE INDEX shadow_incident_order ON shadow_incident(tenant, seq)")
     conn.execute("CREATE INDEX shadow_incident_latency ON shadow_incident(tenant, latency)")
+
+
+@migration
+def m020_leader_lease(conn: sqlite3.Connection) -> None:
+    # One leader among appliance nodes sharing a PostgreSQL database (issue 17, store/lease.py):
+    # the node holding the lease, the URL the others forward to, the fencing token (raised at every
+    # acquisition) and when the lease ends, in seconds since the epoch on the database's clock.
+    conn.execute("CREATE TABLE leader_lease (id INTEGER PRIMARY KEY CHECK (id = 1), node TEXT NOT NULL, "
+                 "url TEXT NOT NULL, token INTEGER NOT NULL, expires REAL NOT NULL, acquired TEXT NOT NULL)")
+    conn.execute("INSERT INTO leader_lease (id, node, url, token, expires, acquired) VALUES (1, '', '', 0, 0, '')")
