@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -31,6 +32,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", str, "",
             "Empty: the SQLite file in data_dir. postgresql://user:password@host:port/dbname: a PostgreSQL database "
             "instead, shared by every appliance node (secret when it holds a password; see docs/postgresql.md)."),
+    Setting("node_name", str, "",
+            "With database_url: this node's name among the nodes sharing the database (default: hostname:port)."),
+    Setting("node_url", str, "",
+            "With database_url: the URL the other nodes forward requests to while this node leads "
+            "(default: http(s)://host:port)."),
+    Setting("lease_ttl", float, 6.0,
+            "With database_url: seconds a leader's lease lasts unrenewed; another node takes over within "
+            "about 7/6 of it after the leader dies."),
     Setting("host", str, "127.0.0.1", "Address the web server listens on."),
     Setting("port", int, 8080, "TCP port the web server listens on."),
     Setting("public_url", str, "", "Base URL people and chat services reach this appliance at (default: http://host:port)."),
@@ -77,6 +86,9 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 class Config:
     data_dir: Path = Path("alertengine-data")
     database_url: str = field(default="", repr=False)
+    node_name: str = ""
+    node_url: str = ""
+    lease_ttl: float = 6.0
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
@@ -116,6 +128,16 @@ class Config:
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def node(self) -> str:
+        """This node's name among the nodes sharing a PostgreSQL database."""
+        return self.node_name or f"{socket.gethostname()}:{self.port}"
+
+    @property
+    def own_url(self) -> str:
+        """Where the other nodes reach this one (they forward requests here while it leads)."""
+        return self.node_url.rstrip("/") or f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def proxies(self) -> list[str]:
@@ -160,6 +182,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
 def _validated(cfg: Config) -> Config:
     if cfg.database_url and not cfg.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database_url", "must be empty (SQLite in data_dir) or start with postgresql://")
+    if not 1 <= cfg.lease_ttl <= 60:
+        raise ConfigError("lease_ttl", f"must be between 1 and 60 seconds, got {cfg.lease_ttl}")
+    if cfg.node_url and not cfg.node_url.startswith(("http://", "https://")):
+        raise ConfigError("node_url", f"must start with http:// or https://, got {cfg.node_url!r}")
     if not 0 < cfg.port < 65536:
         raise ConfigError("port", f"must be 1-65535, got {cfg.port}")
     if cfg.log_level not in LOG_LEVELS:

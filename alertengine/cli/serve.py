@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..appliance import init_data_dir, startup_events
 from ..config import Config, describe, load_config, read_file
 from ..errors import ConfigError, RollbackDetectedError
 from ..ledger.entry import utc_timestamp
+from ..store import pg
 from ..telemetry import Telemetry
 from ..web.tls import tls_files
 from .common import EXIT_FAIL, Fail, data_dir_option, load_settings
@@ -74,8 +76,6 @@ def setup_logging(config: Config) -> None:
 @click.pass_context
 def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int | None) -> None:
     """Run the appliance. Works with no configuration: creates the data directory and keys."""
-    import uvicorn
-
     from ..web.app import create_app
 
     config = load_settings(ctx, data_dir=data_dir, host=host, port=port)
@@ -103,6 +103,19 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         listener.close()
         lock.close()
         raise Fail(str(exc), EXIT_FAIL) from None
+    except sqlite3.Error as exc:   # PostgreSQL unreachable, refused, or not a database we can use
+        listener.close()
+        lock.close()
+        raise Fail(f"cannot open the store {pg.redacted(config.database_url) or data.db_path}: {exc}",
+                   EXIT_FAIL) from None
+    if config.database_url:
+        try:
+            _serve_node(config, data, db, telemetry, tls, listener)
+        finally:
+            listener.close()
+            db.close()
+            lock.close()
+        return
     try:
         db.append_sync(*startup_events(data))
         from ..tenancy.tenants import ensure_admin_key
@@ -118,15 +131,7 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
             click.echo(f"  appliance admin API key (shown once, store it now): {admin_secret}")
         sys.stdout.flush()
         app = create_app(config, data, db, telemetry)
-        # Forwarded headers are believed only from the proxies the operator listed: by default none,
-        # so a client cannot choose the address the authentication slow-down counts it under.
-        server = uvicorn.Server(uvicorn.Config(
-            app, host=config.host, port=config.port, log_level=config.log_level, access_log=False, lifespan="on",
-            # h11, not httptools: uvicorn's httptools protocol puts no bound on a request's URL and
-            # headers (an unauthenticated client could fill memory); h11 refuses more than 16 KiB.
-            http="h11",
-            log_config=None, proxy_headers=bool(config.proxies), forwarded_allow_ips=config.proxies or None,
-            ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None))
+        server = _server(config, app, tls)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
         # it found. With these no-op handlers a clean shutdown (final checkpoint signed) exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -137,6 +142,45 @@ def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int
         listener.close()
         db.close()
         lock.close()
+
+
+def _server(config: Config, app: Any, tls: Any) -> Any:
+    import uvicorn
+    # Forwarded headers are believed only from the proxies the operator listed: by default none,
+    # so a client cannot choose the address the authentication slow-down counts it under.
+    return uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level, access_log=False, lifespan="on",
+        # h11, not httptools: uvicorn's httptools protocol puts no bound on a request's URL and
+        # headers (an unauthenticated client could fill memory); h11 refuses more than 16 KiB.
+        http="h11",
+        log_config=None, proxy_headers=bool(config.proxies), forwarded_allow_ips=config.proxies or None,
+        ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None))
+
+
+def _serve_node(config: Config, data: Any, db: Any, telemetry: Telemetry, tls: Any, listener: socket.socket) -> None:
+    """One node of several sharing a PostgreSQL database: a follower until it takes the leader
+    lease, then the appliance (web/node.py). Exits 75 when it loses the lease."""
+    from ..store.lease import Lease
+    from ..web.node import EXIT_LOST_LEASE, NodeApp
+
+    lease = Lease(config.database_url, config.node, config.own_url, ttl=config.lease_ttl)
+    db.lease = lease
+    click.echo(f"AlertEngine {__version__} serving on {config.base_url}")
+    click.echo(f"  node {config.node} ({config.own_url}), store {pg.redacted(config.database_url)}")
+    click.echo(f"  data directory: {data.path.resolve()}" + ("  (created)" if data.created else ""))
+    click.echo(f"  ledger verifier key: {data.signer.vkey}")
+    click.echo("  follows until it holds the leader lease")
+    sys.stdout.flush()
+    node = NodeApp(config, data, db, lease, telemetry, echo=lambda line: (click.echo(line), sys.stdout.flush()))
+    server = _server(config, node, tls)
+    node.stop = lambda: setattr(server, "should_exit", True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    tune_collector()
+    server.run(sockets=[listener])
+    if node.lost is not None:
+        raise Fail(f"this node stopped: it lost the leader lease ({node.lost}); start it again to follow",
+                   EXIT_LOST_LEASE)
 
 
 # Objects allocated (net) before the cyclic collector's youngest generation is scanned; Python's

@@ -42,6 +42,8 @@ HEALTH = {"type": "object", "required": ["status", "mode", "version", "install_i
           "properties": {"status": {"type": "string"}, "version": {"type": "string"}, "install_id": {"type": "string"},
                          "mode": {"type": "string", "enum": ["NORMAL", "DEGRADED", "EMERGENCY"]},
                          "conditions": {"type": "object"},
+                         "role": {"type": "string", "enum": ["leader", "follower"]},
+                         "node": {"type": "string"}, "token": {"type": "integer"},
                          "ledger": {"type": "object", "required": ["size", "checkpoint_size", "root", "vkey"],
                                     "properties": {"size": {"type": "integer"}, "checkpoint_size": {"type": "integer"},
                                                    "root": {"type": ["string", "null"]}, "vkey": {"type": "string"}}}}}
@@ -53,7 +55,8 @@ async def healthz(call: Call) -> Any:
     data: DataDir = call.state.data
     cp = db.latest
     modes = call.state.runtime.modes.snapshot()
-    return {"status": "ok" if modes["mode"] != "EMERGENCY" else "failing", **modes,
+    node = getattr(call.state, "node", None)   # {role, node, token} on a node sharing PostgreSQL (web/node.py)
+    return {"status": "ok" if modes["mode"] != "EMERGENCY" else "failing", **modes, **(node or {}),
             "version": __version__, "install_id": data.install_id,
             "ledger": {"size": db.ledger_size, "checkpoint_size": cp.size if cp else 0,
                        "root": b64(cp.root) if cp else None, "vkey": data.signer.vkey}}
