@@ -17,7 +17,7 @@ from alertengine.config import Config
 from alertengine.ledger.entry import LedgerEvent
 from alertengine.store import Database
 
-from .pgcluster import PgCluster
+from .pgcluster import PgCluster, server_bin
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VECTORS = FIXTURES / "ledger"
@@ -37,29 +37,55 @@ def data_dir(tmp_path: Path) -> DataDir:
     return init_data_dir(tmp_path / "data")
 
 
-# ALERTENGINE_TEST_STORE=postgresql runs the tests that take the ``db`` or ``config`` fixture on
-# PostgreSQL (a private cluster, a schema per test) instead of an SQLite file: `.ci/run` runs the
-# store, ledger and engine tests both ways.
-TEST_STORE = os.environ.get("ALERTENGINE_TEST_STORE", "sqlite")
-
+# The store the tests run on. The tests of the store, the ledger and the engine that take the
+# ``db`` or ``config`` fixture run twice, on an SQLite file and on PostgreSQL (a private cluster
+# for the session, a schema per test); the others on SQLite. ALERTENGINE_TEST_STORE=postgresql
+# (or =sqlite) runs every such test on that store alone.
+TEST_STORE = os.environ.get("ALERTENGINE_TEST_STORE", "")
+BOTH_STORES = ("tests/store/", "tests/ledger/", "tests/incidents/")
 
 # For a test of SQLite's own mechanics (its pages, its files), which has no PostgreSQL counterpart.
-sqlite_only = pytest.mark.skipif(TEST_STORE == "postgresql", reason="SQLite's own mechanics")
+sqlite_only = pytest.mark.sqlite_only
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_url" not in metafunc.fixturenames:
+        return
+    where = str(metafunc.definition.path).replace(os.sep, "/")
+    if TEST_STORE:
+        metafunc.parametrize("store_url", [TEST_STORE], indirect=True)
+    elif any(part in where for part in BOTH_STORES):
+        metafunc.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
+    if server_bin() is None:
+        pytest.skip("PostgreSQL's server programs are not installed (Debian package: postgresql)")
     cluster = PgCluster().start()
     yield cluster
     cluster.stop()
 
 
+# The store of the running test, which the commands it runs (``run_cli``) are pointed at too.
+_TEST_STORE_URL = {"url": ""}
+
+
 @pytest.fixture
-def store_url(request: pytest.FixtureRequest) -> str:
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """"" (SQLite in the data directory), or a fresh PostgreSQL schema's URL."""
-    if TEST_STORE != "postgresql":
-        return ""
-    return request.getfixturevalue("pg_cluster").fresh_url()
+    backend = getattr(request, "param", "sqlite")
+    if backend != "postgresql":
+        yield ""
+        return
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite's own mechanics")
+    url = request.getfixturevalue("pg_cluster").fresh_url()
+    _TEST_STORE_URL["url"] = url
+    try:
+        yield url
+    finally:
+        _TEST_STORE_URL["url"] = ""
 
 
 @pytest.fixture
@@ -93,6 +119,8 @@ class CliResult:
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> CliResult:
     """Run ``alertengine`` as a real subprocess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTENGINE_")}
+    if _TEST_STORE_URL["url"]:
+        full_env["ALERTENGINE_DATABASE_URL"] = _TEST_STORE_URL["url"]
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "alertengine", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=timeout)

@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 from ..ledger.entry import LedgerEvent, identity_fingerprint, utc_timestamp
 from ..store import Database, WriteTx
 from ..store.modes import ModeTracker
+from ..store.pg import dialect
 from ..telemetry import Telemetry, family
 from ..tenancy.vault import SecretVault
 from . import deliveries, escalation, grouping, outbox
@@ -382,6 +383,12 @@ _PENDING_BY_CHANNEL = (
     # the partial index outbox_pending (state IN ('queued', 'sending', 'held')) serves this: the IN
     # term must be written exactly as the index's for SQLite to use it
     "FROM outbox WHERE state IN ('queued', 'sending', 'held') AND state <> 'held' GROUP BY ch")
+# The same on PostgreSQL, whose JSON functions differ.
+_PENDING_BY_CHANNEL_PG = (
+    "SELECT CASE WHEN state = 'sending' THEN channel "
+    "ELSE (body::jsonb -> 'chain' -> (channel_index % greatest(jsonb_array_length(body::jsonb -> 'chain'), 1))::int "
+    "->> 0) END AS ch, count(*), min(created) "
+    "FROM outbox WHERE state IN ('queued', 'sending', 'held') AND state <> 'held' GROUP BY ch")
 
 
 def metrics_lines(attempts: Mapping[tuple[str, str], int], conn: sqlite3.Connection, tenants: Iterable[str],
@@ -393,7 +400,8 @@ def metrics_lines(attempts: Mapping[tuple[str, str], int], conn: sqlite3.Connect
                    (({"tenant": t, "state": s}, n) for (t, s), n in sorted(counts.items())))
     lines += family("alertengine_notification_attempts_total", "counter", "Delivery attempts by channel and outcome.",
                     (({"channel": c, "outcome": o}, n) for (c, o), n in sorted(attempts.items())))
-    pending = {(ch or "none"): (n, oldest) for ch, n, oldest in conn.execute(_PENDING_BY_CHANNEL)}
+    sql = _PENDING_BY_CHANNEL_PG if dialect(conn) == "postgresql" else _PENDING_BY_CHANNEL
+    pending = {(ch or "none"): (n, oldest) for ch, n, oldest in conn.execute(sql)}
     # channels this process has tried stay in the family at 0 when drained, rather than vanish
     channels = sorted(set(pending) | {c for c, _ in attempts})
     lines += family("alertengine_outbox_pending", "gauge",

@@ -433,6 +433,8 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if _is_fault(exc):
+                self._fault = str(exc)
             _deliver([(req, None, StoreError(f"could not begin a write transaction: {exc}")) for req in batch])
             self._reconnected(conn)
             return

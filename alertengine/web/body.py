@@ -51,7 +51,7 @@ def decode_json(raw: bytes) -> Any:
 
 def check_json(value: Any) -> None:
     """Raise a 400 at the first unsafe value of a decoded document (nested too deep, a lone
-    surrogate, an integer past 64 bits, an infinite number). The common case — nothing wrong — is
+    surrogate or a NUL character, an integer past 64 bits, an infinite number). The common case — nothing wrong — is
     one walk that builds no paths; only a document with something wrong is walked again, with
     paths, to name the first bad field."""
     if not _unsafe(value):
@@ -70,7 +70,7 @@ def _unsafe(value: Any) -> bool:
             if depth >= MAX_DEPTH:
                 return True
             for key, child in item.items():
-                if not key.isascii() and _has_surrogate(key):
+                if (not key.isascii() and _has_surrogate(key)) or "\x00" in key:
                     return True
                 push((child, depth + 1))
         elif kind is list:
@@ -79,7 +79,7 @@ def _unsafe(value: Any) -> bool:
             for child in item:
                 push((child, depth + 1))
         elif kind is str:
-            if not item.isascii() and _has_surrogate(item):
+            if (not item.isascii() and _has_surrogate(item)) or "\x00" in item:
                 return True
         elif kind is int:
             if not INT_MIN <= item <= INT_MAX:
@@ -125,6 +125,8 @@ def _check_with_paths(value: Any) -> None:
 
 
 def _check_text(text: str, field: str | None, what: str) -> None:
+    if "\x00" in text:   # PostgreSQL stores no NUL in text; no payload we take needs one
+        raise ApiError(400, "bad_json", f"{what} holds a NUL character (\\u0000): not accepted", field)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -23,6 +23,7 @@ def openapi_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
         params += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (ep.query or {}).items()]
         if params:
             op["parameters"] = params
+            codes.add(400)   # a NUL character in the path or query is refused (routing._no_nul)
         if ep.query:
             codes.add(422)
         if ep.request is not None:

@@ -172,9 +172,22 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+def _no_nul(params: dict[str, Any], request: Request) -> None:
+    """A NUL character in the path or the query is refused: no name or id holds one, and
+    PostgreSQL stores no NUL in text."""
+    for name, value in params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ApiError(400, "bad_request", "the path holds a NUL character (%00)", name)
+    if "\x00" in request.url.query or "%00" in request.url.query:
+        for name, value in request.query_params.multi_items():
+            if "\x00" in value or "\x00" in name:
+                raise ApiError(400, "bad_request", "the query holds a NUL character (%00)", name)
+
+
 async def _prepare(ep: Endpoint, request: Request) -> Call:
     state = request.app.state
     params = dict(request.path_params)
+    _no_nul(params, request)
     principal = None
     tenant = params.get("tenant")
     if ep.integration:
@@ -211,6 +224,7 @@ def _read_query(ep: Endpoint, request: Request, params: dict[str, Any]) -> None:
 
 async def _prepare_ingest(ep: Endpoint, request: Request, params: dict[str, Any]) -> Call:
     """Ingest endpoints: the tenant is whoever owns the ingest key, wherever the sender puts it."""
+    _no_nul(params, request)
     body = await _json_body(request, ep.max_body)
     key = params.pop("key", None)
     if key is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import pytest
 
@@ -230,7 +230,8 @@ async def test_the_diagnosis_is_in_the_replayed_state_and_exchanges_are_stored(w
     assert sha == {hashlib.sha256(r[1].encode()).hexdigest() for r in rows}
 
 
-async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnthropic, tmp_path: Path) -> None:
+async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnthropic, tmp_path: Path,
+                                                     data_dir: Any) -> None:
     import httpx
 
     from alertengine.config import Config
@@ -243,7 +244,7 @@ async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnth
     await w.outage()
     await w.council.close()
     _, admin = db.write_sync(create_key(None, APPLIANCE_ADMIN, "root", "test"))
-    app = create_app(Config(data_dir=tmp_path / "x"), _data_for(db), db)
+    app = create_app(Config(data_dir=tmp_path / "x"), data_dir, db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
         text = (await client.get("/metrics", headers={"Authorization": f"Bearer {admin}"})).text
         assert (await client.get("/metrics")).status_code == 401
@@ -251,10 +252,6 @@ async def test_token_usage_per_tenant_is_in_metrics(db: Database, fake: FakeAnth
     assert f'alertengine_ai_tokens_total{{tenant="{w.tenant}",model="{FAST}",kind="input"}} 400' in text
     assert f'alertengine_incidents_open{{tenant="{w.tenant}"}} 1' in text
 
-
-def _data_for(db: Database):  # type: ignore[no-untyped-def]
-    from alertengine.appliance import open_data_dir
-    return open_data_dir(db.path.parent)
 
 
 async def test_a_material_change_diagnoses_again_but_not_every_poll(ward: Ward, fake: FakeAnthropic) -> None:

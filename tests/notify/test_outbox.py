@@ -8,6 +8,7 @@ entries exist and in which order."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,7 +38,7 @@ receivers = ["person:ada"]
 
 
 async def test_a_60_second_telegram_outage_is_retried_with_backoff_and_every_attempt_is_ledgered(
-        rig: Rig, config: Config, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+        rig: Rig, config: Config, fake_telegram: FakeTelegram, tmp_path: Path) -> None:  # noqa: F811
     """The fake Telegram Bot API answers 502 for 60 s of the clock, then works again."""
     rig.db.write_sync(put_channel(rig.tenant, "telegram", {
         "config": {"api_base_url": fake_telegram.base_url, "default_chat_id": "-100"},
@@ -45,7 +46,7 @@ async def test_a_60_second_telegram_outage_is_retried_with_backoff_and_every_att
     rig.routing('[[route]]\nname = "all"\nreceivers = ["channel:telegram"]\n[defaults]\nreceivers = []\n')
     async with httpx.AsyncClient() as http:
         rig.build()
-        rig.sender.resolve = ChannelResolver(rig.db, rig.vault, http, rig.db.path.parent / "notify")
+        rig.sender.resolve = ChannelResolver(rig.db, rig.vault, http, tmp_path / "notify")
         down = {"until": START + 60}
 
         async def attempt_when_due() -> None:

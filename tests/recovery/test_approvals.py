@@ -290,8 +290,8 @@ async def test_shadow_mode_mints_nothing_calls_nothing_and_ledgers_it(flow: Flow
     flow.replay_clean()
 
 
-async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Database) -> None:
-    config = Config(data_dir=data_dir.path, console_notifications=False)
+async def test_a_used_link_stays_used_after_a_restart(data_dir: DataDir, db: Database, store_url: str) -> None:
+    config = Config(data_dir=data_dir.path, console_notifications=False, database_url=store_url)
     app = create_app(config, data_dir, db)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://appliance") as client:
         flow = Flow(db, data_dir, config, client, app)

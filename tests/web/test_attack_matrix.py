@@ -96,8 +96,8 @@ async def fill(world: World, path: str, tenant_label: str = "a") -> str:
     if "{id}" in path:
         def dead(tx):  # type: ignore[no-untyped-def]
             return tx.execute("INSERT INTO outbox (tenant, recipient, event, body, state, next_at, deadline, created, "
-                              "updated) VALUES (?, 'person:x', 'detected', ?, 'dead', 0, 0, 'x', 'x')",
-                              (tenant, '{"message": {"text": "t"}, "chain": []}')).lastrowid
+                              "updated) VALUES (?, 'person:x', 'detected', ?, 'dead', 0, 0, 'x', 'x') RETURNING id",
+                              (tenant, '{"message": {"text": "t"}, "chain": []}')).fetchone()[0]
         values["id"] = str(await world.db.write(dead))
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 

@@ -3,10 +3,12 @@ NORMAL again once writes succeed."""
 
 from __future__ import annotations
 
+from tests.conftest import sqlite_only
 from tests.store.test_store_faults import fill_disk, free_disk
 from tests.web.conftest import World
 
 
+@sqlite_only   # a full disk made with SQLite's page cap
 async def test_healthz_and_writes_during_a_full_disk(world: World) -> None:
     world.db.write_sync(fill_disk)
     auth = world.auth(world.admin)

@@ -140,8 +140,8 @@ async def test_the_outbox_lists_and_a_dead_letter_is_sent_again(world: World) ->
     def dead(tx):  # type: ignore[no-untyped-def]
         return tx.execute("INSERT INTO outbox (tenant, recipient, event, body, state, reason, next_at, deadline, "
                           "created, updated) VALUES (?, 'person:ada', 'detected', ?, 'dead', 'telegram: HTTP 502', "
-                          "0, 0, 'x', 'x')", (t, '{"message": {"text": "checkout down"}, "chain": '
-                                                 '[["telegram", "1"]]}')).lastrowid
+                          "0, 0, 'x', 'x') RETURNING id", (t, '{"message": {"text": "checkout down"}, "chain": '
+                                                             '[["telegram", "1"]]}')).fetchone()[0]
     row = await world.db.write(dead)
     letters = (await world.client.get(f"/api/tenants/{t}/notifications/dead", headers=auth)).json()["dead_letters"]
     assert [(d["id"], d["reason"], d["text"]) for d in letters] == [(row, "telegram: HTTP 502", "checkout down")]
