@@ -1,4 +1,5 @@
-"""``alertengine dlq | telegram | deploy | approval``: dead letters, the Telegram webhook, deploy records, approval links."""
+"""``alertengine dlq | telegram | deploy | approval | migrate-store``: dead letters, the Telegram webhook, deploy
+records, approval links, and moving the store to PostgreSQL."""
 
 from __future__ import annotations
 
@@ -150,4 +151,43 @@ def approval_link(ctx: click.Context, data_dir: Path | None, tenant_id: str, inc
         data = open_data(config)
         tokens = ApprovalTokens(data.secret("token.key"), issuer=data.signer.name)
         click.echo(mint_link(db, vault, tokens, config.base_url, tenant_id, incident, recipient, choice, cli_actor()))
-COMMANDS = (dlq, telegram, deploy, approval)
+# --- moving to PostgreSQL --------------------------------------------------------------------------
+
+@click.command("migrate-store")
+@data_dir_option
+@click.option("--to", "target", required=True, metavar="postgresql://…",
+              help="The PostgreSQL database to copy into (empty, or with an empty ledger).")
+@click.pass_context
+def migrate_store(ctx: click.Context, data_dir: Path | None, target: str) -> None:
+    """Copy this appliance's SQLite store into PostgreSQL (docs/postgresql.md), then verify the copy.
+
+    Stop `alertengine serve` first. Everything is copied in one transaction and verified with the
+    appliance's key; the SQLite file is left as it was. Then set database_url to the same URL."""
+    import fcntl
+    import sqlite3
+
+    from ..errors import StoreError
+    from ..store import pg
+    from ..store.migrate import migrate_store as copy_store
+    from .common import EXIT_USAGE, load_settings
+
+    config = load_settings(ctx, data_dir=data_dir)
+    data = open_data(config)
+    if not pg.is_url(target):
+        raise Fail("--to must be a postgresql:// URL", EXIT_USAGE)
+    if not data.db_path.exists():
+        raise Fail(f"{data.db_path} does not exist: there is no SQLite store to copy", EXIT_USAGE)
+    with open(data.path / "serve.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Fail(f"`alertengine serve` is running on {data.path}: stop it first", EXIT_USAGE) from None
+        try:
+            copied = copy_store(data.db_path, target, data.signer.verifier)
+        except (StoreError, sqlite3.Error) as exc:
+            raise Fail(f"nothing was changed in {pg.redacted(target)}: {exc}") from None
+    echo_json({"status": "ok", "to": pg.redacted(target), **copied.public(),
+               "next": "set database_url to this URL (alertengine.toml or ALERTENGINE_DATABASE_URL) on every node"})
+
+
+COMMANDS = (dlq, telegram, deploy, approval, migrate_store)
