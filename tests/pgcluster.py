@@ -39,7 +39,10 @@ def free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    """``durable``: fsync on, as in production (benchmarks); tests run without it, for speed."""
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.bin = server_bin()
         if self.bin is None:
             raise RuntimeError("PostgreSQL's server programs are not installed (Debian package: postgresql)")
@@ -65,8 +68,8 @@ class PgCluster:
         with open(self.root / "server.log", "ab") as server_log:
             self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=400", "-c", "shared_buffers=64MB"],
+                 "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "shared_buffers=128MB",
+                 *(() if self.durable else ("-c", "fsync=off", "-c", "full_page_writes=off"))],
                 stdout=subprocess.DEVNULL, stderr=server_log, **as_user)
         deadline = time.monotonic() + 60
         while True:

@@ -50,7 +50,8 @@ async def test_malformed_secrets_are_refused_when_saved_and_nothing_is_stored(wo
     secrets = {**GOOD[kind], secret: value}
     reply = await world.client.put(f"/api/tenants/{t}/notifications/channels/{kind}", json={"secrets": secrets},
                                    headers=auth)
-    assert reply.status_code == 422, reply.text
+    # a NUL character is refused with the body itself (400), the rest by the channel's own rules
+    assert reply.status_code == (400 if "\x00" in value else 422), reply.text
     assert reply.json()["error"]["field"] == f"secrets.{secret}"
     assert value not in reply.text or value == ""
     rows = world.db.read_conn().execute("SELECT count(*) FROM channels WHERE tenant = ? AND kind = ?",

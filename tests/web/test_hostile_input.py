@@ -26,6 +26,8 @@ HOSTILE = {
     "int just past 64 bits": b'{"name": "x", "additions": 9223372036854775808}',
     "negative past 64 bits": b'{"name": "x", "deletions": -9223372036854775809}',
     "overflowing float": b'{"name": "x", "threshold": 1e400}',
+    "NUL in a value": b'{"name": "check\\u0000out", "alerts": [], "sha": "a\\u0000"}',
+    "NUL in a key": b'{"na\\u0000me": "x"}',
 }
 # (field, value) pairs that pass JSON decoding but no sensible time check
 ODD_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "99999-01-01T00:00:00Z",
@@ -118,3 +120,16 @@ async def test_a_policy_nested_thousands_deep_is_refused(world: World, policy: s
         reply = await world.client.request(method, path, json={"toml": policy}, headers=auth)
         assert reply.status_code == 422, reply.text
         assert "nested too deeply" in reply.json()["error"]["message"]
+
+
+async def test_a_nul_character_in_the_path_or_the_query_is_a_400_naming_it(world: World) -> None:
+    t = world.tenants["a"]
+    auth = world.auth(world.admin)
+    for url, field in ((f"/api/tenants/{t}%00/incidents", "tenant"), ("/api/tenants/%00", "tenant"),
+                       (f"/api/tenants/{t}/incidents?before=x%00y", "before"),
+                       (f"/api/tenants/{t}/ledger?kind=alert.%00", "kind"),
+                       ("/ingest/alertmanager/k%00k", "key")):
+        reply = await world.client.get(url, headers=auth) if not url.startswith("/ingest") else \
+            await world.client.post(url, json={"alerts": []})
+        assert reply.status_code == 400, f"{url}: {reply.status_code} {reply.text}"
+        assert reply.json()["error"]["field"] == field and "NUL" in reply.json()["error"]["message"]
