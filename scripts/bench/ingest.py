@@ -94,9 +94,10 @@ async def send(url: str, bodies: list[Any], headers: dict[str, str], pid: int, p
     return total / took, cpu * 1000 / total
 
 
-def alertengine(root: Path, total: int, size: int) -> dict[str, tuple[float, float]]:
+def alertengine(root: Path, total: int, size: int, database_url: str = "") -> dict[str, tuple[float, float]]:
+    """``database_url``: the node runs on that PostgreSQL database (scripts/bench/postgresql.py)."""
     data = init_data_dir(root / "ae")
-    db = data.open_database(Config(data_dir=data.path))
+    db = data.open_database(Config(data_dir=data.path, database_url=database_url))
     try:
         tenant = db.write_sync(create_tenant("bench", "bench")).id
         _item, key = db.write_sync(create_integration(tenant, "am", "bench"))
@@ -105,11 +106,19 @@ def alertengine(root: Path, total: int, size: int) -> dict[str, tuple[float, flo
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTENGINE_")}
     env["PYTHONPATH"] = str(ROOT)
+    if database_url:
+        env.update(ALERTENGINE_DATABASE_URL=database_url, ALERTENGINE_NODE_NAME="bench")
     proc = subprocess.Popen([sys.executable, "-m", "alertengine", "serve", "--data-dir", str(data.path),
                              "--port", str(port)], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+        if database_url:   # a node on PostgreSQL serves once it holds the leader lease
+            deadline = time.monotonic() + 60
+            while httpx.get(f"http://127.0.0.1:{port}/healthz").json().get("role") != "leader":
+                if time.monotonic() > deadline:
+                    raise SystemExit("the node did not take the leader lease")
+                time.sleep(0.2)
         bodies = [webhook_group(i, size) for i in range(0, total, size)]
         url = f"http://127.0.0.1:{port}/ingest/alertmanager/{key}"
         new = asyncio.run(send(url, bodies, {}, proc.pid, size))

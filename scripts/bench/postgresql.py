@@ -43,14 +43,14 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from ingest import free_port, send, wait_up, webhook_group  # noqa: E402
+import ingest as ingest_bench  # noqa: E402
+from ingest import free_port, wait_up  # noqa: E402
 from ledger import writer_throughput  # noqa: E402
 
 from alertengine.appliance import init_data_dir  # noqa: E402
 from alertengine.config import Config  # noqa: E402
 from alertengine.ledger.chain import INSERT_SQL  # noqa: E402
 from alertengine.store import pg  # noqa: E402
-from alertengine.tenancy.tenants import create_integration, create_tenant  # noqa: E402
 from tests.pgcluster import PgCluster, server_bin  # noqa: E402
 
 FAILOVER_TARGET = 10.0
@@ -120,34 +120,9 @@ def bench_appends(cluster: PgCluster, root: Path, appends: int) -> None:
 
 def bench_ingest(cluster: PgCluster, root: Path, total: int, size: int) -> None:
     url = cluster.fresh_url("ingest")
-    data = init_data_dir(root / "ingest")
-    db = data.open_database(Config(data_dir=data.path, database_url=url))
-    try:
-        tenant = db.write_sync(create_tenant("bench", "bench")).id
-        _item, key = db.write_sync(create_integration(tenant, "am", "bench"))
-    finally:
-        db.close()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTENGINE_")}
-    env.update(PYTHONPATH=str(ROOT), ALERTENGINE_DATABASE_URL=url, ALERTENGINE_NODE_NAME="bench",
-               ALERTENGINE_CONSOLE_NOTIFICATIONS="false")
-    proc = subprocess.Popen([sys.executable, "-m", "alertengine", "serve", "--data-dir", str(data.path),
-                             "--port", str(port)], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"http://127.0.0.1:{port}/healthz").json().get("role") != "leader":
-            if time.monotonic() > deadline:
-                raise SystemExit("the node did not take the lease")
-            time.sleep(0.2)
-        bodies = [webhook_group(i, size) for i in range(0, total, size)]
-        target = f"http://127.0.0.1:{port}/ingest/alertmanager/{key}"
-        new = asyncio.run(send(target, bodies, {}, proc.pid, size))
-        repeats = asyncio.run(send(target, bodies, {}, proc.pid, size))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    (root / "ingest").mkdir()
+    figures = ingest_bench.alertengine(root / "ingest", total, size, database_url=url)
+    new, repeats = figures["new"], figures["repeats"]
     conn = pg.connect(url)
     try:
         ledger = conn.execute("SELECT seq, event_id, tenant, tseq, incident, kind, ts, body, leaf_hash FROM ledger "

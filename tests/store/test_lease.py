@@ -6,7 +6,7 @@ SQLite file, or PostgreSQL with ALERTENGINE_TEST_STORE=postgresql)."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,73 +30,69 @@ def target(db: Database) -> Any:
     return db.path
 
 
-def test_one_node_takes_the_lease_the_other_waits_until_it_ends(db: Database) -> None:
+@pytest.fixture
+def pair(db: Database) -> Iterator[tuple[Clock, Lease, Lease]]:
+    """Two nodes' leases on the test's database, 6 s long, on one injected clock."""
     clock = Clock()
     a = Lease(target(db), "node-a", "http://a", ttl=6, clock=clock)
     b = Lease(target(db), "node-b", "http://b", ttl=6, clock=clock)
     try:
-        assert a.step() == (True, True) and a.token == 1
-        assert b.step() == (False, False) and b.token is None
-        clock.t += 5          # renewed before it ends: still a's, same token
-        assert a.step() == (True, False) and a.token == 1
-        clock.t += 5.9
-        assert b.step() == (False, False)
-        clock.t += 0.2        # 6.1 s after a's last renewal: over
-        assert b.step() == (True, True) and b.token == 2
-        assert b.previous is not None and (b.previous.node, b.previous.token) == ("node-a", 1)
-        assert a.step() == (False, False) and a.token is None   # a cannot renew, nor take it back
-        h = b.holder()
-        assert (h.node, h.url, h.token, h.expires) == ("node-b", "http://b", 2, clock.t + 6)
-    finally:
-        a.close()
-        b.close()
-
-
-def test_a_released_lease_is_taken_at_once(db: Database) -> None:
-    clock = Clock()
-    a = Lease(target(db), "node-a", "http://a", ttl=6, clock=clock)
-    b = Lease(target(db), "node-b", "http://b", ttl=6, clock=clock)
-    try:
-        a.step()
-        a.release()
-        assert a.token is None
-        assert b.step() == (True, True) and b.token == 2
-    finally:
-        a.close()
-        b.close()
-
-
-def test_the_fence_refuses_the_writes_of_a_node_that_lost_the_lease(db: Database) -> None:
-    clock = Clock()
-    a = Lease(target(db), "node-a", "http://a", ttl=6, clock=clock)
-    b = Lease(target(db), "node-b", "http://b", ttl=6, clock=clock)
-    try:
-        with pytest.raises(NotLeaderError, match="does not hold"):   # not yet acquired: no write at all
-            db.lease = a
-            db.append_sync(event(0))
-        a.step()
-        size = db.ledger_size
-        db.append_sync(event(1))
-        assert db.ledger_size == size + 1
-        clock.t += 7          # a paused: its lease ran out and b took it; a has not noticed
-        assert b.step() == (True, True)
-        assert a.token == 1
-        with pytest.raises(NotLeaderError, match="lost the leader lease"):   # seen at its next write
-            db.append_sync(event(2))
-        with pytest.raises(NotLeaderError, match="does not hold"):          # and known from then on
-            db.append_sync(event(3))
-        assert a.token is None
-        assert db.ledger_size == size + 1        # nothing was written after the lease was lost
-        with db.reader() as conn:
-            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == size + 1
-        # the node whose lease it is writes on
-        db.lease = b
-        db.append_sync(event(4))
-        assert db.ledger_size == size + 2
+        yield clock, a, b
     finally:
         db.lease = None
         a.close()
         b.close()
+
+
+def test_one_node_takes_the_lease_the_other_waits_until_it_ends(pair: tuple[Clock, Lease, Lease]) -> None:
+    clock, a, b = pair
+    assert a.step() == (True, True) and a.token == 1
+    assert b.step() == (False, False) and b.token is None
+    clock.t += 5          # renewed before it ends: still a's, same token
+    assert a.step() == (True, False) and a.token == 1
+    clock.t += 5.9
+    assert b.step() == (False, False)
+    clock.t += 0.2        # 6.1 s after a's last renewal: over
+    assert b.step() == (True, True) and b.token == 2
+    assert b.previous is not None and (b.previous.node, b.previous.token) == ("node-a", 1)
+    assert a.step() == (False, False) and a.token is None   # a cannot renew, nor take it back
+    h = b.holder()
+    assert (h.node, h.url, h.token, h.expires) == ("node-b", "http://b", 2, clock.t + 6)
+
+
+def test_a_released_lease_is_taken_at_once(pair: tuple[Clock, Lease, Lease]) -> None:
+    _clock, a, b = pair
+    a.step()
+    a.release()
+    assert a.token is None
+    assert b.step() == (True, True) and b.token == 2
+
+
+def test_the_fence_refuses_the_writes_of_a_node_that_lost_the_lease(db: Database,
+                                                                   pair: tuple[Clock, Lease, Lease]) -> None:
+    clock, a, b = pair
+    with pytest.raises(NotLeaderError, match="does not hold"):   # not yet acquired: no write at all
+        db.lease = a
+        db.append_sync(event(0))
+    a.step()
+    size = db.ledger_size
+    db.append_sync(event(1))
+    assert db.ledger_size == size + 1
+    clock.t += 7          # a paused: its lease ran out and b took it; a has not noticed
+    assert b.step() == (True, True)
+    assert a.token == 1
+    with pytest.raises(NotLeaderError, match="lost the leader lease"):   # seen at its next write
+        db.append_sync(event(2))
+    with pytest.raises(NotLeaderError, match="does not hold"):          # and known from then on
+        db.append_sync(event(3))
+    assert a.token is None
+    assert db.ledger_size == size + 1        # nothing was written after the lease was lost
+    with db.reader() as conn:
+        assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == size + 1
+    # the node whose lease it is writes on
+    db.lease = b
+    db.append_sync(event(4))
+    assert db.ledger_size == size + 2
 
 
 def test_an_expired_lease_nobody_took_still_fences(db: Database) -> None:
