@@ -109,6 +109,10 @@ class Runtime:
         await self.detector.on_alert(tenant, signal, (await self.db.read(service_ref, tenant, signal.service)))
 
     async def _timers(self) -> None:
+        requeued = await self.db.write(timers.requeue_unsettled)
+        if requeued:
+            log.warning("%d timers were claimed but not acted on to the end (a stop or a change of leader): "
+                        "firing them again", requeued)
         while True:
             try:
                 await self.timer_round(utc_timestamp())
@@ -147,7 +151,9 @@ class Runtime:
                     await self.orchestrator.on_timer(timer)
                 else:
                     await self.detector.on_timer(timer)
+                await self.db.write(timers.settle([timer.id]))   # acted on: not again
             except Exception:  # noqa: BLE001 - one bad timer must not block the others
+                # left unsettled: it fires again when the timer loop next starts (here or on the next leader)
                 log.exception("timer %s (%s) failed", timer.id, timer.kind)
 
     def start(self) -> None:

@@ -501,3 +501,12 @@ def m020_leader_lease(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE leader_lease (id INTEGER PRIMARY KEY CHECK (id = 1), node TEXT NOT NULL, "
                  "url TEXT NOT NULL, token INTEGER NOT NULL, expires REAL NOT NULL, acquired TEXT NOT NULL)")
     conn.execute("INSERT INTO leader_lease (id, node, url, token, expires, acquired) VALUES (1, '', '', 0, 0, '')")
+
+
+@migration
+def m021_timer_settled(conn: sqlite3.Connection) -> None:
+    # A claimed timer is settled once whoever acts on it has finished. One claimed but never settled
+    # (the process died in between, or the leader changed) is claimed again: timers fire at least
+    # once, and every handler is guarded by the state it changes (incidents/timers.py).
+    conn.execute("ALTER TABLE timers ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")
+    conn.execute("CREATE INDEX timers_unsettled ON timers(id) WHERE settled = 0")
