@@ -60,19 +60,23 @@ class Holder:
         return bool(self.node) and self.expires > self.now
 
 
+# The database's clock, in seconds since the epoch, as an SQL expression.
+_NOW = {"postgresql": "extract(epoch FROM clock_timestamp())::float8",
+        "sqlite": "(julianday('now') - 2440587.5) * 86400.0"}
+
+
 def db_now(conn: Any) -> float:
     """The database's clock, in seconds since the epoch."""
-    if pg.dialect(conn) == "postgresql":
-        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])
-    return float(conn.execute("SELECT (julianday('now') - 2440587.5) * 86400.0").fetchone()[0])
+    return float(conn.execute(f"SELECT {_NOW[pg.dialect(conn)]}").fetchone()[0])
 
 
 def read_holder(conn: Any, now: float | None = None) -> Holder:
-    row = conn.execute("SELECT node, url, token, expires FROM leader_lease WHERE id = 1").fetchone()
-    at = db_now(conn) if now is None else now
+    """The lease's row, and "now": ``now`` if given, else the database's clock read with it (one statement)."""
+    row = conn.execute(f"SELECT node, url, token, expires, {_NOW[pg.dialect(conn)]} FROM leader_lease "
+                       "WHERE id = 1").fetchone()
     if row is None:
-        return Holder("", "", 0, 0.0, at)
-    return Holder(row[0], row[1], int(row[2]), float(row[3]), at)
+        return Holder("", "", 0, 0.0, db_now(conn) if now is None else now)
+    return Holder(row[0], row[1], int(row[2]), float(row[3]), float(row[4]) if now is None else now)
 
 
 class Lease:
@@ -167,7 +171,7 @@ class Lease:
         token = self.token
         if token is None:
             raise NotLeaderError(f"node {self.node!r} does not hold the leader lease: writes go to the leader")
-        holder = read_holder(conn, self.clock(conn))
+        holder = read_holder(conn, None if self.clock is db_now else self.clock(conn))
         if holder.node != self.node or holder.token != token or not holder.live:
             self.token = None
             raise NotLeaderError(f"node {self.node!r} lost the leader lease (token {token}; the lease names "

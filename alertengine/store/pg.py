@@ -43,6 +43,7 @@ SCHEMES = ("postgresql://", "postgres://")
 
 # The key of the transaction-scoped advisory lock that ``BEGIN IMMEDIATE`` takes: one writer at a time.
 WRITER_LOCK = 0x41455752   # "AEWR"
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
 
 
 def is_url(target: object) -> bool:
@@ -275,9 +276,11 @@ class PgConnection:
         if text is None:
             return _Empty()
         try:
-            cur = self._conn.execute(text, tuple(params) if params is not None else ())
             if text == "BEGIN" and sql.lstrip()[:15].upper() == "BEGIN IMMEDIATE":
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+                # one round trip: both statements as one simple query
+                cur = self._conn.execute(_BEGIN_LOCKED.encode())
+            else:
+                cur = self._conn.execute(text, tuple(params) if params is not None else ())
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
         return PgCursor(cur)

@@ -135,3 +135,28 @@ def test_both_engines_store_the_same_bytes(pg_db: Database, tmp_path: Path) -> N
             assert verify_store(db.path, db.signer.verifier).status == "ok"
     finally:
         lite.close()
+
+
+def test_writers_of_two_connections_take_turns(pg_db: Database) -> None:
+    import threading
+    a, b = pg.connect(pg_db.path), pg.connect(pg_db.path)
+    watcher = pg.connect(pg_db.path)
+    done: list[bool] = []
+    try:
+        a.execute("BEGIN IMMEDIATE")
+
+        def other() -> None:
+            b.execute("BEGIN IMMEDIATE")
+            done.append(True)
+            b.execute("COMMIT")
+        thread = threading.Thread(target=other)
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        wait_for(lambda: watcher.execute(waiting).fetchone()[0] == 1, what="the second writer to wait for the lock")
+        assert done == []                      # it waits for as long as the first holds the lock
+        a.execute("COMMIT")
+        thread.join(timeout=30)
+        assert done == [True]
+    finally:
+        for conn in (a, b, watcher):
+            conn.close()
