@@ -21,6 +21,7 @@ import pytest
 
 from alertengine.appliance import init_data_dir
 from tests.conftest import run_cli
+from tests.fakes.telegram import FakeTelegram, fake_telegram  # noqa: F401  (fixture)
 from tests.pgcluster import PgCluster, server_bin
 from tests.serving import ADMIN_KEY_RE, Server, start_server, stop
 from tests.waiting import wait_for
@@ -197,3 +198,55 @@ def test_a_stopped_leader_that_wakes_after_losing_its_lease_cannot_write(nodes: 
     verified = run_cli("ledger", "verify", "--data-dir", str(nodes.root / "node-b"),
                        env={"ALERTENGINE_DATABASE_URL": nodes.url})
     assert verified.code == 0, verified.stdout + verified.stderr
+
+
+def test_a_message_in_flight_when_the_leader_dies_is_sent_again_and_no_other_twice(
+        nodes: Nodes, fake_telegram: FakeTelegram) -> None:  # noqa: F811
+    """Delivery is at least once: the one message whose send was under way when the leader died
+    cannot be known to have arrived, so the next leader sends it again; every other message goes
+    out exactly once, before and after the change of leader."""
+    a = nodes.start("node-a")
+    wait_for(lambda: nodes.role("node-a") == "leader", what="node-a to lead", explain=a.output)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY_RE.findall(a.output())[0]}"}
+    b = nodes.start("node-b")
+    wait_for(lambda: nodes.role("node-b") == "follower", what="node-b to follow", explain=b.output)
+    with httpx.Client(timeout=30, trust_env=False, headers=admin) as api:
+        def ok(method: str, path: str, status: int = 200, **kw: Any) -> Any:
+            reply = api.request(method, b.url + path, **kw)
+            assert reply.status_code == status, f"{method} {path}: {reply.status_code} {reply.text}"
+            return reply.json()
+        tid = ok("POST", "/api/tenants", 201, json={"name": "payments"})["id"]
+        ok("DELETE", f"/tenant/{tid}/shadow")
+        ok("PUT", f"/api/tenants/{tid}/notifications/channels/telegram", json={
+            "config": {"api_base_url": fake_telegram.base_url, "default_chat_id": "-1005550002"},
+            "secrets": {"bot_token": fake_telegram.token}})
+        ok("PUT", f"/api/tenants/{tid}/routes", json={"toml": '[defaults]\nreceivers = ["channel:telegram"]\n'})
+        key = ok("POST", f"/api/tenants/{tid}/integrations", 201, json={"name": "am"})["key"]
+
+    def fire(name: str, to: Server) -> None:
+        body = alert_group(0, 1)
+        body["alerts"][0]["labels"] = {"alertname": name, "service": "checkout", "severity": "critical"}
+        body["alerts"][0]["fingerprint"] = name.lower()
+        reply = httpx.post(f"{to.url}/ingest/alertmanager/{key}", json=body, timeout=30)
+        assert reply.status_code < 300, reply.text
+
+    release = fake_telegram.hold_next("sendMessage")
+    fire("CheckoutDown", b)
+    wait_for(lambda: fake_telegram.held, what="the first message to be in flight", explain=a.output)
+    in_flight = fake_telegram.held[0]["text"]
+    a.proc.kill()                                    # kill -9 while the message is being sent
+    a.proc.wait(timeout=30)
+    release.set()                                    # its answer reaches nobody
+    wait_for(lambda: nodes.role("node-b") == "leader", timeout=30, what="node-b to take over", explain=b.output)
+    for name in ("PaymentsDown", "LedgerSlow", "QueueStuck"):
+        fire(name, b)
+
+    def texts() -> list[str]:
+        return [c["text"] for c in fake_telegram.calls_to("sendMessage")]
+    wait_for(lambda: all(any(f"INC-{n}" in t for t in texts()) for n in (2, 3, 4)) and texts().count(in_flight) == 2,
+             what="every message sent", explain=lambda: "\n".join(texts()))
+    sent = texts()
+    assert "INC-1" in in_flight
+    assert sent.count(in_flight) == 2, sent             # in flight at the kill: sent again
+    assert sorted(t.split("\n")[0] for t in sent if t != in_flight) == [   # everything else once
+        "🔴 Incident detected · P0 · INC-2", "🔴 Incident detected · P0 · INC-3", "🔴 Incident detected · P0 · INC-4"]

@@ -139,6 +139,8 @@ class FakeTelegram(FakeService):
         self._next_update_id = 900_001
         self._open_queries: set[str] = set()
         self._usernames: dict[str, int] = {}
+        self._holds: dict[str, deque[threading.Event]] = defaultdict(deque)
+        self.held: list[dict[str, Any]] = []       # calls being held right now (see hold_next)
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -156,6 +158,14 @@ class FakeTelegram(FakeService):
         with self._lock:
             self._failures[method.lower()].append(
                 InjectedFailure(status, retry_after, description, dict(headers or {}), body))
+
+    def hold_next(self, method: str) -> threading.Event:
+        """Keep the next call of ``method`` unanswered (it is recorded, and shows in ``held``) until
+        the returned event is set: a request in flight, for as long as a test needs one."""
+        release = threading.Event()
+        with self._lock:
+            self._holds[method.lower()].append(release)
+        return release
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -211,6 +221,14 @@ class FakeTelegram(FakeService):
             self.calls.append((name, params))
             queue = self._failures.get(method.lower())
             failure = queue.popleft() if queue else None
+            holds = self._holds.get(method.lower())
+            hold = holds.popleft() if holds else None
+            if hold is not None:
+                self.held.append(params)
+        if hold is not None:
+            hold.wait(timeout=120)
+            with self._lock:
+                self.held.remove(params)
         if failure is not None:
             return self._injected(failure)
         handler = getattr(self, f"_m_{name}", None) if name in METHODS else None
