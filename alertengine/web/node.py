@@ -42,11 +42,13 @@ from ..ledger.entry import SYSTEM_TENANT, LedgerEvent
 from ..store import Database
 from ..store.lease import Holder, Lease, LeaseKeeper
 from ..telemetry import Telemetry
-from .body import MAX_BODY
+from .ingest import MAX_INGEST_BODY
 
 log = logging.getLogger("alertengine.node")
 
 EXIT_LOST_LEASE = 75    # EX_TEMPFAIL: start me again (as a follower)
+# the largest body any endpoint takes (Alertmanager groups); the leader applies each endpoint's own limit
+FORWARD_MAX = MAX_INGEST_BODY
 FORWARDED_BY = "x-alertengine-forwarded-by"
 # hop-by-hop headers (RFC 9110 7.6.1) and those the forwarding sets itself
 _DROP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -210,8 +212,8 @@ class NodeApp:
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
-            if len(body) > MAX_BODY * 4:
-                await _respond(send, 413, {"error": "too_large", "detail": f"the body exceeds {MAX_BODY * 4} bytes"})
+            if len(body) > FORWARD_MAX:
+                await _respond(send, 413, {"error": "too_large", "detail": f"the body exceeds {FORWARD_MAX} bytes"})
                 return
             if not message.get("more_body"):
                 break
@@ -221,7 +223,8 @@ class NodeApp:
                                        "few seconds); retry"}, retry_after=2)
             return
         client = scope.get("client") or ("", 0)
-        out = [(k, v) for k, v in headers if k not in _DROP and k != "x-forwarded-for"]
+        listed = {t.strip() for k, v in headers if k == "connection" for t in v.lower().split(",")}   # also hop-by-hop
+        out = [(k, v) for k, v in headers if k not in _DROP and k not in listed and k != "x-forwarded-for"]
         forwarded_for = ", ".join([v for k, v in headers if k == "x-forwarded-for"] + [client[0]])
         out += [("x-forwarded-for", forwarded_for), (FORWARDED_BY, self.lease.node)]
         if not any(k == "x-forwarded-proto" for k, _ in out):
