@@ -520,7 +520,7 @@ class Database:
     def _reconnected(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         """The writer's connection, opened anew if the PostgreSQL server dropped it (a restart, a
         failover of the operator's replication): the next batch writes again once it is back."""
-        if not isinstance(conn, pg.PgConnection) or not conn.raw.closed:
+        if not isinstance(conn, pg.PgConnection) or not conn.lost:
             return conn
         with contextlib.suppress(Exception):
             conn.close()
@@ -645,6 +645,11 @@ class Database:
         if self.strict_loop:
             _refuse_loop_read()
         conn = getattr(self._local, "conn", None)
+        if conn is not None and isinstance(conn, pg.PgConnection) and conn.lost:
+            # the PostgreSQL server dropped it (a restart, a failover of the operator's replication)
+            with contextlib.suppress(ValueError):
+                self._readers.remove(conn)
+            conn = None
         if conn is None:
             conn = self._local.conn = connect(self.path, readonly=True)
             self._readers.append(conn)

@@ -264,6 +264,11 @@ class PgConnection:
         return self._conn
 
     @property
+    def lost(self) -> bool:
+        """The connection is closed, or the server dropped it: open a new one."""
+        return bool(self._conn.closed or self._conn.broken)
+
+    @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
         return self._conn.info.transaction_status != TransactionStatus.IDLE

@@ -160,3 +160,16 @@ def test_writers_of_two_connections_take_turns(pg_db: Database) -> None:
     finally:
         for conn in (a, b, watcher):
             conn.close()
+
+
+def test_a_reader_whose_connection_was_dropped_reads_again_on_a_new_one(pg_db: Database) -> None:
+    pg_db.append_sync(event(1))
+    conn = pg_db.read_conn()
+    pid = conn.raw.info.backend_pid   # type: ignore[attr-defined]
+    with psycopg.connect(pg_db.path, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(sqlite3.OperationalError) as raised:   # the read under way when it was dropped fails ...
+        conn.execute("SELECT count(*) FROM ledger").fetchone()
+    assert pg.is_fault(raised.value)
+    again = pg_db.read_conn()                                  # ... and the next one reads on a new connection
+    assert again is not conn and again.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
