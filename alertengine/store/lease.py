@@ -189,8 +189,10 @@ class LeaseKeeper:
     event loop). A node that held the lease and loses it never gets it back in the same process:
     what it holds in memory may be stale once another node has written, so ``on_lost`` is its end."""
 
-    def __init__(self, lease: Lease, *, on_acquired: Callable[[], None], on_lost: Callable[[str], None]) -> None:
+    def __init__(self, lease: Lease, *, on_acquired: Callable[[], None], on_lost: Callable[[str], None],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.lease = lease
+        self.monotonic = monotonic   # this node's clock, for how long a lease it could not renew surely lasts
         self.on_acquired = on_acquired
         self.on_lost = on_lost
         self._stop = threading.Event()
@@ -205,7 +207,7 @@ class LeaseKeeper:
         ttl = self.lease.ttl
         valid_until = 0.0   # by this node's monotonic clock: the lease surely lasts until then
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self.monotonic()
             try:
                 held, _acquired = self.lease.step()
                 error = None
@@ -213,7 +215,7 @@ class LeaseKeeper:
                 held, error = False, exc
             if held:
                 valid_until = started + ttl
-            elif self.leader and error is not None and time.monotonic() < valid_until - ttl / 6:
+            elif self.leader and error is not None and self.monotonic() < valid_until - ttl / 6:
                 log.warning("could not renew the leader lease (trying again): %s", error)
                 self._stop.wait(min(ttl / 12, 0.5))
                 continue

@@ -5,7 +5,9 @@ SQLite file, or PostgreSQL with ALERTENGINE_TEST_STORE=postgresql)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -169,7 +171,7 @@ def test_the_keeper_tells_when_the_lease_is_taken_and_when_it_is_lost(db: Databa
         taken = b.step()[0]
         assert taken
         wait_for(lambda: len(events) == 2, timeout=10)
-        assert "another node holds it" in events[1]
+        assert events[1] == "another node holds it now, or it ran out"
         assert not keeper.leader and a.token is None
     finally:
         keeper.stop(release=False)
@@ -177,8 +179,101 @@ def test_the_keeper_tells_when_the_lease_is_taken_and_when_it_is_lost(db: Databa
 
 
 def test_a_node_name_is_required(db: Database) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^a lease needs this node's name$"):
         Lease(target(db), "", "http://a")
+
+
+def test_the_lease_ends_at_its_expiry_exactly(pair: tuple[Clock, Lease, Lease]) -> None:
+    clock, a, b = pair
+    a.step()
+    clock.t += 6 - 0.001
+    assert a.holder().live and b.step() == (False, False)
+    clock.t += 0.001                  # now == expires: over
+    assert not a.holder().live
+    assert b.step() == (True, True)
+
+
+def test_the_messages_say_who_holds_the_lease(db: Database, pair: tuple[Clock, Lease, Lease]) -> None:
+    clock, a, b = pair
+    db.lease = a
+    with pytest.raises(NotLeaderError) as never:
+        db.append_sync(event(0))
+    assert str(never.value) == "node 'node-a' does not hold the leader lease: writes go to the leader"
+    a.step()
+    clock.t += 7
+    b.step()
+    with pytest.raises(NotLeaderError) as lost:
+        db.append_sync(event(1))
+    assert str(lost.value) == ("node 'node-a' lost the leader lease (token 1; the lease names node-b with token 2): "
+                               "writing refused")
+
+
+def test_without_its_row_nobody_holds_the_lease_and_nobody_takes_it(db: Database) -> None:
+    clock = Clock()
+    db.write_sync(lambda tx: tx.execute("DELETE FROM leader_lease"))
+    a = Lease(target(db), "node-a", "http://a", clock=clock)
+    try:
+        h = a.holder()
+        assert (h.node, h.url, h.token, h.expires, h.now, h.live) == ("", "", 0, 0.0, clock.t, False)
+        assert a.step() == (False, False)
+    finally:
+        a.close()
+
+
+def test_an_unreachable_database_is_an_error_and_the_lease_tries_a_new_connection(tmp_path: Path) -> None:
+    gone = Lease(str(tmp_path / "no-such-dir" / "x.db"), "node-a", "http://a", clock=Clock())
+    for call in (gone.holder, gone.step):
+        with pytest.raises(sqlite3.Error):
+            call()
+        assert gone._conn is None
+
+
+class Flaky:
+    """A lease whose database can be made unreachable."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease, self.down, self.failed, self.renewed = lease, False, 0, 0
+        self.ttl = lease.ttl
+
+    def step(self) -> tuple[bool, bool]:
+        if self.down:
+            self.failed += 1
+            raise sqlite3.OperationalError("could not connect to server")
+        held = self.lease.step()
+        self.renewed += 1
+        return held
+
+    def release(self) -> None:
+        self.lease.release()
+
+    def close(self) -> None:
+        self.lease.close()
+
+
+def test_a_leader_rides_out_a_short_outage_and_gives_up_once_its_lease_surely_ended(db: Database) -> None:
+    clock, mono = Clock(), Clock(100.0)
+    flaky = Flaky(Lease(target(db), "node-a", "http://a", ttl=1.2, clock=clock))
+    events: list[str] = []
+    keeper = LeaseKeeper(flaky, on_acquired=lambda: events.append("acquired"),  # type: ignore[arg-type]
+                         on_lost=events.append, monotonic=lambda: mono.t)
+    keeper.start()
+    try:
+        wait_for(lambda: events == ["acquired"], timeout=10)
+        flaky.down = True                         # the database is unreachable for a while ...
+        wait_for(lambda: flaky.failed >= 3, timeout=10)
+        assert events == ["acquired"] and keeper.leader   # ... within the lease: still the leader
+        flaky.down = False
+        renewed = flaky.renewed
+        wait_for(lambda: flaky.renewed > renewed, timeout=10)     # back: renewed with the same token
+        assert flaky.lease.token == 1 and keeper.leader and events == ["acquired"]
+        flaky.down = True
+        mono.t += 1.2                              # past the lease's last sure moment: it has ended
+        wait_for(lambda: len(events) == 2, timeout=10)
+        assert events[1].startswith("the database could not be reached to renew it: could not connect")
+        assert not keeper.leader
+    finally:
+        keeper.stop(release=False)
+    assert keeper._thread is not None and not keeper._thread.is_alive()
 
 
 def test_not_leader_is_a_store_error() -> None:
